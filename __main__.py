@@ -1,0 +1,20 @@
+"""The stack's program: read the stack config, build the cluster, export what clients need."""
+
+import pulumi
+
+from nats_fly import NatsCluster, SettingsError
+from nats_fly.stack_config import from_pulumi
+
+try:
+    cluster = NatsCluster("nats", from_pulumi())
+except SettingsError as error:
+    raise pulumi.RunError(str(error)) from None
+
+pulumi.export("app", cluster.app_name)
+pulumi.export("hostname", cluster.hostname)
+pulumi.export("clientUrl", cluster.client_url)
+pulumi.export("tlsUrl", cluster.tls_url)
+pulumi.export("clientUrls", cluster.client_urls)
+pulumi.export("machines", cluster.machines)
+pulumi.export("imageHash", cluster.image_hash)
+pulumi.export("natsConf", cluster.nats_conf)

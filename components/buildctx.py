@@ -1,0 +1,54 @@
+"""The image's build context: the static files from nats/ plus the rendered nats.conf
+and fly.toml, with one content hash that tells when a deploy must run again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from . import flytoml, natsconf
+from .settings import Settings
+
+STATIC_FILES = ("Dockerfile", "entrypoint.sh")
+EXECUTABLE = {"entrypoint.sh"}
+
+
+def image_file(name: str) -> str:
+    """Read one of the image's static files, installed (package data) or from a checkout."""
+    try:
+        return resources.files("nats_fly.image").joinpath(name).read_text()
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        return (Path(__file__).resolve().parent.parent / "nats" / name).read_text()
+
+
+def build_context(s: Settings) -> dict[str, str]:
+    files = {name: image_file(name) for name in STATIC_FILES}
+    files["nats.conf"] = natsconf.render(natsconf.fly_conf(s))
+    files["fly.toml"] = flytoml.render(flytoml.fly_toml(s))
+    return files
+
+
+def content_hash(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def write(files: dict[str, str], out_dir: str | os.PathLike) -> Path:
+    """Write the context into out_dir, replacing what a previous render left there."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        if stale.is_file() and stale.name not in files:
+            stale.unlink()
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o755 if name in EXECUTABLE else 0o644)
+        os.replace(tmp, out / name)
+    return out

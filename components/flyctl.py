@@ -1,0 +1,113 @@
+"""Every flyctl command line the library runs, built here and nowhere else.
+
+Each function returns shell text for a `pulumi_command.local.Command`. Arguments
+are assembled as argv lists and quoted with shlex, never pasted. The Fly token is
+not handled here at all: flyctl reads FLY_API_TOKEN from the ambient environment,
+which stays fresh for deletes that run with a Command's stored inputs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Mapping
+
+FLYCTL = "flyctl"
+DEPLOY_WAIT = "5m"
+
+
+def argv(*words: str, app: str | None = None, yes: bool = False, json: bool = False) -> list[str]:
+    args = [FLYCTL, *words]
+    if app is not None:
+        args += ["--app", app]
+    if json:
+        args.append("--json")
+    if yes:
+        args.append("--yes")
+    return args
+
+
+def sh(args: list[str]) -> str:
+    return shlex.join(args)
+
+
+def status(app: str) -> list[str]:
+    return argv("status", app=app, json=True)
+
+
+def ensure_app(app: str, org: str) -> str:
+    """Adopt the app when our token can see it; create it otherwise.
+    `apps create` fails on any existing name, so look first."""
+    return f"{sh(status(app))} >/dev/null 2>&1 || {sh(argv('apps', 'create', app, '--org', org))}"
+
+
+def destroy_app(app: str) -> str:
+    """Destroy the app; one that is already gone counts as destroyed."""
+    destroy = sh(argv("apps", "destroy", app, yes=True))
+    return (f"out=$({destroy} 2>&1) || case \"$out\" in *'Could not find App'*) ;; "
+            f"*) printf '%s\\n' \"$out\" >&2; exit 1 ;; esac")
+
+
+def ensure_ips(app: str, ipv4: str) -> str:
+    """Allocate the public IPs raw TCP needs (a non-interactive first deploy allocates
+    none), each only when the app lacks one of its type: allocations are not idempotent."""
+    wanted = [("v6", argv("ips", "allocate-v6", app=app))]
+    if ipv4 == "shared":
+        wanted.append(("shared_v4", argv("ips", "allocate-v4", "--shared", app=app)))
+    elif ipv4 == "dedicated":
+        wanted.append(("v4", argv("ips", "allocate-v4", app=app, yes=True)))
+    lines = ["set -e", f"ips=$({sh(argv('ips', 'list', app=app, json=True))})"]
+    for ip_type, allocate in wanted:
+        lines.append(f"printf '%s' \"$ips\" | grep -q '\"Type\": *\"{ip_type}\"' || {sh(allocate)}")
+    return "\n".join(lines)
+
+
+def import_secrets(app: str) -> str:
+    """Stage secrets read from stdin; the next deploy applies them."""
+    return sh(argv("secrets", "import", "--stage", app=app))
+
+
+def secrets_text(values: Mapping[str, str]) -> str:
+    """NAME=VALUE lines in `flyctl secrets import`'s format: quoted, so '#' is kept;
+    triple-quoted when the value spans lines."""
+    lines = []
+    for name in sorted(values):
+        value = values[name]
+        quote = '"""' if "\n" in value else '"'
+        lines.append(f"{name}={quote}{value}{quote}")
+    return "\n".join(lines) + "\n"
+
+
+def deploy(app: str) -> str:
+    """Deploy the build context in the working directory. --ha=false: the first deploy
+    places one Machine in primary_region, and the regions scale from there."""
+    return sh(argv("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
+                   "--wait-timeout", DEPLOY_WAIT, app=app, yes=True))
+
+
+def scale(app: str, region: str, count: int) -> str:
+    """Fly has no `regions add` for Machines apps: a count is one call per region."""
+    return sh(argv("scale", "count", str(count), "--region", region, app=app, yes=True))
+
+
+def machine_list(app: str) -> list[str]:
+    return argv("machine", "list", app=app, json=True)
+
+
+def tls_marker_cert(app: str) -> str:
+    """A self-signed certificate and key on stdout. It only lets nats-server advertise
+    TLS as available to TLS-first clients behind Fly's tls handler, which terminates TLS."""
+    return sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+               "-nodes", "-days", "3650", "-subj", f"/CN={app}.fly.dev",
+               "-keyout", "/dev/stdout", "-out", "/dev/stdout"]) + " 2>/dev/null"
+
+
+# The local platform runs nats-server processes through the same kind of Commands.
+
+def local_ensure(python: str, name: str, conf: str, state_dir: str, client_port: int, http_port: int) -> str:
+    return sh([python, "-m", "nats_fly", "local", "ensure", "--name", name, "--conf", conf,
+               "--state-dir", state_dir, "--client-port", str(client_port), "--http-port", str(http_port)])
+
+
+def local_stop(python: str, name: str, conf: str, state_dir: str) -> str:
+    return (sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
+            + " && " + sh(["rm", "-f", conf]))

@@ -1,0 +1,93 @@
+"""fly.toml as data: built from Settings, rendered with a small TOML writer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from .natsconf import JETSTREAM_DIR
+from .settings import Settings
+
+PROCESS_GROUP = "app"
+VOLUME_NAME = "nats_data"
+
+
+def fly_toml(s: Settings) -> dict[str, Any]:
+    health = "/healthz?js-enabled-only=true" if s.jetstream else "/healthz"
+    conf: dict[str, Any] = {
+        "app": s.app,
+        "primary_region": s.primary_region,
+        # SIGUSR2 puts nats-server in lame duck mode; kill_timeout outlasts it (validated).
+        "kill_signal": "SIGUSR2",
+        "kill_timeout": s.kill_timeout,
+        "build": {"dockerfile": "Dockerfile"},
+        "deploy": {"strategy": "rolling", "max_unavailable": 1, "wait_timeout": "5m"},
+        "env": {
+            "NATS_TOPOLOGY": s.topology,
+            "NATS_CLUSTER_PORT": str(s.ports.cluster),
+            "NATS_GATEWAY_PORT": str(s.ports.gateway),
+            "NATS_PEER_WAIT": str(s.peer_wait),
+        },
+        "services": [{
+            "internal_port": s.ports.client,
+            "protocol": "tcp",
+            "auto_stop_machines": "off",
+            "auto_start_machines": False,
+            "min_machines_running": 0,
+            "ports": [
+                {"port": s.ports.public},  # no handler: raw TCP to nats-server
+                {"port": s.ports.public_tls, "handlers": ["tls"]},  # Fly terminates TLS
+            ],
+            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
+            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
+        }],
+        "checks": {
+            "nats_health": {
+                "type": "http", "port": s.ports.monitor, "method": "get", "path": health,
+                "interval": "10s", "timeout": "5s", "grace_period": "30s",
+            },
+        },
+        "vm": [{"size": s.vm_size, "memory": f"{s.vm_memory_mb}mb"}],
+    }
+    if s.jetstream:
+        conf["mounts"] = [{"source": VOLUME_NAME, "destination": JETSTREAM_DIR.rsplit("/", 1)[0],
+                           "initial_size": f"{s.volume_size_gb}gb"}]
+    return conf
+
+
+def render(doc: dict[str, Any]) -> str:
+    return "".join(_table(doc, ())).lstrip("\n")
+
+
+def _table(table: dict[str, Any], path: tuple[str, ...]) -> Iterable[str]:
+    scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_table_array(v)}
+    for key, value in scalars.items():
+        yield f"{key} = {_scalar(value)}\n"
+    for key, value in table.items():
+        if _is_table(value):
+            yield f"\n[{'.'.join(path + (key,))}]\n"
+            yield from _table(value, path + (key,))
+        elif _is_table_array(value):
+            for item in value:
+                yield f"\n[[{'.'.join(path + (key,))}]]\n"
+                yield from _table(item, path + (key,))
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} in fly.toml: {value!r}")

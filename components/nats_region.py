@@ -1,0 +1,46 @@
+"""NatsRegion: the Machines of one region."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import pulumi
+from pulumi_command import local
+
+from . import flyctl
+
+
+class NatsRegionArgs(TypedDict):
+    app: str
+    """The Fly app the Machines belong to."""
+    region: str
+    """The Fly region code."""
+    machines: int
+    """How many Machines run in the region (at least 1)."""
+    app_resource: pulumi.Resource
+    """The app: destroying it takes the region's Machines along, so no scale-down runs then."""
+    deploy_resource: pulumi.Resource
+    """The deploy: `scale count` clones the deployed config, so a release must exist first."""
+
+
+class NatsRegion(pulumi.ComponentResource):
+    region: pulumi.Output[str]
+    """The region code."""
+    machines: pulumi.Output[int]
+    """The Machine count the region converges to."""
+
+    def __init__(self, name: str, args: NatsRegionArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("nats-fly:index:NatsRegion", name, {}, opts)
+        app, region = args["app"], args["region"]
+        # A count change updates in place: `update` is unset, so `create` runs with the new N.
+        # Removing the region from the stack deletes this resource, scaling it to 0.
+        self.scale = local.Command(
+            f"{name}-scale",
+            create=flyctl.scale(app, region, args["machines"]),
+            delete=flyctl.scale(app, region, 0),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args["deploy_resource"]],
+                                        deleted_with=args["app_resource"]),
+        )
+        self.region = pulumi.Output.from_input(region)
+        self.machines = pulumi.Output.from_input(args["machines"])
+        self.register_outputs({"region": self.region, "machines": self.machines})

@@ -1,0 +1,245 @@
+"""nats.conf as data: build a dict from Settings, then render it to NATS conf syntax.
+
+As in the official Helm chart, one structure is the truth and the text is only
+its rendering. Values the server learns at boot (its Machine id, its region)
+and every secret are `Var`s: rendered as `$NAME`, resolved by nats-server from
+the environment, so the rendered file never holds a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .regions import FLY_REGIONS
+from .settings import Settings
+
+MAX_LOCAL_SERVERS_PER_REGION = 10
+
+# Environment variables the entrypoint derives from Fly's runtime variables.
+SERVER_NAME = "NATS_SERVER_NAME"
+REGION_TAG = "NATS_REGION_TAG"
+CLUSTER_ADVERTISE = "NATS_CLUSTER_ADVERTISE"
+GATEWAY_ADVERTISE = "NATS_GATEWAY_ADVERTISE"
+ROUTE_URL = "NATS_ROUTE_URL"
+# Secrets, delivered as Fly secrets (or, locally, as the process environment).
+SYS_PASSWORD = "NATS_SYS_PASSWORD"
+ROUTE_PASSWORD = "NATS_ROUTE_PASSWORD"
+SYS_USER = "sys"
+ROUTE_USER = "route"
+SYSTEM_ACCOUNT = "SYS"
+APP_ACCOUNT = "APP"
+JETSTREAM_DIR = "/data/jetstream"
+TLS_CERT_FILE = "/tmp/nats-fly-tls/cert.pem"  # written at boot from the NATS_TLS_CERT secret
+TLS_KEY_FILE = "/tmp/nats-fly-tls/key.pem"
+
+
+class Var(str):
+    """A reference to an environment variable, rendered unquoted as `$NAME`."""
+
+
+def user_password_var(user: str) -> str:
+    return f"NATS_PASSWORD_{user.upper()}"
+
+
+def secret_env_names(settings: Settings) -> list[str]:
+    """Every secret the rendered conf refers to, in a stable order."""
+    if settings.auth == "none":
+        return [SYS_PASSWORD, ROUTE_PASSWORD]
+    return [SYS_PASSWORD, ROUTE_PASSWORD] + [user_password_var(u) for u in settings.users]
+
+
+# ---------------------------------------------------------------- building
+
+def fly_conf(s: Settings) -> dict[str, Any]:
+    """The one conf every Fly Machine of the stack runs; per-Machine values are Vars."""
+    internal = f"{s.app}.internal"
+    conf = _base(s, server_name=Var(SERVER_NAME), tags=[Var(REGION_TAG)], host="::",
+                 client_port=s.ports.client, monitor_port=s.ports.monitor)
+    # Fly's tls handler terminates TLS and forwards plaintext. TLS-first clients then need
+    # INFO to say TLS is available, which takes a tls block plus allow_non_tls.
+    conf["tls"] = {"cert_file": TLS_CERT_FILE, "key_file": TLS_KEY_FILE}
+    conf["allow_non_tls"] = True
+    # The route URL carries the route password, so the entrypoint builds it at boot from
+    # <app>.internal (mesh) or <region>.<app>.internal (supercluster: one cluster per region).
+    name = s.cluster_name if s.topology == "mesh" else Var("FLY_REGION")
+    conf["cluster"] = _cluster(name, f"[::]:{s.ports.cluster}", [Var(ROUTE_URL)], Var(CLUSTER_ADVERTISE))
+    conf["cluster"]["authorization"] = {"user": ROUTE_USER, "password": Var(ROUTE_PASSWORD)}
+    if s.topology == "supercluster":
+        conf["gateway"] = _gateway(Var("FLY_REGION"), f"[::]:{s.ports.gateway}", Var(GATEWAY_ADVERTISE), {
+            r: [f"nats://{r}.{internal}:{s.ports.gateway}"] for r in s.regions})
+    if s.jetstream:
+        conf["jetstream"] = _jetstream(s, JETSTREAM_DIR)
+    return conf
+
+
+def _cluster(name: Any, listen: str, routes: list, advertise: Any = None) -> dict[str, Any]:
+    cluster = {
+        "name": name,
+        "listen": listen,
+        "no_advertise": True,  # clients sit behind Fly's proxy and cannot reach 6PN addresses
+        "connect_retries": 120,
+        "routes": routes,
+    }
+    if advertise is not None:
+        cluster["advertise"] = advertise
+    return cluster
+
+
+def _gateway(name: Any, listen: str, advertise: Any, urls: dict[str, list[str]]) -> dict[str, Any]:
+    gateway = {
+        "name": name,
+        "listen": listen,
+        "connect_retries": 120,
+        "authorization": {"user": ROUTE_USER, "password": Var(ROUTE_PASSWORD)},
+        "gateways": [{"name": region, "urls": region_urls} for region, region_urls in urls.items()],
+    }
+    if advertise is not None:
+        gateway["advertise"] = advertise
+    return gateway
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """One nats-server process of the local platform, on loopback."""
+    region: str
+    index: int
+    client_port: int
+    cluster_port: int
+    gateway_port: int
+    monitor_port: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.region}-{self.index}"
+
+    @property
+    def client_url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+
+def local_servers(s: Settings) -> list[LocalServer]:
+    """The local platform's servers. Ports derive from the region's place in Fly's list,
+    so adding or removing a region never moves another region's ports."""
+    order = list(FLY_REGIONS)
+    servers = []
+    for region in s.regions:
+        for i in range(s.machines[region]):
+            slot = order.index(region) * MAX_LOCAL_SERVERS_PER_REGION + i
+            base = s.local_base_port + 4 * slot
+            servers.append(LocalServer(region, i, base, base + 1, base + 2, base + 3))
+    return servers
+
+
+def local_conf(s: Settings, server: LocalServer, store_dir: str | None = None) -> dict[str, Any]:
+    """The conf of one local server: the same structure, explicit loopback routes."""
+    servers = local_servers(s)
+    if s.topology == "mesh":
+        cluster_name, peers = s.cluster_name, servers
+    else:
+        cluster_name, peers = server.region, [p for p in servers if p.region == server.region]
+    conf = _base(s, server_name=server.name, tags=[f"region:{server.region}"], host="127.0.0.1",
+                 client_port=server.client_port, monitor_port=server.monitor_port)
+    # Loopback routes carry no credentials: a reloadable route list cannot hold a secret,
+    # and only local users can reach 127.0.0.1. Gateways stay authorized.
+    conf["cluster"] = _cluster(cluster_name, f"127.0.0.1:{server.cluster_port}",
+                               [_route_url(p.cluster_port) for p in peers if p != server])
+    if s.topology == "supercluster":
+        conf["gateway"] = _gateway(server.region, f"127.0.0.1:{server.gateway_port}", None, {
+            r: [f"nats://127.0.0.1:{p.gateway_port}" for p in servers if p.region == r] for r in s.regions})
+    if s.jetstream:
+        conf["jetstream"] = _jetstream(s, store_dir or f"/tmp/nats-fly/{server.name}/jetstream")
+    return conf
+
+
+def _route_url(port: int) -> str:
+    return f"nats-route://127.0.0.1:{port}"
+
+
+def _base(s: Settings, *, server_name: Any, tags: list, host: str, client_port: int,
+          monitor_port: int) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "server_name": server_name,
+        "server_tags": tags,
+        "host": host,
+        "port": client_port,
+        "http": f"0.0.0.0:{monitor_port}" if host == "::" else f"{host}:{monitor_port}",
+        "lame_duck_grace_period": f"{s.lame_duck_grace_period}s",
+        "lame_duck_duration": f"{s.lame_duck_duration}s",
+        "max_connections": s.hard_limit,
+    }
+    conf.update(_accounts(s))
+    return conf
+
+
+def _accounts(s: Settings) -> dict[str, Any]:
+    sys_users = [{"user": SYS_USER, "password": Var(SYS_PASSWORD)}]
+    if s.auth == "none":
+        app_users = [{"user": "anonymous"}]
+    else:
+        app_users = [{"user": u, "password": Var(user_password_var(u))} for u in s.users]
+    app: dict[str, Any] = {"users": app_users}
+    if s.jetstream:
+        app["jetstream"] = "enabled"
+    conf: dict[str, Any] = {
+        "accounts": {SYSTEM_ACCOUNT: {"users": sys_users}, APP_ACCOUNT: app},
+        "system_account": SYSTEM_ACCOUNT,
+    }
+    if s.auth == "none":
+        conf["no_auth_user"] = "anonymous"
+    return conf
+
+
+def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
+    # Leave a tenth of the volume for the filesystem and compaction headroom, and half of
+    # the VM's memory for everything that is not the memory store.
+    return {
+        "store_dir": store_dir,
+        "max_file_store": s.volume_size_gb * 1024**3 * 9 // 10,
+        "max_memory_store": s.vm_memory_mb * 1024**2 // 2,
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+_BARE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def render(conf: dict[str, Any]) -> str:
+    """Render a conf dict to NATS conf text (the syntax `nats-server -t` parses)."""
+    return "".join(_block(conf, 0))
+
+
+def _block(items: dict[str, Any], depth: int) -> Iterable[str]:
+    pad = "  " * depth
+    for key, value in items.items():
+        name = key if _BARE_KEY.match(key) else json.dumps(key)
+        if isinstance(value, dict):
+            yield f"{pad}{name} {{\n"
+            yield from _block(value, depth + 1)
+            yield f"{pad}}}\n"
+        else:
+            yield f"{pad}{name}: {_value(value, depth)}\n"
+
+
+def _value(value: Any, depth: int) -> str:
+    if isinstance(value, Var):
+        return f"${value}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        pad = "  " * (depth + 1)
+        inner = ",\n".join(f"{pad}{_value(v, depth + 1)}" for v in value)
+        return f"[\n{inner}\n{'  ' * depth}]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k}: {_value(v, depth)}" for k, v in value.items())
+        return "{" + inner + "}"
+    raise TypeError(f"cannot render {type(value).__name__} in nats.conf: {value!r}")

@@ -1,0 +1,33 @@
+"""`python -m nats_fly render`: write a stack's build context without Pulumi."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import buildctx, natsconf, settings as settings_mod, stack_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", required=True, help="stack name: reads config/Pulumi.<stack>.yaml")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the files into")
+    parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
+                        help="folder holding Pulumi.yaml (default: the current folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    s, given = stack_config.from_file(stack_config.stack_file(args.project_dir, args.stack))
+    # Rendering needs no secret values, but a secret given in plain text is refused all the same.
+    plain = {k: v for k, v in given.items() if not v[1]}
+    if plain:
+        settings_mod.check_secrets(s, {**{k: (settings_mod.OPAQUE, True) for k in given}, **plain})
+    if s.platform == "fly":
+        files = buildctx.build_context(s)
+    else:
+        files = {f"{sv.name}.conf": natsconf.render(natsconf.local_conf(s, sv))
+                 for sv in natsconf.local_servers(s)}
+    out = buildctx.write(files, args.out)
+    for name in sorted(files):
+        print(out / name)
+    print(f"sha256 {buildctx.content_hash(files)}")
+    return 0

@@ -1,0 +1,69 @@
+#!/bin/sh
+# nats-fly entrypoint: derive this Machine's identity from Fly's runtime, guard
+# against islands, then exec nats-server so it receives Fly's kill_signal itself.
+#
+# Why a bounded wait for a peer, and not re-resolve-and-reload: Fly DNS lists only
+# started Machines and its catalogue is eventually consistent, and nats-server gives
+# up for good on a route whose name resolves only to itself. Machines that cold-start
+# together would each see only themselves and stay islands. Waiting (at most
+# NATS_PEER_WAIT seconds) until the route name resolves to someone else makes the
+# first dial find a peer; once any route is up, gossip completes the mesh. A watcher
+# that reloads routes would have to stay alive beside nats-server, forward signals
+# and own the process tree: more moving parts for the same result. A lone first
+# Machine only pays the wait once, then serves; later Machines find it at once.
+# POSIX sh with busybox tools only, as in the nats:alpine image.
+set -eu
+
+: "${FLY_APP_NAME:?not running on Fly: FLY_APP_NAME is unset}"
+: "${FLY_REGION:?FLY_REGION is unset}"
+: "${FLY_MACHINE_ID:?FLY_MACHINE_ID is unset}"
+: "${NATS_ROUTE_PASSWORD:?the NATS_ROUTE_PASSWORD secret is unset}"
+cluster_port="${NATS_CLUSTER_PORT:-4248}"
+gateway_port="${NATS_GATEWAY_PORT:-7222}"
+peer_wait="${NATS_PEER_WAIT:-20}"
+
+internal="${FLY_APP_NAME}.internal"
+# Stable across restarts and host moves, unlike the 6PN address.
+stable="${FLY_MACHINE_ID}.vm.${internal}"
+case "${NATS_TOPOLOGY:-mesh}" in
+  supercluster) peers="${FLY_REGION}.${internal}" ;;
+  *) peers="${internal}" ;;
+esac
+
+export NATS_SERVER_NAME="${FLY_REGION}-${FLY_MACHINE_ID}"
+export NATS_REGION_TAG="region:${FLY_REGION}"
+export NATS_CLUSTER_ADVERTISE="${stable}:${cluster_port}"
+export NATS_GATEWAY_ADVERTISE="${stable}:${gateway_port}"
+export NATS_ROUTE_URL="nats-route://route:${NATS_ROUTE_PASSWORD}@${peers}:${cluster_port}"
+
+# The tls block only makes INFO say TLS is available, for TLS-first clients that
+# reach us through Fly's tls handler; the key arrives as a secret, never in the image.
+tls_dir=/tmp/nats-fly-tls
+mkdir -p "$tls_dir"
+(
+  umask 077
+  printf '%s\n' "${NATS_TLS_CERT:?the NATS_TLS_CERT secret is unset}" >"$tls_dir/cert.pem"
+  printf '%s\n' "${NATS_TLS_KEY:?the NATS_TLS_KEY secret is unset}" >"$tls_dir/key.pem"
+)
+unset NATS_TLS_KEY NATS_TLS_CERT
+
+# Addresses, other than our own, that the route name resolves to right now.
+peer_addresses() {
+  nslookup -type=AAAA "$peers" 2>/dev/null |
+    awk '/^Name:/ { answers = 1 } answers && /^Address/ { print $NF }' |
+    grep -v -x -F "${FLY_PRIVATE_IP:-none}" || true
+}
+
+waited=0
+while [ "$waited" -lt "$peer_wait" ] && [ -z "$(peer_addresses)" ]; do
+  [ "$waited" -eq 0 ] && echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
+  sleep 1
+  waited=$((waited + 1))
+done
+if [ -n "$(peer_addresses)" ]; then
+  echo "nats-fly: peers at ${peers} after ${waited}s; starting ${NATS_SERVER_NAME}"
+else
+  echo "nats-fly: no peer at ${peers} after ${waited}s; starting ${NATS_SERVER_NAME} as the first server"
+fi
+
+exec "$@"
