@@ -1,0 +1,98 @@
+"""The resource graph NatsCluster builds, and the exact flyctl command line of every Command."""
+
+from __future__ import annotations
+
+import shlex
+
+import pulumi
+import pytest
+
+from nats_fly import NatsCluster, SettingsError
+
+
+def build(tmp_path, **config):
+    secrets = {"sysPassword": pulumi.Output.secret("s" * 16),
+               "userPasswords": pulumi.Output.secret({"app": "p" * 10})}
+    args = {"app": "my-nats", "regions": ["ord", "syd", "cdg"], "users": ["app"], **secrets,
+            "workDir": str(tmp_path), **config}
+    return NatsCluster("nats", {k: v for k, v in args.items() if v is not None})
+
+
+def test_fly_graph_and_outputs(mock_program, tmp_path):
+    cluster = mock_program.run(lambda: build(tmp_path))
+    assert mock_program.value(cluster.client_url) == "nats://my-nats.fly.dev:10000"
+    assert mock_program.value(cluster.tls_url) == "tls://my-nats.fly.dev:10001"
+    assert mock_program.value(cluster.machines) == {"ord": 1, "syd": 1, "cdg": 1}
+    assert "routes: [\n    $NATS_ROUTE_URL\n  ]" in mock_program.value(cluster.nats_conf)
+    types = {name: typ for name, (typ, _) in mock_program.resources().items()}
+    assert types["nats"] == "nats-fly:index:NatsCluster"
+    assert types["nats-fly"] == "nats-fly:index:FlyApp"
+    assert types["nats-image"] == "nats-fly:index:NatsImage"
+    assert {types[f"nats-{r}"] for r in ("ord", "syd", "cdg")} == {"nats-fly:index:NatsRegion"}
+    assert sorted(mock_program.commands()) == sorted([
+        "nats-tls-marker", "nats-fly-app", "nats-fly-ips", "nats-fly-secrets", "nats-image-deploy",
+        "nats-ord-scale", "nats-syd-scale", "nats-cdg-scale"])
+
+
+def test_every_flyctl_command_line(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path, regions=["ord", "syd=3"], publicIpv4="dedicated"))
+    inputs = mock_program.commands()
+    app = inputs["nats-fly-app"]
+    assert app["create"] == ("flyctl status --app my-nats --json >/dev/null 2>&1 || "
+                             "flyctl apps create my-nats --org personal")
+    assert "flyctl apps destroy my-nats --yes" in app["delete"] and "'Could not find App'" in app["delete"]
+    assert app["triggers"] == ["my-nats", "personal"]
+    assert inputs["nats-fly-ips"]["create"].splitlines() == [
+        "set -e",
+        "ips=$(flyctl ips list --app my-nats --json)",
+        "printf '%s' \"$ips\" | grep -q '\"Type\": *\"v6\"' || flyctl ips allocate-v6 --app my-nats",
+        "printf '%s' \"$ips\" | grep -q '\"Type\": *\"v4\"' || flyctl ips allocate-v4 --app my-nats --yes",
+    ]
+    assert inputs["nats-fly-secrets"]["create"] == "flyctl secrets import --stage --app my-nats"
+    deploy = inputs["nats-image-deploy"]
+    assert shlex.split(deploy["create"]) == [
+        "flyctl", "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
+        "--wait-timeout", "5m", "--app", "my-nats", "--yes"]
+    assert deploy["dir"] == str(tmp_path / "build")
+    assert len(deploy["environment"]["NATS_FLY_IMAGE_SHA"]) == 64
+    assert inputs["nats-ord-scale"]["create"] == "flyctl scale count 1 --region ord --app my-nats --yes"
+    assert inputs["nats-syd-scale"]["create"] == "flyctl scale count 3 --region syd --app my-nats --yes"
+    assert inputs["nats-syd-scale"]["delete"] == "flyctl scale count 0 --region syd --app my-nats --yes"
+    for name, res in inputs.items():  # the token stays ambient: no Command carries it
+        assert "FLY_API_TOKEN" not in str(res.get("environment", {})), name
+
+
+def test_secrets_reach_fly_only_on_stdin(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path))
+    inputs = mock_program.commands()
+    stdin = inputs["nats-fly-secrets"]["stdin"]
+    assert 'NATS_SYS_PASSWORD="' + "s" * 16 + '"' in stdin
+    assert 'NATS_PASSWORD_APP="' + "p" * 10 + '"' in stdin
+    assert 'NATS_TLS_KEY="""-----BEGIN PRIVATE KEY-----' in stdin
+    assert inputs["nats-fly-secrets"]["logging"] == "none"
+    assert "stdin" in mock_program.secret_paths("nats-fly-secrets")
+    assert "environment" in mock_program.secret_paths("nats-image-deploy")
+    for name, res in inputs.items():
+        for field in ("create", "delete", "update"):
+            assert "s" * 16 not in (res.get(field) or ""), name
+    for path in (tmp_path / "build").iterdir():
+        assert "s" * 16 not in path.read_text() and "p" * 10 not in path.read_text()
+
+
+def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
+    cluster = mock_program.run(lambda: build(tmp_path, platform="local", auth="none", userPasswords=None,
+                                             users=None, regions=["ord", "syd=2"]))
+    inputs = mock_program.commands()
+    assert sorted(inputs) == ["nats-ord-0", "nats-syd-0", "nats-syd-1"]
+    create = shlex.split(inputs["nats-syd-1"]["create"])
+    assert create[1:7] == ["-m", "nats_fly", "local", "ensure", "--name", "syd-1"]
+    assert "flyctl" not in str(inputs)
+    assert (tmp_path / "local" / "syd-1.conf").exists()
+    assert mock_program.value(cluster.client_urls)["syd"].count("nats://127.0.0.1:") == 2
+
+
+def test_bad_input_fails_before_any_resource(mock_program, tmp_path):
+    with pytest.raises(SettingsError, match="nats-fly:regions: 'atlantis' is not a Fly region"):
+        mock_program.run(lambda: build(tmp_path, regions=["ord", "atlantis"]))
+    assert not mock_program.commands()
+    assert not (tmp_path / "build").exists()

@@ -1,0 +1,156 @@
+"""Golden renders of nats.conf and fly.toml, each checked by the pinned `nats-server -t`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from support import REPO, nats_server_binary
+from nats_fly import buildctx, flytoml, natsconf, stack_config
+from nats_fly.settings import load
+
+GOLDEN = REPO / "tests" / "golden"
+STACKS = sorted(p.name.split(".")[1] for p in (REPO / "config").glob("Pulumi.*.yaml"))
+VARIANTS = {
+    "supercluster": {"topology": "supercluster"},
+    "jetstream": {"jetstream": True, "machinesPerRegion": 3, "volumeSize": 10},
+    "supercluster-jetstream": {"topology": "supercluster", "jetstream": True, "machinesPerRegion": 3},
+}
+
+
+def stack_settings(stack: str, **changes):
+    s, _ = stack_config.from_file(REPO / "config" / f"Pulumi.{stack}.yaml")
+    if not changes:
+        return s
+    values = {k: v for k, v in vars(s).items()}
+    raw = {"app": s.app, "regions": list(s.regions), "platform": s.platform, "auth": s.auth,
+           "topology": s.topology, **changes}
+    return load(raw)
+
+
+def renders():
+    """(case name, file name, text) for every stack file and every topology variant."""
+    cases = []
+    for stack in STACKS:
+        base = stack_settings(stack)
+        variants = {stack: base}
+        for suffix, changes in VARIANTS.items():
+            variants[f"{stack}-{suffix}"] = stack_settings(stack, **changes)
+        for case, s in variants.items():
+            if s.platform == "fly":
+                files = buildctx.build_context(s)
+                cases += [(case, "nats.conf", files["nats.conf"]), (case, "fly.toml", files["fly.toml"])]
+            else:
+                for sv in natsconf.local_servers(s):
+                    text = natsconf.render(natsconf.local_conf(s, sv, f"/tmp/nats-fly-test/{sv.name}"))
+                    cases.append((case, f"{sv.name}.conf", text))
+    return cases
+
+
+CASES = renders()
+
+
+@pytest.mark.parametrize("case,name,text", CASES, ids=[f"{c}/{n}" for c, n, _ in CASES])
+def test_golden(case, name, text):
+    golden = GOLDEN / case / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file {golden}; run with UPDATE_GOLDEN=1 and review the diff"
+    assert text == golden.read_text()
+
+
+def boot_env(tmp_path: Path) -> dict[str, str]:
+    """The environment the entrypoint gives nats-server on a Machine, with throwaway secrets."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=test", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    env = {**os.environ, "NATS_SERVER_NAME": "ord-0123456789abcd", "NATS_REGION_TAG": "region:ord",
+           "NATS_CLUSTER_ADVERTISE": "0123456789abcd.vm.app.internal:4248",
+           "NATS_GATEWAY_ADVERTISE": "0123456789abcd.vm.app.internal:7222",
+           "NATS_ROUTE_URL": "nats-route://route:pw@app.internal:4248", "FLY_REGION": "ord",
+           "NATS_SYS_PASSWORD": "s" * 12, "NATS_ROUTE_PASSWORD": "r" * 64,
+           "NATS_TLS_CERT_FILE": str(cert), "NATS_TLS_KEY_FILE": str(key)}
+    env.update({natsconf.user_password_var(u): "p" * 8 for u in ("app", "alice", "bob")})
+    return env
+
+
+@pytest.mark.parametrize("case,name,text", [c for c in CASES if c[1].endswith(".conf")],
+                         ids=[f"{c}/{n}" for c, n, _ in CASES if n.endswith(".conf")])
+def test_nats_server_accepts_every_render(case, name, text, tmp_path):
+    conf = tmp_path / "nats.conf"
+    conf.write_text(text.replace("/data/jetstream", str(tmp_path / "js")))
+    result = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], env=boot_env(tmp_path),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout + result.stderr
+
+
+def test_rendered_conf_holds_no_secret_and_no_per_machine_value():
+    for case, name, text in CASES:
+        assert "password: $NATS_" in text or "password" not in text.replace("$NATS_", ""), (case, name)
+        assert not re.search(r'password: "', text), (case, name)
+
+
+def test_fly_toml_is_valid_toml_with_the_services_the_example_promises():
+    s = stack_settings("prod", jetstream=True, machinesPerRegion=3, volumeSize=10)
+    doc = tomllib.loads(flytoml.render(flytoml.fly_toml(s)))
+    assert doc["kill_signal"] == "SIGUSR2" and doc["kill_timeout"] > 40
+    service = doc["services"][0]
+    assert service["internal_port"] == 4222
+    assert service["ports"] == [{"port": 10000}, {"port": 10001, "handlers": ["tls"]}]
+    assert doc["checks"]["nats_health"]["path"] == "/healthz?js-enabled-only=true"
+    assert doc["mounts"] == [{"source": "nats_data", "destination": "/data", "initial_size": "10gb"}]
+    assert doc["deploy"]["strategy"] == "rolling"
+
+
+def test_dockerfile_pins_the_nats_server_the_tests_run():
+    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
+    pinned = re.search(r"^FROM nats:(\S+)-alpine$", buildctx.image_file("Dockerfile"), re.M).group(1)
+    assert version.strip() == f"nats-server: v{pinned}"
+
+
+def test_render_cli_writes_the_build_context(tmp_path):
+    out = tmp_path / "ctx"
+    result = subprocess.run([sys.executable, "-m", "nats_fly", "render", "--stack", "prod", "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "entrypoint.sh", "fly.toml", "nats.conf"]
+    assert os.access(out / "entrypoint.sh", os.X_OK)
+    files = {p.name: p.read_text() for p in out.iterdir()}
+    assert f"sha256 {buildctx.content_hash(files)}" in result.stdout
+
+
+def test_render_cli_refuses_bad_stack(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: x\nruntime: python\nstackConfigDir: config\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "Pulumi.bad.yaml").write_text(
+        "config:\n  nats-fly:app: ok-app\n  nats-fly:regions: [ord, mars]\n  nats-fly:sysPassword: plain-text-pw\n")
+    result = subprocess.run([sys.executable, "-m", "nats_fly", "render", "--stack", "bad", "--out",
+                             str(tmp_path / "out"), "--project-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "nats-fly:regions: 'mars' is not a Fly region" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_cli_refuses_plaintext_secret_and_duplicate_keys(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: x\nruntime: python\nstackConfigDir: config\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "Pulumi.a.yaml").write_text(
+        "config:\n  nats-fly:app: ok-app\n  nats-fly:regions: [ord]\n  nats-fly:sysPassword: plain-text-pw\n")
+    (tmp_path / "config" / "Pulumi.b.yaml").write_text(
+        "config:\n  nats-fly:app: ok-app\n  nats-fly:app: other\n  nats-fly:regions: [ord]\n")
+    for stack, expected in (("a", "nats-fly:sysPassword: given in plain text"), ("b", "defined twice")):
+        result = subprocess.run([sys.executable, "-m", "nats_fly", "render", "--stack", stack, "--out",
+                                 str(tmp_path / "out"), "--project-dir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "plain-text-pw" not in result.stderr
