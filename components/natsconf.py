@@ -13,10 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .regions import FLY_REGIONS
-from .settings import Settings
-
-MAX_LOCAL_SERVERS_PER_REGION = 10
+from .settings import Settings, local_port_slot
 
 # Environment variables the entrypoint derives from Fly's runtime variables.
 SERVER_NAME = "NATS_SERVER_NAME"
@@ -32,8 +29,8 @@ ROUTE_USER = "route"
 SYSTEM_ACCOUNT = "SYS"
 APP_ACCOUNT = "APP"
 JETSTREAM_DIR = "/data/jetstream"
-TLS_CERT_FILE = "/tmp/nats-fly-tls/cert.pem"  # written at boot from the NATS_TLS_CERT secret
-TLS_KEY_FILE = "/tmp/nats-fly-tls/key.pem"
+TLS_CERT_FILE = "NATS_TLS_CERT_FILE"  # the entrypoint writes the NATS_TLS_CERT secret there
+TLS_KEY_FILE = "NATS_TLS_KEY_FILE"
 
 
 class Var(str):
@@ -60,7 +57,7 @@ def fly_conf(s: Settings) -> dict[str, Any]:
                  client_port=s.ports.client, monitor_port=s.ports.monitor)
     # Fly's tls handler terminates TLS and forwards plaintext. TLS-first clients then need
     # INFO to say TLS is available, which takes a tls block plus allow_non_tls.
-    conf["tls"] = {"cert_file": TLS_CERT_FILE, "key_file": TLS_KEY_FILE}
+    conf["tls"] = {"cert_file": Var(TLS_CERT_FILE), "key_file": Var(TLS_KEY_FILE)}
     conf["allow_non_tls"] = True
     # The route URL carries the route password, so the entrypoint builds it at boot from
     # <app>.internal (mesh) or <region>.<app>.internal (supercluster: one cluster per region).
@@ -121,14 +118,11 @@ class LocalServer:
 
 
 def local_servers(s: Settings) -> list[LocalServer]:
-    """The local platform's servers. Ports derive from the region's place in Fly's list,
-    so adding or removing a region never moves another region's ports."""
-    order = list(FLY_REGIONS)
+    """The local platform's servers, each with four loopback ports of its own."""
     servers = []
     for region in s.regions:
         for i in range(s.machines[region]):
-            slot = order.index(region) * MAX_LOCAL_SERVERS_PER_REGION + i
-            base = s.local_base_port + 4 * slot
+            base = s.local_base_port + 4 * local_port_slot(region, i)
             servers.append(LocalServer(region, i, base, base + 1, base + 2, base + 3))
     return servers
 

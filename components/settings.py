@@ -21,7 +21,8 @@ AUTH_MODES = ("password", "none")
 PUBLIC_IPV4 = ("shared", "dedicated", "none")
 MAX_KILL_TIMEOUT = 300  # Fly's ceiling for kill_timeout
 MIN_LAME_DUCK_DURATION = 30  # nats-server refuses less
-MAX_VOLUME_GB = 500  # Fly's ceiling for one volume
+MAX_VOLUME_GB = 500
+MAX_LOCAL_SERVERS_PER_REGION = 10  # Fly's ceiling for one volume
 VM_SIZES = (
     "shared-cpu-1x", "shared-cpu-2x", "shared-cpu-4x", "shared-cpu-8x",
     "performance-1x", "performance-2x", "performance-4x", "performance-8x", "performance-16x",
@@ -190,7 +191,11 @@ def _relations(s: Settings, platform: str, problems: list[str]) -> None:
                 problems.append(f"{_k(key)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = key
     if platform == "local":
-        span = _local_span(s)
+        crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
+        if crowded:
+            problems.append(f"{_k('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
+                            f"platform; allowed: 1..{MAX_LOCAL_SERVERS_PER_REGION} per region")
+        span = local_port_span(s)
         if s.local_base_port + span > 65535:
             problems.append(f"{_k('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
                             f"allowed: 1024..{65535 - span}")
@@ -207,9 +212,14 @@ def _relations(s: Settings, platform: str, problems: list[str]) -> None:
                             f"jetstream; R3 streams need at least {need}")
 
 
-def _local_span(s: Settings) -> int:
-    """Loopback ports the local platform takes: four per server."""
-    return 4 * s.total_machines
+def local_port_slot(region: str, index: int) -> int:
+    """A local server's slot: by the region's place in Fly's list, so adding or removing
+    a region never moves another region's ports. Four ports per slot."""
+    return list(FLY_REGIONS).index(region) * MAX_LOCAL_SERVERS_PER_REGION + index
+
+
+def local_port_span(s: Settings) -> int:
+    return 4 * (1 + max(local_port_slot(r, s.machines[r] - 1) for r in s.regions))
 
 
 def _k(key: str) -> str:

@@ -39,11 +39,12 @@ export NATS_ROUTE_URL="nats-route://route:${NATS_ROUTE_PASSWORD}@${peers}:${clus
 # The tls block only makes INFO say TLS is available, for TLS-first clients that
 # reach us through Fly's tls handler; the key arrives as a secret, never in the image.
 tls_dir=/tmp/nats-fly-tls
+export NATS_TLS_CERT_FILE="$tls_dir/cert.pem" NATS_TLS_KEY_FILE="$tls_dir/key.pem"
 mkdir -p "$tls_dir"
 (
   umask 077
-  printf '%s\n' "${NATS_TLS_CERT:?the NATS_TLS_CERT secret is unset}" >"$tls_dir/cert.pem"
-  printf '%s\n' "${NATS_TLS_KEY:?the NATS_TLS_KEY secret is unset}" >"$tls_dir/key.pem"
+  printf '%s\n' "${NATS_TLS_CERT:?the NATS_TLS_CERT secret is unset}" >"$NATS_TLS_CERT_FILE"
+  printf '%s\n' "${NATS_TLS_KEY:?the NATS_TLS_KEY secret is unset}" >"$NATS_TLS_KEY_FILE"
 )
 unset NATS_TLS_KEY NATS_TLS_CERT
 
