@@ -111,3 +111,14 @@ def local_ensure(python: str, name: str, conf: str, state_dir: str, client_port:
 def local_stop(python: str, name: str, conf: str, state_dir: str) -> str:
     return (sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
             + " && " + sh(["rm", "-f", conf]))
+
+
+def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool) -> str:
+    """`nats-fly verify`; the system password comes from NATS_SYS_PASSWORD, never argv."""
+    args = [python, "-m", "nats_fly", "verify"]
+    for url in urls:
+        args += ["--url", url]
+    args += ["--expect", ",".join(f"{r}={n}" for r, n in machines.items()), "--topology", topology]
+    if jetstream:
+        args.append("--jetstream")
+    return sh(args)

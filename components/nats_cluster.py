@@ -88,9 +88,11 @@ class NatsCluster(pulumi.ComponentResource):
         user_passwords = pulumi.Output.secret(args.get("userPasswords") or {})
         self.machines = pulumi.Output.from_input(dict(s.machines))
         if s.platform == "fly":
-            self._fly(name, s, work, sys_password, route_password, user_passwords)
+            servers = self._fly(name, s, work, sys_password, route_password, user_passwords)
         else:
-            self._local(name, s, work, sys_password, route_password, user_passwords)
+            servers = self._local(name, s, work, sys_password, route_password, user_passwords)
+        if s.verify:
+            self._verify(name, s, servers, sys_password)
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
             "tlsUrl": self.tls_url, "clientUrls": self.client_urls, "machines": self.machines,
@@ -115,10 +117,9 @@ class NatsCluster(pulumi.ComponentResource):
             settings=s, out_dir=str(work / "build"),
             secrets_version=pulumi.Output.secret(secrets_text.apply(_sha256)),
             app_resource=app.app), opts=pulumi.ResourceOptions(parent=self, depends_on=[app]))
-        for region in s.regions:
-            NatsRegion(f"{name}-{region}", NatsRegionArgs(
-                app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
-                deploy_resource=image.deploy), opts=pulumi.ResourceOptions(parent=self))
+        regions = [NatsRegion(f"{name}-{region}", NatsRegionArgs(
+            app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
+            deploy_resource=image.deploy), opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
         self.client_url = pulumi.Output.from_input(f"nats://{s.app}.fly.dev:{s.ports.public}")
@@ -127,6 +128,8 @@ class NatsCluster(pulumi.ComponentResource):
                                                      for r in s.regions})
         self.image_hash = image.hash
         self.nats_conf = image.nats_conf
+        self._verify_urls = list(s.verify_urls) or [f"nats://{s.app}.fly.dev:{s.ports.public}"]
+        return [image.deploy, *regions]
 
     def _local(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
                route_password: pulumi.Output, user_passwords: pulumi.Output) -> None:
@@ -140,10 +143,11 @@ class NatsCluster(pulumi.ComponentResource):
                 stale.unlink()
         env = pulumi.Output.all(sys_password, route_password, user_passwords).apply(
             lambda v: _process_secrets(s, v[0], v[1], v[2]))
+        commands = []
         for sv in servers:
             path = state_dir / f"{sv.name}.conf"
             path.write_text(confs[sv.name])
-            local.Command(
+            commands.append(local.Command(
                 f"{name}-{sv.name}",
                 create=flyctl.local_ensure(sys.executable, sv.name, str(path), str(state_dir),
                                            sv.client_port, sv.monitor_port),
@@ -151,7 +155,7 @@ class NatsCluster(pulumi.ComponentResource):
                 environment=pulumi.Output.secret(env.apply(
                     lambda e, digest=_sha256(confs[sv.name]): {**e, "NATS_FLY_CONF_SHA": digest})),
                 opts=pulumi.ResourceOptions(parent=self),
-            )
+            ))
         by_region = {r: ",".join(sv.client_url for sv in servers if sv.region == r) for r in s.regions}
         self.app_name = pulumi.Output.from_input(s.app)
         self.hostname = pulumi.Output.from_input("127.0.0.1")
@@ -160,6 +164,19 @@ class NatsCluster(pulumi.ComponentResource):
         self.client_urls = pulumi.Output.from_input(by_region)
         self.image_hash = pulumi.Output.from_input(_sha256("".join(confs[k] for k in sorted(confs))))
         self.nats_conf = pulumi.Output.from_input(confs[servers[0].name])
+        self._verify_urls = list(s.verify_urls) or [f"{r}={urls.split(',')[0]}" for r, urls in by_region.items()]
+        return commands
+
+    def _verify(self, name: str, s: Settings, servers: list[pulumi.Resource], sys_password: pulumi.Output) -> None:
+        """Prove the cluster whole after every change: `pulumi up` fails when it is not.
+        The cluster's hash and counts sit in `environment`, so a change re-runs it in place."""
+        state = pulumi.Output.all(self.image_hash, self.machines).apply(lambda v: _sha256(repr(v)))
+        local.Command(
+            f"{name}-verify",
+            create=flyctl.verify(sys.executable, self._verify_urls, dict(s.machines), s.topology, s.jetstream),
+            environment={"NATS_SYS_PASSWORD": sys_password, "NATS_FLY_CLUSTER_SHA": state},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
+        )
 
 
 def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> None:

@@ -76,6 +76,7 @@ class Settings:
     volume_size_gb: int = 1
     local_base_port: int = 14000
     verify: bool = False
+    verify_urls: tuple[str, ...] = ()
 
     @property
     def primary_region(self) -> str:
@@ -120,6 +121,7 @@ def _keys() -> dict[str, tuple[str, Callable[[str, Any, list[str]], Any]]]:
         "volumeSize": ("volume_size_gb", _int_range(1, MAX_VOLUME_GB, "GB")),
         "localBasePort": ("local_base_port", _int_range(1024, 65000, "")),
         "verify": ("verify", _bool),
+        "verifyUrls": ("verify_urls", _verify_urls),
     }
 
 
@@ -347,7 +349,6 @@ def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
     if not users and not problems:
         problems.append(f"{_k(key)}: [] is empty; give at least one client user")
     return tuple(users)
-KEYS = tuple(_keys())
 # Keys whose values must be Pulumi secrets (`pulumi config set --secret`). They never
 # enter Settings: they travel as secret Outputs to Fly secrets and process environments.
 SECRET_KEYS = ("sysPassword", "userPasswords")
@@ -388,3 +389,21 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
                                     f"allowed: passwords for listed users only")
     if problems:
         raise SettingsError(problems)
+
+
+def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    items = _list(key, value, problems)
+    if items is None:
+        return None
+    urls = []
+    for item in items:
+        region, sep, url = str(item).partition("=")
+        if not sep or region not in FLY_REGIONS or not re.match(r"^(nats|tls)://[^\s]+$", url):
+            problems.append(f"{_k(key)}: {item!r} is not valid; allowed: REGION=nats://host:port "
+                            f"(or tls://), with a Fly region code")
+        else:
+            urls.append(f"{region}={url}")
+    return tuple(urls)
+
+
+KEYS = tuple(_keys())

@@ -96,3 +96,18 @@ def test_bad_input_fails_before_any_resource(mock_program, tmp_path):
         mock_program.run(lambda: build(tmp_path, regions=["ord", "atlantis"]))
     assert not mock_program.commands()
     assert not (tmp_path / "build").exists()
+
+
+def test_verify_runs_after_every_change_with_the_password_in_a_secret_environment(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path, platform="local", auth="none", userPasswords=None, users=None,
+                                   regions=["ord", "syd=2"], verify=True, topology="supercluster"))
+    command = mock_program.commands()["nats-verify"]
+    argv = shlex.split(command["create"])
+    assert argv[1:4] == ["-m", "nats_fly", "verify"]
+    urls = [argv[i + 1] for i, a in enumerate(argv) if a == "--url"]
+    assert [u.split("=")[0] for u in urls] == ["ord", "syd"]
+    assert argv[argv.index("--expect") + 1] == "ord=1,syd=2"
+    assert argv[argv.index("--topology") + 1] == "supercluster"
+    assert "s" * 16 not in command["create"]
+    assert command["environment"]["NATS_SYS_PASSWORD"] == "s" * 16
+    assert "environment" in mock_program.secret_paths("nats-verify")
