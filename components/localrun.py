@@ -1,10 +1,12 @@
 """The local platform's process manager: runs, reloads and stops nats-server processes.
 
 Pulumi ``local.Command``s call it (``ensure`` on create and update, ``stop`` on delete), so every
-command is idempotent and leaves nothing behind on failure. Each server has, in ``--state-dir``:
-``NAME.pid`` (written by nats-server), ``NAME.log`` (its stdout and stderr), ``NAME.applied.conf``
-(the conf it runs, to compare with next time) and ``NAME.json`` (the ports it was started for).
-Rootless: everything lives in the state directory and on the ports the conf names.
+command is idempotent and a failed one leaves no process behind. Each server has, in
+``--state-dir``: ``NAME.pid`` (written by nats-server), ``NAME.log`` (its stdout and stderr),
+``NAME.applied.conf`` (the conf it runs, to compare with next time), ``NAME.json`` (what it was
+started with: conf path, binary, ports, a digest of the environment the conf refers to) and
+``NAME.lock``. ``stop`` removes them all. Rootless: it needs only the state directory and the
+ports the conf names.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ its peers: a server started alone would never look healthy. This asks only "is t
 
 LAME_DUCK_WAIT = 15.0
 """Seconds a stop waits for lame duck mode to end before SIGTERM. nats-server 2.12.8 refuses a
-lame_duck_duration under 30s, but exits as soon as its last client is gone (at most one client
-closed a second after lame_duck_grace_period), so local confs want a short grace period."""
+lame_duck_duration under 30s, but a server without clients or JetStream exits at once; otherwise
+it waits lame_duck_grace_period, then closes its clients at most a second apart. Local confs
+therefore want a short grace period."""
 RELOAD_WAIT = 5.0
 STOP_TERM_WAIT = 5.0
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -71,8 +74,12 @@ class Server:
     def state_file(self) -> Path:
         return self.state_dir / f"{self.name}.json"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / f"{self.name}.lock"
+
     def files(self) -> list[Path]:
-        return [self.pid_file, self.log_file, self.applied_conf, self.state_file]
+        return [self.pid_file, self.log_file, self.applied_conf, self.state_file, self.lock_file]
 
 
 def nats_server_binary() -> Path:
@@ -100,17 +107,22 @@ def check_version(binary: Path) -> None:
 
 
 def running_pid(server: Server) -> int | None:
-    """The pid of this server's live nats-server, or None.
-
-    A pid file can outlive its process and the pid be reused, so the pid counts only while
-    /proc shows a nats-server started with this very pid file (a zombie has no cmdline)."""
+    """The pid of this server's live nats-server, or None."""
     try:
         pid = int(server.pid_file.read_text().strip())
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except (OSError, ValueError):
         return None
-    is_ours = Path(argv[0]).name == "nats-server" and str(server.pid_file) in argv
-    return pid if is_ours else None
+    return pid if is_ours(pid, server) else None
+
+
+def is_ours(pid: int, server: Server) -> bool:
+    """A pid file can outlive its process and the pid be reused, so a pid is this server's
+    only while /proc shows a nats-server started with its pid file (a zombie has no cmdline)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return Path(argv[0]).name == "nats-server" and str(server.pid_file) in argv
 
 
 def port_in_use(port: int) -> bool:
@@ -152,12 +164,22 @@ def validate_conf(binary: Path, conf: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
-    """One command at a time per state directory: Pulumi runs Commands in parallel."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir, os.O_RDONLY)
-    try:
+def locked(server: Server) -> Iterator[None]:
+    """One command at a time per server. Pulumi runs Commands in parallel, and other servers'
+    commands go on meanwhile. `stop` deletes the lock file while holding it, so a waiter that
+    then gets the lock of a deleted file tries again on the new one."""
+    server.state_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(server.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.fstat(fd).st_ino == os.stat(server.lock_file).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)
@@ -177,33 +199,34 @@ def start(server: Server, binary: Path, conf: Path, client_port: int, http_port:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=server.state_dir,
         )
+    try:
+        wait_healthy(server, process, http_port, wait)
+        actual = varz(http_port)["port"]
+        if actual != client_port:
+            raise LocalRunError(f"{server.name}: {conf} listens for clients on port {actual}, "
+                                f"but --client-port is {client_port}")
+    except BaseException:
+        terminate(process.pid, server)  # a failed start leaves nothing running
+        server.pid_file.unlink(missing_ok=True)
+        raise
+    return process.pid
+
+
+def wait_healthy(server: Server, process: subprocess.Popen, http_port: int, wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
         if process.poll() is not None:
             raise LocalRunError(
                 f"{server.name}: nats-server exited with code {process.returncode} while starting; "
-                f"last lines of {server.log_file}:\n{log_tail(server)}"
-            )
+                f"last lines of {server.log_file}:\n{log_tail(server)}")
         with contextlib.suppress(OSError):
             if http_get(http_port, HEALTH_PATH)[0] == 200:
-                break
+                return
         if time.monotonic() > deadline:
-            terminate(process.pid, server)
-            server.pid_file.unlink(missing_ok=True)
             raise LocalRunError(
-                f"{server.name}: http port {http_port} gave no healthy /healthz within {wait:g}s "
-                f"(stopped it again); last lines of {server.log_file}:\n{log_tail(server)}"
-            )
+                f"{server.name}: http port {http_port} gave no healthy /healthz within {wait:g}s; "
+                f"last lines of {server.log_file}:\n{log_tail(server)}")
         time.sleep(0.05)
-    actual = varz(http_port)["port"]
-    if actual != client_port:
-        terminate(process.pid, server)
-        server.pid_file.unlink(missing_ok=True)
-        raise LocalRunError(
-            f"{server.name}: {conf} listens for clients on port {actual}, "
-            f"but --client-port is {client_port} (stopped it again)"
-        )
-    return process.pid
 
 
 def reload(server: Server, pid: int, http_port: int) -> str | None:
@@ -230,11 +253,7 @@ def reload(server: Server, pid: int, http_port: int) -> str | None:
 def alive(pid: int, server: Server) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it (tests run in-process)
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-    return Path(argv[0]).name == "nats-server" and str(server.pid_file) in argv
+    return is_ours(pid, server)
 
 
 def wait_gone(pid: int, server: Server, seconds: float) -> bool:
@@ -269,7 +288,7 @@ def ensure(name: str, conf: Path, state_dir: Path, client_port: int, http_port: 
     text = conf.read_text()
     wanted = {"conf": str(conf), "binary": str(binary), "client_port": client_port,
               "http_port": http_port, "environment": environment_digest(text)}
-    with locked(server.state_dir):
+    with locked(server):
         pid = running_pid(server)
         action = "started"
         if pid is not None:
@@ -287,8 +306,13 @@ def ensure(name: str, conf: Path, state_dir: Path, client_port: int, http_port: 
                 terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
                 action = "restarted"
         if action in ("started", "restarted"):
-            pid = start(server, binary, conf, client_port, http_port, wait)
-        write_private(server.applied_conf, text)  # the conf holds the accounts' passwords
+            try:
+                pid = start(server, binary, conf, client_port, http_port, wait)
+            except BaseException:
+                for path in (server.applied_conf, server.state_file, server.lock_file):
+                    path.unlink(missing_ok=True)  # nothing runs: only the log stays, to be read
+                raise
+        write_private(server.applied_conf, text)  # a conf may hold passwords
         server.state_file.write_text(json.dumps(wanted))
     return {"name": name, "pid": pid, "client_url": f"nats://127.0.0.1:{client_port}", "action": action}
 
@@ -314,7 +338,7 @@ def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
     server = Server(check_name(name), state_dir.resolve())
     if not server.state_dir.exists():
         return {"name": name, "action": "absent"}
-    with locked(server.state_dir):
+    with locked(server):
         pid = running_pid(server)
         if pid is not None:
             terminate(pid, server, lame_duck_wait=timeout)
@@ -373,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             result = stop(args.name, args.state_dir, args.timeout)
         else:
             result = status(args.state_dir)
-    except LocalRunError as error:
+    except (LocalRunError, OSError) as error:
         print(f"nats_fly local {args.command}: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result))

@@ -154,7 +154,8 @@ class NatsCluster(pulumi.ComponentResource):
                 delete=flyctl.local_stop(sys.executable, sv.name, str(path), str(state_dir)),
                 environment=pulumi.Output.secret(env.apply(
                     lambda e, digest=_sha256(confs[sv.name]): {**e, "NATS_FLY_CONF_SHA": digest})),
-                opts=pulumi.ResourceOptions(parent=self),
+                # One process per name: a replacement must stop the old one before starting anew.
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
             ))
         by_region = {r: ",".join(sv.client_url for sv in servers if sv.region == r) for r in s.regions}
         self.app_name = pulumi.Output.from_input(s.app)

@@ -359,7 +359,7 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
     """Validate the secret keys: `given` maps key -> (value, whether it was stored as a secret)."""
     problems: list[str] = []
     for key, (value, is_secret) in given.items():
-        if value is not None and not is_secret:
+        if value not in (None, "", {}, "{}") and not is_secret:
             problems.append(f"{_k(key)}: given in plain text; allowed: a secret, set it with "
                             f"`pulumi config set --secret {key}` (the value is not shown here)")
     sys_password = given.get("sysPassword", (None, True))[0]

@@ -18,7 +18,6 @@ import re
 import secrets
 import ssl
 import statistics
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -341,17 +340,35 @@ def tls_context(ca_file: str | None, handshake_first: bool) -> ssl.SSLContext | 
     return ssl.create_default_context(cafile=ca_file)
 
 
+class ConnectError(Exception):
+    """Why a URL could not be connected to, in words for the report."""
+
+
 async def connect(url: str, *, user: str | None, password: str | None, timeout: float,
                   tls: ssl.SSLContext | None, tls_handshake_first: bool) -> Client:
-    async def ignore(_error: Exception) -> None:
-        return None  # failures surface as the exception from connect() or as a failed check
+    errors: list[Exception] = []
+
+    async def remember(error: Exception) -> None:
+        errors.append(error)
 
     options: dict = {"tls": tls} if tls else {}
     if tls_handshake_first:
         options["tls_handshake_first"] = True
-    return await nats.connect(
-        servers=[url], user=user, password=password, name="nats-fly verify", allow_reconnect=False,
-        connect_timeout=max(1, min(5, int(timeout))), error_cb=ignore, **options)
+    # allow_reconnect=False alone does not stop nats-py from retrying a first connect forever;
+    # one retry, then NoServersError, does.
+    try:
+        return await asyncio.wait_for(nats.connect(
+            servers=url.split(","), user=user, password=password, name="nats-fly verify", allow_reconnect=False,
+            max_reconnect_attempts=1, reconnect_time_wait=0.5, connect_timeout=max(1, min(5, int(timeout))),
+            error_cb=remember, **options), timeout)
+    except Exception as error:  # nats-py raises many types here; the report gets one line
+        cause = errors[-1] if errors else error
+        text = str(cause) or type(cause).__name__
+        for part in url.split(","):
+            text = text.replace(part, display(part))
+        if "authorization violation" in text.lower():
+            text = f"authorization violation: the server refused user {user!r} with this password"
+        raise ConnectError(text) from error
 
 
 def landed_on(nc: Client) -> str:
@@ -363,22 +380,24 @@ def check_connection(key: str, url: str, nc: Client, seen: list[ServerSeen]) -> 
     name = landed_on(nc)
     region = next((s.region for s in seen if s.name == name), None)
     where = f"{name} (region {region or 'unknown: it did not answer PING'}) via {display(url)}"
-    label = "connect" if key == SINGLE else f"connect[{key}]"
     if key != SINGLE and region != key:
-        return Check(label, False, f"landed on {where}, not in {key}")
-    return Check(label, True, f"landed on {where}")
+        return Check(connect_label(key), False, f"landed on {where}, not in {key}")
+    return Check(connect_label(key), True, f"landed on {where}")
+
+
+def connect_label(key: str) -> str:
+    return "connect" if key == SINGLE else f"connect[{key}]"
 
 
 def display(url: str) -> str:
-    """The URL without any user or password in it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    return urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
-
-
-def subject_token(region: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", region)
+    """The URL (or comma-separated URLs) without any user or password in it."""
+    shown = []
+    for part in url.split(","):
+        parts = urlsplit(part.strip())
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        shown.append(urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc)))
+    return ",".join(shown)
 
 
 async def pubsub(source: Client, target: Client, label: str, messages: int, timeout: float) -> Check:
@@ -435,10 +454,12 @@ async def verify(
 ) -> Report:
     """Prove the cluster behind `urls` matches `expect`.
 
-    `urls` maps each expected region to a client URL that lands in that region, or is one URL
-    (Fly's anycast address, say): then messages go through that one URL and no cross-region
-    path is proved. `user`/`password` must be a system-account user. `timeout` bounds each
-    phase's wait for the cluster to come whole. The password never appears in the report."""
+    `urls` maps each expected region to a client URL that lands in that region (or several,
+    comma-separated, all in that region), or is one URL (Fly's anycast address, say): then
+    messages go through that one URL and no cross-region path is proved. `user`/`password`
+    must be a system-account user; messages travel in its account. `timeout` bounds each
+    phase's wait for the cluster to come whole (connect, cluster state, pub/sub). No
+    credential appears in the report: URLs are shown without their user information."""
     targets = {SINGLE: urls} if isinstance(urls, str) else dict(urls)
     if SINGLE not in targets and set(targets) != set(expect.regions):
         raise ValueError(
@@ -449,57 +470,46 @@ async def verify(
     tls = tls_context(tls_ca_file, tls_handshake_first)
     report = Report()
     async with contextlib.AsyncExitStack() as stack:
+        attempts = await asyncio.gather(*(
+            connect(url, user=user, password=password, timeout=timeout, tls=tls,
+                    tls_handshake_first=tls_handshake_first) for url in targets.values()), return_exceptions=True)
         connections: dict[str, Client] = {}
-        for key, url in targets.items():
-            try:
-                nc = await connect(url, user=user, password=password, timeout=timeout,
-                                   tls=tls, tls_handshake_first=tls_handshake_first)
-            except Exception as error:  # nats-py raises many types here; each becomes a failed row
-                label = "connect" if key == SINGLE else f"connect[{key}]"
-                report.checks.append(Check(label, False, f"{display(url)}: {connect_error(error, user)}"))
-                continue
-            stack.push_async_callback(nc.close)
-            connections[key] = nc
+        refused: dict[str, Check] = {}
+        for (key, url), attempt in zip(targets.items(), attempts):
+            if isinstance(attempt, ConnectError):
+                refused[key] = Check(connect_label(key), False, f"{display(url)}: {attempt}")
+            elif isinstance(attempt, BaseException):
+                raise attempt
+            else:
+                stack.push_async_callback(attempt.close)
+                connections[key] = attempt
+        seen, cluster_checks = [], []
         if connections:
             seen, cluster_checks = await poll_cluster(next(iter(connections.values())), expect, timeout)
-            report.checks += [check_connection(key, targets[key], nc, seen) for key, nc in connections.items()]
+        report.checks += [refused.get(key) or check_connection(key, targets[key], connections[key], seen)
+                          for key in targets]
+        if connections:
             report.checks += cluster_checks
             report.checks += await pubsub_checks(connections, list(targets), messages, timeout)
-    return redact(report, password)
+    return report
 
 
 async def pubsub_checks(connections: Mapping[str, Client], keys: list[str], messages: int, timeout: float) -> list[Check]:
+    """One check per ordered pair of regions, run together so a slow pair costs no extra time."""
     if keys == [SINGLE]:
-        if SINGLE not in connections:
-            return []
         check = await pubsub(connections[SINGLE], connections[SINGLE], "pubsub", messages, timeout)
         check.detail += "; over one URL, so no cross-region path is proved: give one URL per region"
         return [check]
+
+    async def pair(source: str, target: str) -> Check:
+        label = f"pubsub[{source}->{target}]"
+        missing = [key for key in (source, target) if key not in connections]
+        if missing:
+            return Check(label, False, f"not run: no connection to {missing[0]}")
+        return await pubsub(connections[source], connections[target], label, messages, timeout)
+
     pairs = [(a, b) for a in keys for b in keys if a != b] or [(keys[0], keys[0])]
-    checks = []
-    for a, b in pairs:
-        label = f"pubsub[{a}->{b}]"
-        if a not in connections or b not in connections:
-            checks.append(Check(label, False, f"not run: no connection to {a if a not in connections else b}"))
-    runnable = [(a, b) for a, b in pairs if a in connections and b in connections]
-    checks += await asyncio.gather(*(
-        pubsub(connections[a], connections[b], f"pubsub[{a}->{b}]", messages, timeout) for a, b in runnable))
-    order = {f"pubsub[{a}->{b}]": i for i, (a, b) in enumerate(pairs)}
-    return sorted(checks, key=lambda check: order[check.name])
-
-
-def connect_error(error: Exception, user: str | None) -> str:
-    text = str(error) or type(error).__name__
-    if "authorization violation" in text.lower():
-        return f"authorization violation: the server refused user {user!r} with this password"
-    return text
-
-
-def redact(report: Report, password: str | None) -> Report:
-    if password:
-        for check in report.checks:
-            check.detail = check.detail.replace(password, "***")
-    return report
+    return list(await asyncio.gather(*(pair(a, b) for a, b in pairs)))
 
 
 # ---------------------------------------------------------------- the command
@@ -523,7 +533,7 @@ def parse_urls(values: list[str]) -> dict[str, str] | str:
         else:
             plain.append(value)
     for url in list(by_region.values()) + plain:
-        if urlsplit(url).password:
+        if any(urlsplit(part.strip()).password for part in url.split(",")):
             raise ValueError(f"--url {display(url)}: a URL must not carry a password; "
                              f"use --password-file or {PASSWORD_ENV}")
     if plain and (by_region or len(plain) > 1):
@@ -544,7 +554,9 @@ def read_password(path: Path | None) -> str:
 
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
-        prog="nats_fly verify", description=__doc__.splitlines()[0],
+        prog="nats_fly verify",
+        description="Prove a NATS cluster is whole: servers per region, routes and gateways, "
+                    "pub/sub between every pair of regions, and (--jetstream) one meta leader.",
         epilog=f"The password comes from --password-file or the environment variable {PASSWORD_ENV}, "
                "never from the command line. Exit code: 0 whole, 1 a check failed, 2 usage error.")
     cli.add_argument("--url", action="append", required=True, metavar="[REGION=]URL",

@@ -1,0 +1,83 @@
+"""The embedded default with the real engine: up -> verify -> add a region -> verify -> no-op up
+-> destroy, with real nats-server processes, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+
+from nats_fly.verify import Expectation, verify
+
+PASSWORD = "e2e-system-password-Zq81"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def our_servers(marker: str) -> list[int]:
+    """pids of nats-server processes whose command line names our project copy."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if "nats-server" in cmdline and marker in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def whole(outputs: dict, topology: str = "mesh"):
+    urls = {region: urls.split(",")[0] for region, urls in outputs["clientUrls"].items()}
+    report = asyncio.run(verify(urls, Expectation(regions=outputs["machines"], topology=topology),
+                                user="sys", password=PASSWORD, timeout=20))
+    print(report.table())
+    assert report.ok, report.table()
+    return report
+
+
+def test_local_stack_lifecycle(project, tmp_path):
+    stack = project("local")
+    stack.config({"localBasePort": 24000})
+    stack.pulumi("config", "set", "--secret", "sysPassword", stdin=PASSWORD)
+    marker = str(stack.root)
+    try:
+        stack.pulumi("up", "--yes", "--skip-preview")
+        outputs = stack.outputs()
+        assert outputs["machines"] == {"ord": 1, "syd": 1, "cdg": 1}
+        whole(outputs)
+        assert len(our_servers(marker)) == 3
+
+        stack.config({"regions": ["ord", "syd", "cdg", "lhr=2"]})
+        stack.pulumi("up", "--yes", "--skip-preview")
+        outputs = stack.outputs()
+        assert outputs["machines"]["lhr"] == 2
+        whole(outputs)
+        assert len(our_servers(marker)) == 5
+
+        noop = stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+        changes = stack.last_changes()
+        assert set(changes) == {"same"}, (changes, noop.stdout)
+
+        stack.config({"topology": "supercluster"})
+        stack.pulumi("up", "--yes", "--skip-preview")
+        whole(stack.outputs(), topology="supercluster")
+
+        # The password was set with --secret: it is in no state, output or console text.
+        exported = stack.pulumi("stack", "export").stdout
+        assert PASSWORD not in exported
+        assert all(PASSWORD not in entry for entry in stack.log)
+        ports = [int(u.rsplit(":", 1)[1]) for urls in outputs["clientUrls"].values() for u in urls.split(",")]
+    finally:
+        stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
+        leftover = our_servers(marker)
+        for pid in leftover:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+    assert not leftover, f"nats-server processes left after destroy: {leftover}"
+    assert not [p for p in ports if listening(p)]
+    state = stack.root / ".nats-fly" / "e2e" / "local"
+    assert not list(state.glob("*.pid")) and not list(state.glob("*.conf"))

@@ -1,0 +1,264 @@
+"""localrun with real nats-server processes: start, idempotence, reload, restart, stop, and
+never signalling a process that is not ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nats_fly import localrun
+
+
+@dataclass
+class Conf:
+    name: str
+    path: Path
+    client: int
+    cluster: int
+    http: int
+    gateway: int
+
+    def write(self, routes: list[int], extra: str = "") -> None:
+        route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in routes if port != self.cluster)
+        self.path.write_text(
+            f"server_name: {self.name}\nlisten: 127.0.0.1:{self.client}\nhttp: 127.0.0.1:{self.http}\n"
+            "lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n"
+            f"cluster {{ name: local-test, listen: 127.0.0.1:{self.cluster}, routes: [{route_list}] }}\n{extra}")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def varz(conf: Conf) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{conf.http}/varz", timeout=2) as response:
+        return json.load(response)
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def is_nats_server(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"nats-server")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def state(tmp_path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def confs(tmp_path, state):
+    """Three mesh servers' confs with explicit routes, not yet started; stopped at the end."""
+    ports = free_ports(12)
+    made = [Conf(f"s{i}", tmp_path / f"s{i}.conf", *ports[4 * i:4 * i + 4]) for i in range(3)]
+    for conf in made:
+        conf.write([c.cluster for c in made])
+    yield made
+    for conf in made:
+        localrun.stop(conf.name, state, timeout=5)
+
+
+def ensure(conf: Conf, state: Path, client: int | None = None) -> dict:
+    return localrun.ensure(conf.name, conf.path, state, client or conf.client, conf.http)
+
+
+def test_start_is_idempotent_and_forms_the_mesh(confs, state):
+    started = [ensure(conf, state) for conf in confs]
+    assert [s["action"] for s in started] == ["started"] * 3
+    assert started[0]["client_url"] == f"nats://127.0.0.1:{confs[0].client}"
+    wait_for(lambda: all(varz(conf)["remotes"] == 2 for conf in confs))
+    again = [ensure(conf, state) for conf in confs]
+    assert [s["action"] for s in again] == ["unchanged"] * 3
+    assert [s["pid"] for s in again] == [s["pid"] for s in started]
+    assert (state / "s0.applied.conf").read_text() == confs[0].path.read_text()
+    assert (state / "s0.applied.conf").stat().st_mode & 0o777 == 0o600
+    assert json.loads(json.dumps(localrun.status(state))) == [
+        {"name": c.name, "pid": s["pid"], "running": True, "client_url": s["client_url"]}
+        for c, s in zip(confs, started)]
+
+
+def test_parallel_commands_start_each_server_once(confs, state):
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda conf: ensure(conf, state), confs + confs))
+    for name in ("s0", "s1", "s2"):
+        mine = [r for r in results if r["name"] == name]
+        assert sorted(r["action"] for r in mine) == ["started", "unchanged"]
+        assert mine[0]["pid"] == mine[1]["pid"]
+    with ThreadPoolExecutor(3) as pool:
+        assert {r["action"] for r in pool.map(lambda conf: localrun.stop(conf.name, state), confs)} == {"stopped"}
+    assert list(state.iterdir()) == []
+
+
+def test_a_route_or_setting_change_reloads_in_place(confs, state):
+    first = [ensure(conf, state) for conf in confs]
+    loaded = varz(confs[0])["config_load_time"]
+    confs[0].write([confs[1].cluster], extra="max_payload: 65536\n")  # drops the route to s2
+    reloaded = ensure(confs[0], state)
+    assert reloaded["action"] == "reloaded" and reloaded["pid"] == first[0]["pid"]
+    assert varz(confs[0])["max_payload"] == 65536
+    assert varz(confs[0])["config_load_time"] != loaded
+    assert ensure(confs[0], state)["action"] == "unchanged"
+
+
+def test_a_gateway_change_restarts(confs, state, capsys):
+    first = ensure(confs[0], state)
+    confs[0].write([], extra=f"gateway {{ name: local-test, listen: 127.0.0.1:{confs[0].gateway} }}\n")
+    restarted = ensure(confs[0], state)
+    assert restarted["action"] == "restarted" and restarted["pid"] != first["pid"]
+    # The server's own verdict, cut before the option dump that follows it in the log.
+    assert capsys.readouterr().err == "s0: restarting: config reload not supported for Gateway\n"
+    assert not is_nats_server(first["pid"])
+    assert varz(confs[0])["gateway"]["name"] == "local-test"
+
+
+def test_a_port_change_restarts_on_the_new_port(confs, state):
+    first = ensure(confs[0], state)
+    new_port = free_ports(1)[0]
+    confs[0].path.write_text(confs[0].path.read_text().replace(f":{confs[0].client}", f":{new_port}"))
+    restarted = ensure(confs[0], state, client=new_port)
+    assert restarted["action"] == "restarted" and restarted["pid"] != first["pid"]
+    assert restarted["client_url"] == f"nats://127.0.0.1:{new_port}"
+    assert not localrun.port_in_use(confs[0].client)
+
+
+def test_a_changed_environment_variable_restarts(confs, state, monkeypatch):
+    monkeypatch.setenv("LOCALRUN_TEST_PAYLOAD", "65536")
+    confs[0].write([], extra="max_payload: $LOCALRUN_TEST_PAYLOAD\n")
+    first = ensure(confs[0], state)
+    monkeypatch.setenv("LOCALRUN_TEST_PAYLOAD", "32768")
+    restarted = ensure(confs[0], state)
+    assert restarted["action"] == "restarted" and restarted["pid"] != first["pid"]
+    assert varz(confs[0])["max_payload"] == 32768
+    assert "32768" not in (state / "s0.json").read_text()
+
+
+def test_stop_leaves_no_process_file_or_port(confs, state):
+    started = [ensure(conf, state) for conf in confs]
+    for conf, s in zip(confs, started):
+        assert localrun.stop(conf.name, state) == {"name": conf.name, "action": "stopped"}
+        assert not is_nats_server(s["pid"])
+        assert not localrun.port_in_use(conf.client) and not localrun.port_in_use(conf.http)
+    assert list(state.iterdir()) == []
+    assert localrun.stop("s0", state) == {"name": "s0", "action": "absent"}
+
+
+def test_a_reused_pid_is_never_signalled(confs, state):
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        state.mkdir()
+        (state / "s0.pid").write_text(str(stranger.pid))
+        assert localrun.stop("s0", state) == {"name": "s0", "action": "absent"}
+        (state / "s0.pid").write_text(str(stranger.pid))
+        started = ensure(confs[0], state)
+        assert started["action"] == "started" and started["pid"] != stranger.pid
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_taken_port_is_refused_by_name(confs, state):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", confs[0].client))
+        squatter.listen()
+        with pytest.raises(localrun.LocalRunError, match=f"client port {confs[0].client} on 127.0.0.1 is already in use"):
+            ensure(confs[0], state)
+    assert localrun.status(state) == []
+
+
+def test_a_server_that_cannot_start_fails_with_its_log(confs, state):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", confs[0].cluster))
+        squatter.listen()
+        with pytest.raises(localrun.LocalRunError, match="(?s)nats-server exited with code 1.*address already in use"):
+            ensure(confs[0], state)
+    assert [path.name for path in state.iterdir()] == ["s0.log"]
+
+
+def test_ports_that_disagree_with_the_conf_fail_and_leave_nothing_running(confs, state):
+    other = free_ports(1)[0]
+    with pytest.raises(localrun.LocalRunError, match=f"listens for clients on port {confs[0].client}, but --client-port is {other}"):
+        ensure(confs[0], state, client=other)
+    with pytest.raises(localrun.LocalRunError, match=f"(?s)http port {other} gave no healthy /healthz within 1s; last lines.*Server is ready"):
+        localrun.ensure(confs[0].name, confs[0].path, state, confs[0].client, other, wait=1)
+    assert localrun.status(state) == []
+    assert not localrun.port_in_use(confs[0].client)
+
+
+def test_an_invalid_conf_is_refused_before_anything_runs(confs, state):
+    confs[0].path.write_text("listen: 127.0.0.1:\ncluster {")
+    with pytest.raises(localrun.LocalRunError, match=f"--conf {confs[0].path} is invalid"):
+        ensure(confs[0], state)
+    assert not state.exists() or localrun.status(state) == []
+
+
+def test_another_nats_server_version_is_refused(tmp_path):
+    fake = tmp_path / "nats-server"
+    fake.write_text("#!/bin/sh\necho 'nats-server: v2.10.0'\n")
+    fake.chmod(0o755)
+    with pytest.raises(localrun.LocalRunError, match=r"is nats-server 2\.10\.0; nats-fly runs v2\.12\.8 only"):
+        localrun.check_version(fake)
+
+
+def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        code = "import sys; from nats_fly.localrun import main; sys.exit(main(sys.argv[1:]))"
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+
+    conf = confs[0]
+    done = cli("ensure", "--name", conf.name, "--conf", str(conf.path), "--state-dir", str(state),
+               "--client-port", str(conf.client), "--http-port", str(conf.http))
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    assert set(line) == {"name", "pid", "client_url", "action"} and line["action"] == "started"
+    pid = line["pid"]
+    assert is_nats_server(pid)  # it outlived the command
+    assert os.getsid(pid) == pid  # in its own session
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    assert os.readlink(f"/proc/{pid}/fd/1") == str(state / "s0.log")
+    assert json.loads(cli("status", "--state-dir", str(state)).stdout)[0]["running"] is True
+    stopped = cli("stop", "--name", conf.name, "--state-dir", str(state))
+    assert json.loads(stopped.stdout) == {"name": "s0", "action": "stopped"}
+    wait_for(lambda: not is_nats_server(pid))
+    bad = cli("ensure", "--name", "../x", "--conf", str(conf.path), "--state-dir", str(state),
+              "--client-port", "1", "--http-port", "2")
+    assert bad.returncode == 1 and "--name '../x': use letters, digits" in bad.stderr
+
+
+def test_lame_duck_stop_with_a_client_takes_the_grace_period(confs, state):
+    conf = confs[0]
+    started = ensure(conf, state)
+    client = socket.create_connection(("127.0.0.1", conf.client))
+    try:
+        began = time.monotonic()
+        assert localrun.stop(conf.name, state)["action"] == "stopped"
+        took = time.monotonic() - began
+    finally:
+        client.close()
+    print(f"lame-duck stop with one client took {took:.2f}s")
+    assert 1.0 <= took < 5.0  # grace period 1s, then the one client goes
+    assert not is_nats_server(started["pid"])
