@@ -13,6 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["verify"]:
         from . import verify
         return verify.main(argv[1:])
+    if argv[:1] == ["fly"]:
+        from . import flyops
+        return flyops.main(argv[1:])
     if argv[:1] == ["local"]:
         from . import localrun
         return localrun.main(argv[1:])
@@ -22,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_arguments(commands.add_parser("render", help="write a stack's build context (no Pulumi)"))
     commands.add_parser("verify", help="prove a running cluster is whole (see `verify --help`)")
     commands.add_parser("local", help="run local nats-server processes (used by the local platform)")
+    commands.add_parser("fly", help="Fly operations that look first (used by the components)")
     args = parser.parse_args(argv)
     try:
         return render.run(args)

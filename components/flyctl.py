@@ -84,9 +84,33 @@ def deploy(app: str) -> str:
                    "--wait-timeout", DEPLOY_WAIT, app=app, yes=True))
 
 
-def scale(app: str, region: str, count: int) -> str:
+def scale_argv(app: str, region: str, count: int) -> list[str]:
     """Fly has no `regions add` for Machines apps: a count is one call per region."""
-    return sh(argv("scale", "count", str(count), "--region", region, app=app, yes=True))
+    return argv("scale", "count", str(count), "--region", region, app=app, yes=True)
+
+
+def scale(app: str, region: str, count: int) -> str:
+    return sh(scale_argv(app, region, count))
+
+
+def volumes_list(app: str) -> list[str]:
+    return argv("volumes", "list", app=app, json=True)
+
+
+def volumes_create(app: str, name: str, region: str, size_gb: int) -> list[str]:
+    return argv("volumes", "create", name, "--region", region, "--size", str(size_gb), app=app,
+                json=True, yes=True)
+
+
+def volumes_destroy(app: str, volume_id: str) -> list[str]:
+    return argv("volumes", "destroy", volume_id, app=app, yes=True)
+
+
+def converge_region(python: str, app: str, region: str, count: int, volume: str, size_gb: int) -> str:
+    """A region with JetStream: volumes first (one per Machine; `volumes create` is not idempotent,
+    so flyops looks first), then the count, then the surplus unattached volumes go."""
+    return sh([python, "-m", "nats_fly", "fly", "region", "--app", app, "--region", region,
+               "--count", str(count), "--volume", volume, "--size", str(size_gb)])
 
 
 def machine_list(app: str) -> list[str]:

@@ -119,7 +119,8 @@ class NatsCluster(pulumi.ComponentResource):
             app_resource=app.app), opts=pulumi.ResourceOptions(parent=self, depends_on=[app]))
         regions = [NatsRegion(f"{name}-{region}", NatsRegionArgs(
             app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
-            deploy_resource=image.deploy), opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
+            deploy_resource=image.deploy, **({"volume_size_gb": s.volume_size_gb} if s.jetstream else {})),
+            opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
         self.client_url = pulumi.Output.from_input(f"nats://{s.app}.fly.dev:{s.ports.public}")

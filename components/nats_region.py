@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+import sys
+from typing import NotRequired, TypedDict
 
 import pulumi
 from pulumi_command import local
 
 from . import flyctl
+from .flytoml import VOLUME_NAME
 
 
 class NatsRegionArgs(TypedDict):
@@ -21,6 +23,8 @@ class NatsRegionArgs(TypedDict):
     """The app: destroying it takes the region's Machines along, so no scale-down runs then."""
     deploy_resource: pulumi.Resource
     """The deploy: `scale count` clones the deployed config, so a release must exist first."""
+    volume_size_gb: NotRequired[int]
+    """With JetStream: one volume of this size per Machine, made before scaling, pruned after."""
 
 
 class NatsRegion(pulumi.ComponentResource):
@@ -34,10 +38,16 @@ class NatsRegion(pulumi.ComponentResource):
         app, region = args["app"], args["region"]
         # A count change updates in place: `update` is unset, so `create` runs with the new N.
         # Removing the region from the stack deletes this resource, scaling it to 0.
+        size = args.get("volume_size_gb")
+        if size:
+            create = flyctl.converge_region(sys.executable, app, region, args["machines"], VOLUME_NAME, size)
+            delete = flyctl.converge_region(sys.executable, app, region, 0, VOLUME_NAME, size)
+        else:
+            create, delete = flyctl.scale(app, region, args["machines"]), flyctl.scale(app, region, 0)
         self.scale = local.Command(
             f"{name}-scale",
-            create=flyctl.scale(app, region, args["machines"]),
-            delete=flyctl.scale(app, region, 0),
+            create=create,
+            delete=delete,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args["deploy_resource"]],
                                         deleted_with=args["app_resource"]),
         )

@@ -111,3 +111,14 @@ def test_verify_runs_after_every_change_with_the_password_in_a_secret_environmen
     assert "s" * 16 not in command["create"]
     assert command["environment"]["NATS_SYS_PASSWORD"] == "s" * 16
     assert "environment" in mock_program.secret_paths("nats-verify")
+
+
+def test_jetstream_regions_converge_volumes_then_count(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path, jetstream=True, machinesPerRegion=3, volumeSize=10))
+    command = mock_program.commands()["nats-syd-scale"]
+    create, delete = shlex.split(command["create"]), shlex.split(command["delete"])
+    assert create[1:] == ["-m", "nats_fly", "fly", "region", "--app", "my-nats", "--region", "syd",
+                          "--count", "3", "--volume", "nats_data", "--size", "10"]
+    assert delete[delete.index("--count") + 1] == "0"
+    toml = (tmp_path / "build" / "fly.toml").read_text()
+    assert 'source = "nats_data"' in toml and 'destination = "/data"' in toml
