@@ -53,6 +53,11 @@ class NatsClusterArgs(TypedDict, total=False):
     """The system user's password (a secret)."""
     userPasswords: pulumi.Input[Mapping[str, str]]
     """user -> password for the client users (a secret)."""
+    serverTls: bool
+    tlsCert: pulumi.Input[str]
+    """With serverTls: the server certificate (PEM, chain first), a secret."""
+    tlsKey: pulumi.Input[str]
+    """With serverTls: its private key (PEM), a secret."""
     workDir: str
     """Where per-stack files go (build context, local state). Default: ./.nats-fly/<stack>."""
 
@@ -88,7 +93,7 @@ class NatsCluster(pulumi.ComponentResource):
         user_passwords = pulumi.Output.secret(args.get("userPasswords") or {})
         self.machines = pulumi.Output.from_input(dict(s.machines))
         if s.platform == "fly":
-            servers = self._fly(name, s, work, sys_password, route_password, user_passwords)
+            servers = self._fly(name, s, work, sys_password, route_password, user_passwords, args)
         else:
             servers = self._local(name, s, work, sys_password, route_password, user_passwords)
         if s.verify:
@@ -100,14 +105,17 @@ class NatsCluster(pulumi.ComponentResource):
         })
 
     def _fly(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
-             route_password: pulumi.Output, user_passwords: pulumi.Output) -> None:
-        tls = local.Command(
-            f"{name}-tls-marker",
-            create=flyctl.tls_marker_cert(s.app),
-            logging=local.Logging.NONE,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
-        )
-        values = pulumi.Output.all(sys_password, route_password, user_passwords, tls.stdout).apply(
+             route_password: pulumi.Output, user_passwords: pulumi.Output, args: Mapping[str, Any]) -> list:
+        if s.server_tls:
+            pem = pulumi.Output.secret(pulumi.Output.concat(args["tlsKey"], "\n", args["tlsCert"]))
+        else:
+            pem = local.Command(
+                f"{name}-tls-marker",
+                create=flyctl.tls_marker_cert(s.app),
+                logging=local.Logging.NONE,
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
+            ).stdout
+        values = pulumi.Output.all(sys_password, route_password, user_passwords, pem).apply(
             lambda v: _fly_secrets(s, v[0], v[1], v[2], v[3]))
         secrets_text = pulumi.Output.secret(values.apply(flyctl.secrets_text))
         app = FlyApp(f"{name}-fly", FlyAppArgs(app=s.app, org=s.org, public_ipv4=s.public_ipv4,
@@ -204,9 +212,9 @@ def _process_secrets(s: Settings, sys_password: str, route_password: str,
 def _fly_secrets(s: Settings, sys_password: str, route_password: str, user_passwords: Mapping[str, str],
                  tls_pem: str) -> dict[str, str]:
     values = _process_secrets(s, sys_password, route_password, user_passwords)
-    blocks = {m.group(1): m.group(0) for m in _PEM.finditer(tls_pem or "")}
-    values["NATS_TLS_CERT"] = blocks.get("CERTIFICATE", "")
-    values["NATS_TLS_KEY"] = blocks.get("PRIVATE KEY", "")
+    blocks = [(m.group(1), m.group(0)) for m in _PEM.finditer(tls_pem or "")]
+    values["NATS_TLS_CERT"] = "\n".join(b for kind, b in blocks if kind == "CERTIFICATE")
+    values["NATS_TLS_KEY"] = "\n".join(b for kind, b in blocks if kind.endswith("PRIVATE KEY"))
     return values
 
 

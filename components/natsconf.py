@@ -58,6 +58,10 @@ def fly_conf(s: Settings) -> dict[str, Any]:
     # Fly's tls handler terminates TLS and forwards plaintext. TLS-first clients then need
     # INFO to say TLS is available, which takes a tls block plus allow_non_tls.
     conf["tls"] = {"cert_file": Var(TLS_CERT_FILE), "key_file": Var(TLS_KEY_FILE)}
+    if s.server_tls:
+        # A real certificate: TLS-first clients may also go straight to the raw port. `auto` waits
+        # briefly for a ClientHello, then speaks INFO-first to everyone else.
+        conf["tls"]["handshake_first"] = "auto"
     conf["allow_non_tls"] = True
     # The route URL carries the route password, so the entrypoint builds it at boot from
     # <app>.internal (mesh) or <region>.<app>.internal (supercluster: one cluster per region).

@@ -77,6 +77,7 @@ class Settings:
     local_base_port: int = 14000
     verify: bool = False
     verify_urls: tuple[str, ...] = ()
+    server_tls: bool = False
 
     @property
     def primary_region(self) -> str:
@@ -122,6 +123,7 @@ def _keys() -> dict[str, tuple[str, Callable[[str, Any, list[str]], Any]]]:
         "localBasePort": ("local_base_port", _int_range(1024, 65000, "")),
         "verify": ("verify", _bool),
         "verifyUrls": ("verify_urls", _verify_urls),
+        "serverTls": ("server_tls", _bool),
     }
 
 
@@ -351,7 +353,7 @@ def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
     return tuple(users)
 # Keys whose values must be Pulumi secrets (`pulumi config set --secret`). They never
 # enter Settings: they travel as secret Outputs to Fly secrets and process environments.
-SECRET_KEYS = ("sysPassword", "userPasswords")
+SECRET_KEYS = ("sysPassword", "userPasswords", "tlsCert", "tlsKey")
 OPAQUE = object()  # a secret given as an Output: present, checked when it resolves
 
 
@@ -387,6 +389,15 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
                 if user not in s.users:
                     problems.append(f"{_k('userPasswords')}: {user!r} is not in users {list(s.users)}; "
                                     f"allowed: passwords for listed users only")
+    pem = {"tlsCert": "CERTIFICATE", "tlsKey": "PRIVATE KEY"}
+    for key, kind in pem.items():
+        value = given.get(key, (None, True))[0]
+        if s.server_tls and value is not OPAQUE and (not isinstance(value, str) or "-----BEGIN" not in value
+                                                      or kind not in value):
+            problems.append(f"{_k(key)}: missing or not a PEM {kind.lower()}; allowed: with serverTls, a secret "
+                            f"PEM set with `pulumi config set --secret {key} < file.pem`")
+        elif not s.server_tls and value not in (None, ""):
+            problems.append(f"{_k(key)}: given but serverTls is false; allowed: set serverTls: true to use it")
     if problems:
         raise SettingsError(problems)
 

@@ -21,6 +21,7 @@ VARIANTS = {
     "supercluster": {"topology": "supercluster"},
     "jetstream": {"jetstream": True, "machinesPerRegion": 3, "volumeSize": 10},
     "supercluster-jetstream": {"topology": "supercluster", "jetstream": True, "machinesPerRegion": 3},
+    "servertls": {"serverTls": True},
 }
 
 

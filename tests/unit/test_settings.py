@@ -105,3 +105,16 @@ def test_auth_none_needs_only_the_system_password():
     settings.check_secrets(s, {"sysPassword": ("x" * 12, True), "userPasswords": (None, True)})
     with pytest.raises(SettingsError, match="nats-fly:sysPassword: missing"):
         settings.check_secrets(s, {"sysPassword": (None, True), "userPasswords": (None, True)})
+
+
+def test_server_tls_needs_a_secret_pem_pair():
+    s = load(serverTls=True, auth="none")
+    ok = {"sysPassword": ("x" * 12, True)}
+    with pytest.raises(SettingsError) as caught:
+        settings.check_secrets(s, {**ok, "tlsCert": ("not a pem", True), "tlsKey": (None, True)})
+    assert "nats-fly:tlsCert: missing or not a PEM certificate" in str(caught.value)
+    assert "nats-fly:tlsKey: missing or not a PEM private key" in str(caught.value)
+    with pytest.raises(SettingsError, match="nats-fly:tlsCert: given but serverTls is false"):
+        settings.check_secrets(load(auth="none"), {**ok, "tlsCert": ("-----BEGIN CERTIFICATE-----", True)})
+    settings.check_secrets(s, {**ok, "tlsCert": ("-----BEGIN CERTIFICATE-----\n", True),
+                               "tlsKey": ("-----BEGIN PRIVATE KEY-----\n", True)})
