@@ -25,7 +25,7 @@ def from_pulumi() -> dict[str, Any]:
     settings_mod.check_secrets(s, given)
     args: dict[str, Any] = dict(values)
     for key, (value, _) in given.items():
-        if value is not None:
+        if value not in (None, "", {}):  # Pulumi.yaml's empty defaults mean "not given"
             args[key] = pulumi.Output.secret(value)
     return args
 
