@@ -150,8 +150,9 @@ class NatsCluster(pulumi.ComponentResource):
         for stale in state_dir.glob("*.conf"):
             if stale.stem not in confs and not stale.name.endswith(".applied.conf"):
                 stale.unlink()
+        # Locally the process environment is nats-server's own: quoted, as the entrypoint does on Fly.
         env = pulumi.Output.all(sys_password, route_password, user_passwords).apply(
-            lambda v: _process_secrets(s, v[0], v[1], v[2]))
+            lambda v: {k: natsconf.conf_string(x) for k, x in _process_secrets(s, v[0], v[1], v[2]).items()})
         commands = []
         for sv in servers:
             path = state_dir / f"{sv.name}.conf"

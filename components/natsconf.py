@@ -34,7 +34,17 @@ TLS_KEY_FILE = "NATS_TLS_KEY_FILE"
 
 
 class Var(str):
-    """A reference to an environment variable, rendered unquoted as `$NAME`."""
+    """A reference to an environment variable, rendered unquoted as `$NAME`.
+
+    nats-server parses the variable's value as a conf value, not as a string: `4e4a` would
+    be a number. So whoever sets one (the entrypoint, the local platform) sets `conf_string(v)`.
+    """
+
+
+def conf_string(value: str) -> str:
+    """A NATS conf double-quoted string; the server knows only these escapes."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
 
 
 def user_password_var(user: str) -> str:
@@ -230,7 +240,7 @@ def _value(value: Any, depth: int) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return conf_string(value)
     if isinstance(value, list):
         if not value:
             return "[]"

@@ -364,6 +364,12 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
         if value not in (None, "", {}, "{}") and not is_secret:
             problems.append(f"{_k(key)}: given in plain text; allowed: a secret, set it with "
                             f"`pulumi config set --secret {key}` (the value is not shown here)")
+    for key in ("sysPassword", "userPasswords"):
+        value = given.get(key, (None, True))[0]
+        texts = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(t, str) and re.search(r"[\x00-\x1f\x7f]", t) for t in texts):
+            problems.append(f"{_k(key)}: holds a control character (newline, tab...); allowed: printable "
+                            f"characters only (the value is not shown here)")
     sys_password = given.get("sysPassword", (None, True))[0]
     if sys_password is OPAQUE:
         pass

@@ -30,22 +30,34 @@ case "${NATS_TOPOLOGY:-mesh}" in
   *) peers="${internal}" ;;
 esac
 
-export NATS_SERVER_NAME="${FLY_REGION}-${FLY_MACHINE_ID}"
-export NATS_REGION_TAG="region:${FLY_REGION}"
-export NATS_CLUSTER_ADVERTISE="${stable}:${cluster_port}"
-export NATS_GATEWAY_ADVERTISE="${stable}:${gateway_port}"
-export NATS_ROUTE_URL="nats-route://route:${NATS_ROUTE_PASSWORD}@${peers}:${cluster_port}"
+# nats-server parses a $VARIABLE's value as a conf value, so a Machine id such as 4e4a...
+# would read as a number. Every value nats.conf refers to is exported as a quoted string.
+quote() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"; }
+
+NATS_ROUTE_URL=$(quote "nats-route://route:${NATS_ROUTE_PASSWORD}@${peers}:${cluster_port}")
+NATS_SERVER_NAME=$(quote "${FLY_REGION}-${FLY_MACHINE_ID}")
+NATS_REGION_TAG=$(quote "region:${FLY_REGION}")
+NATS_CLUSTER_ADVERTISE=$(quote "${stable}:${cluster_port}")
+NATS_GATEWAY_ADVERTISE=$(quote "${stable}:${gateway_port}")
+export NATS_ROUTE_URL NATS_SERVER_NAME NATS_REGION_TAG NATS_CLUSTER_ADVERTISE NATS_GATEWAY_ADVERTISE
+for secret in NATS_SYS_PASSWORD NATS_ROUTE_PASSWORD $(env | sed -n 's/^\(NATS_PASSWORD_[A-Z0-9_]*\)=.*/\1/p'); do
+  eval "value=\${$secret:-}"
+  if [ -n "$value" ]; then export "$secret=$(quote "$value")"; fi
+done
+unset value
 
 # The tls block only makes INFO say TLS is available, for TLS-first clients that
 # reach us through Fly's tls handler; the key arrives as a secret, never in the image.
-tls_dir=/tmp/nats-fly-tls
-export NATS_TLS_CERT_FILE="$tls_dir/cert.pem" NATS_TLS_KEY_FILE="$tls_dir/key.pem"
+tls_dir=${NATS_FLY_TLS_DIR:-/tmp/nats-fly-tls}
 mkdir -p "$tls_dir"
 (
   umask 077
-  printf '%s\n' "${NATS_TLS_CERT:?the NATS_TLS_CERT secret is unset}" >"$NATS_TLS_CERT_FILE"
-  printf '%s\n' "${NATS_TLS_KEY:?the NATS_TLS_KEY secret is unset}" >"$NATS_TLS_KEY_FILE"
+  printf '%s\n' "${NATS_TLS_CERT:?the NATS_TLS_CERT secret is unset}" >"$tls_dir/cert.pem"
+  printf '%s\n' "${NATS_TLS_KEY:?the NATS_TLS_KEY secret is unset}" >"$tls_dir/key.pem"
 )
+NATS_TLS_CERT_FILE=$(quote "$tls_dir/cert.pem")
+NATS_TLS_KEY_FILE=$(quote "$tls_dir/key.pem")
+export NATS_TLS_CERT_FILE NATS_TLS_KEY_FILE
 unset NATS_TLS_KEY NATS_TLS_CERT
 
 # Addresses, other than our own, that the route name resolves to right now.
@@ -55,16 +67,18 @@ peer_addresses() {
     grep -v -x -F "${FLY_PRIVATE_IP:-none}" || true
 }
 
-waited=0
-while [ "$waited" -lt "$peer_wait" ] && [ -z "$(peer_addresses)" ]; do
-  [ "$waited" -eq 0 ] && echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
-  sleep 1
-  waited=$((waited + 1))
-done
-if [ -n "$(peer_addresses)" ]; then
-  echo "nats-fly: peers at ${peers} after ${waited}s; starting ${NATS_SERVER_NAME}"
-else
-  echo "nats-fly: no peer at ${peers} after ${waited}s; starting ${NATS_SERVER_NAME} as the first server"
+if [ "$peer_wait" -gt 0 ]; then
+  waited=0
+  while [ "$waited" -lt "$peer_wait" ] && [ -z "$(peer_addresses)" ]; do
+    [ "$waited" -eq 0 ] && echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
+    sleep 1
+    waited=$((waited + 1))
+  done
+  if [ -n "$(peer_addresses)" ]; then
+    echo "nats-fly: peers at ${peers} after ${waited}s; starting ${FLY_REGION}-${FLY_MACHINE_ID}"
+  else
+    echo "nats-fly: no peer at ${peers} after ${waited}s; starting ${FLY_REGION}-${FLY_MACHINE_ID} as the first server"
+  fi
 fi
 
 exec "$@"

@@ -73,14 +73,15 @@ def boot_env(tmp_path: Path) -> dict[str, str]:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-days", "1", "-subj", "/CN=test", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
-    env = {**os.environ, "NATS_SERVER_NAME": "ord-0123456789abcd", "NATS_REGION_TAG": "region:ord",
-           "NATS_CLUSTER_ADVERTISE": "0123456789abcd.vm.app.internal:4248",
-           "NATS_GATEWAY_ADVERTISE": "0123456789abcd.vm.app.internal:7222",
-           "NATS_ROUTE_URL": "nats-route://route:pw@app.internal:4248", "FLY_REGION": "ord",
-           "NATS_SYS_PASSWORD": "s" * 12, "NATS_ROUTE_PASSWORD": "r" * 64,
-           "NATS_TLS_CERT_FILE": str(cert), "NATS_TLS_KEY_FILE": str(key)}
-    env.update({natsconf.user_password_var(u): "p" * 8 for u in ("app", "alice", "bob")})
-    return env
+    # Values as the entrypoint exports them: quoted, digit-first Machine id and secrets included.
+    values = {"NATS_SERVER_NAME": "ord-4e4ac1d2e3f4a5", "NATS_REGION_TAG": "region:ord",
+              "NATS_CLUSTER_ADVERTISE": "4e4ac1d2e3f4a5.vm.app.internal:4248",
+              "NATS_GATEWAY_ADVERTISE": "4e4ac1d2e3f4a5.vm.app.internal:7222",
+              "NATS_ROUTE_URL": "nats-route://route:1e5f@app.internal:4248",
+              "NATS_SYS_PASSWORD": '12345 "quoted" \\ pw', "NATS_ROUTE_PASSWORD": "1e5" + "f" * 61,
+              "NATS_TLS_CERT_FILE": str(cert), "NATS_TLS_KEY_FILE": str(key)}
+    values.update({natsconf.user_password_var(u): "007" for u in ("app", "alice", "bob")})
+    return {**os.environ, "FLY_REGION": "ord", **{k: natsconf.conf_string(v) for k, v in values.items()}}
 
 
 @pytest.mark.parametrize("case,name,text", [c for c in CASES if c[1].endswith(".conf")],
