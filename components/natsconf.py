@@ -20,7 +20,7 @@ SERVER_NAME = "NATS_SERVER_NAME"
 REGION_TAG = "NATS_REGION_TAG"
 CLUSTER_ADVERTISE = "NATS_CLUSTER_ADVERTISE"
 GATEWAY_ADVERTISE = "NATS_GATEWAY_ADVERTISE"
-ROUTE_URL = "NATS_ROUTE_URL"
+ROUTES = "NATS_ROUTES"  # a conf list of seed routes, one per peer found at boot
 # Secrets, delivered as Fly secrets (or, locally, as the process environment).
 SYS_PASSWORD = "NATS_SYS_PASSWORD"
 ROUTE_PASSWORD = "NATS_ROUTE_PASSWORD"
@@ -73,10 +73,10 @@ def fly_conf(s: Settings) -> dict[str, Any]:
         # briefly for a ClientHello, then speaks INFO-first to everyone else.
         conf["tls"]["handshake_first"] = "auto"
     conf["allow_non_tls"] = True
-    # The route URL carries the route password, so the entrypoint builds it at boot from
-    # <app>.internal (mesh) or <region>.<app>.internal (supercluster: one cluster per region).
+    # Route URLs carry the route password, so the entrypoint builds them at boot from the
+    # addresses of <app>.internal (mesh) or <region>.<app>.internal (supercluster: a cluster per region).
     name = s.cluster_name if s.topology == "mesh" else Var("FLY_REGION")
-    conf["cluster"] = _cluster(name, f"[::]:{s.ports.cluster}", [Var(ROUTE_URL)], Var(CLUSTER_ADVERTISE))
+    conf["cluster"] = _cluster(name, f"[::]:{s.ports.cluster}", Var(ROUTES), Var(CLUSTER_ADVERTISE))
     conf["cluster"]["authorization"] = {"user": ROUTE_USER, "password": Var(ROUTE_PASSWORD)}
     if s.topology == "supercluster":
         conf["gateway"] = _gateway(Var("FLY_REGION"), f"[::]:{s.ports.gateway}", Var(GATEWAY_ADVERTISE), {
@@ -86,7 +86,7 @@ def fly_conf(s: Settings) -> dict[str, Any]:
     return conf
 
 
-def _cluster(name: Any, listen: str, routes: list, advertise: Any = None) -> dict[str, Any]:
+def _cluster(name: Any, listen: str, routes: list | Var, advertise: Any = None) -> dict[str, Any]:
     cluster = {
         "name": name,
         "listen": listen,

@@ -34,12 +34,12 @@ esac
 # would read as a number. Every value nats.conf refers to is exported as a quoted string.
 quote() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"; }
 
-NATS_ROUTE_URL=$(quote "nats-route://route:${NATS_ROUTE_PASSWORD}@${peers}:${cluster_port}")
 NATS_SERVER_NAME=$(quote "${FLY_REGION}-${FLY_MACHINE_ID}")
 NATS_REGION_TAG=$(quote "region:${FLY_REGION}")
 NATS_CLUSTER_ADVERTISE=$(quote "${stable}:${cluster_port}")
 NATS_GATEWAY_ADVERTISE=$(quote "${stable}:${gateway_port}")
-export NATS_ROUTE_URL NATS_SERVER_NAME NATS_REGION_TAG NATS_CLUSTER_ADVERTISE NATS_GATEWAY_ADVERTISE
+export NATS_SERVER_NAME NATS_REGION_TAG NATS_CLUSTER_ADVERTISE NATS_GATEWAY_ADVERTISE
+route_password=$NATS_ROUTE_PASSWORD
 for secret in NATS_SYS_PASSWORD NATS_ROUTE_PASSWORD $(env | sed -n 's/^\(NATS_PASSWORD_[A-Z0-9_]*\)=.*/\1/p'); do
   eval "value=\${$secret:-}"
   if [ -n "$value" ]; then export "$secret=$(quote "$value")"; fi
@@ -80,5 +80,18 @@ if [ "$peer_wait" -gt 0 ]; then
     echo "nats-fly: no peer at ${peers} after ${waited}s; starting ${FLY_REGION}-${FLY_MACHINE_ID} as the first server"
   fi
 fi
+
+# One seed route per peer address, not one to the shared name: nats-server dials a random
+# address of a name for each connection of a route's pool, so the connections of one route
+# would scatter over several servers. These seeds are only for joining; the mesh itself is
+# gossiped under the stable advertise names. With no peer yet, the shared name: it resolves
+# to us alone now and is dropped, and every later Machine dials us.
+routes=""
+for address in $(peer_addresses); do
+  routes="${routes:+$routes, }$(quote "nats-route://route:${route_password}@[${address}]:${cluster_port}")"
+done
+[ -n "$routes" ] || routes=$(quote "nats-route://route:${route_password}@${peers}:${cluster_port}")
+export NATS_ROUTES="[${routes}]"
+unset route_password
 
 exec "$@"

@@ -23,7 +23,7 @@ def test_fly_graph_and_outputs(mock_program, tmp_path):
     assert mock_program.value(cluster.client_url) == "nats://my-nats.fly.dev:10000"
     assert mock_program.value(cluster.tls_url) == "tls://my-nats.fly.dev:10001"
     assert mock_program.value(cluster.machines) == {"ord": 1, "syd": 1, "cdg": 1}
-    assert "routes: [\n    $NATS_ROUTE_URL\n  ]" in mock_program.value(cluster.nats_conf)
+    assert "  routes: $NATS_ROUTES\n" in mock_program.value(cluster.nats_conf)
     types = {name: typ for name, (typ, _) in mock_program.resources().items()}
     assert types["nats"] == "nats-fly:index:NatsCluster"
     assert types["nats-fly"] == "nats-fly:index:FlyApp"

@@ -45,7 +45,7 @@ def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
     assert exported["NATS_SERVER_NAME"] == '"syd-4e4ac1d2e3f4a5"'
     assert exported["NATS_CLUSTER_ADVERTISE"] == '"4e4ac1d2e3f4a5.vm.my-nats.internal:4248"'
     peers = "syd.my-nats.internal" if topology == "supercluster" else "my-nats.internal"
-    assert exported["NATS_ROUTE_URL"] == f'"nats-route://route:{"1e5f" * 16}@{peers}:4248"'
+    assert exported["NATS_ROUTES"] == f'["nats-route://route:{"1e5f" * 16}@{peers}:4248"]'
     assert exported["NATS_PASSWORD_BOB"] == '"3e3"'
     assert "NATS_TLS_KEY" not in exported
     assert oct((tls_dir / "key.pem").stat().st_mode & 0o777) == "0o600"

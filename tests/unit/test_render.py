@@ -77,11 +77,13 @@ def boot_env(tmp_path: Path) -> dict[str, str]:
     values = {"NATS_SERVER_NAME": "ord-4e4ac1d2e3f4a5", "NATS_REGION_TAG": "region:ord",
               "NATS_CLUSTER_ADVERTISE": "4e4ac1d2e3f4a5.vm.app.internal:4248",
               "NATS_GATEWAY_ADVERTISE": "4e4ac1d2e3f4a5.vm.app.internal:7222",
-              "NATS_ROUTE_URL": "nats-route://route:1e5f@app.internal:4248",
+
               "NATS_SYS_PASSWORD": '12345 "quoted" \\ pw', "NATS_ROUTE_PASSWORD": "1e5" + "f" * 61,
               "NATS_TLS_CERT_FILE": str(cert), "NATS_TLS_KEY_FILE": str(key)}
     values.update({natsconf.user_password_var(u): "007" for u in ("app", "alice", "bob")})
-    return {**os.environ, "FLY_REGION": "ord", **{k: natsconf.conf_string(v) for k, v in values.items()}}
+    routes = "[" + ", ".join(natsconf.conf_string(f"nats-route://route:1e5f@[fdaa::{i}]:4248") for i in (2, 3)) + "]"
+    return {**os.environ, "FLY_REGION": "ord", "NATS_ROUTES": routes,
+            **{k: natsconf.conf_string(v) for k, v in values.items()}}
 
 
 @pytest.mark.parametrize("case,name,text", [c for c in CASES if c[1].endswith(".conf")],
