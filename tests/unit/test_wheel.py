@@ -1,5 +1,6 @@
 """A wheel built from the repo imports as nats_fly and finds the image files, outside the checkout."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -9,9 +10,15 @@ from support import REPO
 
 
 def test_wheel_ships_the_library_and_the_image_files(tmp_path):
+    # Build from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "source"
+    for name in ("components", "nats"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(REPO)], check=True, timeout=300, cwd=tmp_path)
+                    "-w", str(dist), str(source)], check=True, timeout=300, cwd=tmp_path)
     (wheel,) = dist.glob("nats_fly-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "nats_fly/__init__.py" in names and "nats_fly/nats_cluster.py" in names
