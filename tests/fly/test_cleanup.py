@@ -1,0 +1,49 @@
+"""Everything a stand-in creates goes away with it, and a crashed run's leftovers
+(its owner dead) are swept by the next run without breaking it."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import flyhelpers as fh
+from standin import netns
+from standin.api import StandIn
+
+
+def _leftovers(run_id: str) -> list[str]:
+    found = [ns for ns in netns.listed() if netns.run_of(ns) == run_id]
+    if netns.ETC_NETNS.is_dir():
+        found += [str(p) for p in netns.ETC_NETNS.glob(f"{run_id}-*")]
+    return found + [str(p) for p in Path("/tmp").glob(f"{run_id}-*")]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for an init that may never reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_crashed_run_is_swept_by_the_next(standin, tmp_path):
+    crashed = StandIn().start()
+    try:
+        context = fh.render_example(tmp_path / "ctx", "crash-app", "ord")
+        fh.example_up(crashed, context, "crash-app", {"ord": 1})
+        machine = crashed.machines("crash-app")[0]
+        pids = netns.pids(f"{crashed.run_id}-{machine['id']}")
+        assert pids
+        crashed.proc.kill()  # the daemon dies without cleaning up
+        crashed.proc.wait()
+        assert _leftovers(crashed.run_id)
+        nxt = StandIn().start()  # sweeps what dead owners left
+        try:
+            assert _leftovers(crashed.run_id) == []
+            time.sleep(0.2)
+            assert not any(_alive(pid) for pid in pids)
+        finally:
+            nxt.close()
+        assert _leftovers(nxt.run_id) == []
+    finally:
+        crashed.close()
+    assert _leftovers(crashed.run_id) == []

@@ -1,0 +1,71 @@
+"""Issue 3, item 3: 9 Machines (3 per region) cold-started at once converge to the full
+mesh, with the DNS propagation delay at 0 and at a few seconds; the example's original
+config runs beside ours in the same stand-in, and its figures are recorded, not asserted.
+
+"Full mesh" is the issue's: every server's /routez lists every other server. Whether
+every pair also got all its route connections (pool + pinned system account) is
+recorded too, as `all_route_connections`.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+import flyhelpers as fh
+from conftest import COLD_APPS
+
+DELAYS = (0, 3)
+ROUNDS = 4
+MACHINES = 9
+TIMEOUT = {"ours": 30, "example": 10}  # plus the DNS delay; the example's islands never join
+
+
+def _cold_start(standin, app: str, timeout: float) -> tuple[float | None, bool]:
+    """Kill all 9 Machines, start them at once; -> (seconds to full mesh or None, all connections)."""
+    ids = [m["id"] for m in standin.machines(app)]
+    t0 = time.monotonic()
+    standin.restart_all(ids)
+    restarted = time.monotonic() - t0
+    took = fh.wait_mesh(standin, app, MACHINES, timeout, poll=0.5)
+    if took is None:
+        return None, False
+    return round(restarted + took, 2), not fh.wait_routes_complete(standin, app, timeout=2)
+
+
+@pytest.mark.skipif(COLD_APPS == 0, reason="NFLY_COLD_APPS=0")
+def test_simultaneous_cold_start_converges(standin, apps, figures):
+    kinds = {kind: [f"cold-{kind}-{i}" for i in range(COLD_APPS)] for kind in ("ours", "example")}
+    for names in kinds.values():
+        for name in names:
+            apps.get(name)
+    results = {kind: {} for kind in kinds}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * COLD_APPS)
+    try:
+        for delay in DELAYS:
+            standin.set_dns_delay(delay)
+            runs = {kind: [] for kind in kinds}
+            for _ in range(ROUNDS):
+                futures = {pool.submit(_cold_start, standin, app, TIMEOUT[kind] + delay): kind
+                           for kind, names in kinds.items() for app in names}
+                for future, kind in futures.items():
+                    runs[kind].append(future.result())
+            for kind, outcomes in runs.items():
+                times = [t for t, _ in outcomes if t is not None]
+                results[kind][f"dns_delay_{delay}s"] = {
+                    "runs": len(outcomes), "converged": len(times),
+                    "median_s": fh.median(times), "max_s": max(times) if times else None,
+                    "all_route_connections": sum(c for _, c in outcomes),
+                    "timeout_s": TIMEOUT[kind] + delay}
+    finally:
+        standin.set_dns_delay(0)
+        pool.shutdown(wait=True)
+    figures["cold_start_9_machines"] = results
+    for kind, by_delay in results.items():
+        for delay, r in by_delay.items():
+            print(f"\ncold start {kind:7s} {delay}: {r['converged']}/{r['runs']} converged, median "
+                  f"{r['median_s']}s, max {r['max_s']}s; all route connections in {r['all_route_connections']}")
+    short = {d: r for d, r in results["ours"].items() if r["converged"] < r["runs"]}
+    if short:
+        fh.known_defect(f"ours did not converge in every run: {short}. {fh.MULTI_ADDRESS_ROUTE}")

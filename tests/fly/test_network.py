@@ -1,0 +1,122 @@
+"""The private network as a Machine sees it: Fly's DNS names at fdaa::3 (started Machines
+only, TTL 5, eventual consistency), fly-local-6pn, the Fly environment, the image's
+files and busybox, volumes, and the optional one-way delay between regions."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+import flyhelpers as fh
+
+AAAA, TXT = 28, 16
+
+
+@pytest.fixture(scope="module")
+def prod(standin, apps):
+    stack = apps.get("prod")
+    fh.wait_healthy(standin, stack.app)
+    return stack
+
+
+def _one(standin, app, region):
+    return next(m for m in standin.machines(app) if m["region"] == region and m["state"] == "started")
+
+
+def test_machine_sees_fly_names_through_busybox_nslookup(standin, prod):
+    ord_, syd = _one(standin, prod.app, "ord"), _one(standin, prod.app, "syd")
+    everyone = {m["private_ip"] for m in standin.machines(prod.app) if m["state"] == "started"}
+
+    def lookup(name, qtype="AAAA"):
+        code, out, err = standin.exec(ord_["id"], f"nslookup -type={qtype} {name}")
+        assert code == 0, err
+        return out
+    addresses = lambda out: set(re.findall(r"^Address: (\S+)$", out, re.M))  # noqa: E731
+    assert addresses(lookup(f"{prod.app}.internal")) == everyone
+    assert addresses(lookup(f"global.{prod.app}.internal")) == everyone
+    assert addresses(lookup(f"syd.{prod.app}.internal")) == {syd["private_ip"]}
+    assert addresses(lookup(f"{syd['id']}.vm.{prod.app}.internal")) == {syd["private_ip"]}
+    assert addresses(lookup(f"top1.nearest.of.{prod.app}.internal")) == {ord_["private_ip"]}
+    assert f'"{",".join(sorted(prod.regions))}"' in lookup(f"regions.{prod.app}.internal", "TXT")
+    vms = re.search(r'text = "(.*)"', lookup(f"vms.{prod.app}.internal", "TXT")).group(1)
+    assert sorted(vms.split(",")) == sorted(f"{m['id']} {m['region']}" for m in standin.machines(prod.app))
+    code, out, _ = standin.exec(ord_["id"], "cat /etc/resolv.conf; getent hosts fly-local-6pn 2>/dev/null; "
+                                           "grep fly-local-6pn /etc/hosts; hostname")
+    assert "nameserver fdaa::3" in out and f"{ord_['private_ip']}\tfly-local-6pn" in out and ord_["id"] in out
+
+
+def test_dns_ttl_is_5_and_unknown_names_fail(standin, prod):
+    import struct
+    from standin import dns
+    catalogue = dns.Catalogue(lambda: [dns.Record("a", "m1", "ord", "fdaa::9", "app", 1.0)], lambda: ["a"])
+    query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x01a\x08internal\x00" + struct.pack("!HH", AAAA, 1)
+    reply = catalogue.respond(query, None)
+    assert struct.unpack("!I", reply[-22:-18])[0] == 5  # the one AAAA answer's TTL
+    assert standin.dns(f"nosuch.{prod.app}.internal")["rcode"] == dns.NXDOMAIN
+    assert standin.dns("nosuchapp.internal")["rcode"] == dns.NXDOMAIN
+
+
+def test_stopped_machines_leave_dns_and_own_record_is_seen_first(standin, prod):
+    cdg = _one(standin, prod.app, "cdg")
+    ord_ = _one(standin, prod.app, "ord")
+    standin.stop_machine(cdg["id"])
+    try:
+        assert cdg["private_ip"] not in standin.dns(f"{prod.app}.internal")["answers"]
+        assert "cdg" not in standin.dns(f"regions.{prod.app}.internal", TXT)["answers"][0]
+        standin.set_dns_delay(3)
+        standin.start_machine(cdg["id"])
+        # The Machine itself sees its record at once; the others only after the delay.
+        assert cdg["private_ip"] in standin.dns(f"{prod.app}.internal", asker=cdg["private_ip"])["answers"]
+        assert cdg["private_ip"] not in standin.dns(f"{prod.app}.internal", asker=ord_["private_ip"])["answers"]
+        time.sleep(3.2)
+        assert cdg["private_ip"] in standin.dns(f"{prod.app}.internal", asker=ord_["private_ip"])["answers"]
+    finally:
+        standin.set_dns_delay(0)
+        if standin.machines(prod.app) and any(m["id"] == cdg["id"] and m["state"] != "started"
+                                              for m in standin.machines(prod.app)):
+            standin.start_machine(cdg["id"])
+    assert fh.wait_mesh(standin, prod.app, prod.total, 30) is not None
+
+
+def test_machine_runs_the_image_with_the_fly_environment(standin, prod):
+    m = _one(standin, prod.app, "syd")
+    code, out, err = standin.exec(m["id"], "readlink /bin/sh; ls /usr/local/bin; cat /proc/1/cmdline >/dev/null; "
+                                          "env | sort; /usr/local/bin/nats-server --version")
+    assert code == 0, err
+    assert "/bin/busybox" in out and "nats-fly-entrypoint" in out and "nats-server: v2.12.8" in out
+    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line.isascii())
+    assert env["FLY_APP_NAME"] == prod.app and env["FLY_REGION"] == "syd" and env["FLY_MACHINE_ID"] == m["id"]
+    assert env["FLY_ALLOC_ID"] == m["id"] and env["FLY_PRIVATE_IP"] == m["private_ip"]
+    assert env["PRIMARY_REGION"] == "ord" and env["FLY_PROCESS_GROUP"] == "app"
+    assert re.fullmatch(r"[0-9a-f]{14}", m["id"])
+    assert "NATS_PASSWORD_APP" in env  # secrets arrive as environment variables
+
+
+def test_digit_first_machine_id_starts(standin, prod):
+    """Fly's IDs are any 14 hex digits; one like 4e4ac60f4dd674 reads as a number in nats.conf
+    unless the renderer quotes it."""
+    from nats_fly import flyctl
+    standin.next_machine_ids(["4e4ac60f4dd674"])
+    fh.sh(standin, flyctl.scale(prod.app, "cdg", 2))
+    try:
+        fh.wait_healthy(standin, prod.app)
+        assert fh.wait_mesh(standin, prod.app, prod.total + 1, 30) is not None
+    finally:
+        fh.sh(standin, flyctl.scale(prod.app, "cdg", 1))
+
+
+def test_one_way_delay_between_regions(standin, prod):
+    ord_, syd = _one(standin, prod.app, "ord"), _one(standin, prod.app, "syd")
+
+    def rtt_ms():
+        code, out, err = standin.exec(ord_["id"], f"ping -6 -c 3 -i 0.2 {syd['private_ip']}")
+        assert code == 0, out + err
+        return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+    assert rtt_ms() < 20
+    standin.set_delay("ord", "syd", 80)
+    try:
+        assert 80 <= rtt_ms() < 200
+    finally:
+        standin.set_delay("ord", "syd", 0)
+    assert rtt_ms() < 20

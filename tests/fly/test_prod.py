@@ -1,0 +1,245 @@
+"""The prod stack (ord, syd, cdg) on the Fly stand-in, brought up by the components'
+own flyctl command lines, exercised with real nats-py clients through the proxy."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+
+import nats
+import pytest
+
+import flyhelpers as fh
+
+
+@pytest.fixture(scope="module")
+def prod(standin, apps):
+    stack = apps.get("prod")
+    assert fh.wait_mesh(standin, stack.app, stack.total, 30) is not None, fh.describe(standin.routes(stack.app))
+    fh.wait_healthy(standin, stack.app)
+    return stack
+
+
+def require_complete_routes(standin, stack) -> None:
+    """Messaging between servers needs every route connection; when nats-server left some
+    missing, that is the known defect of the rendered routes, not a stand-in failure."""
+    short = fh.wait_routes_complete(standin, stack.app)
+    if short:
+        fh.known_defect(f"route connections missing: {short}. {fh.MULTI_ADDRESS_ROUTE}")
+
+
+def test_every_route_connection_is_there(standin, prod):
+    require_complete_routes(standin, prod)
+
+
+class Client:
+    """A nats-py connection through one edge, recording its disconnects and reconnects."""
+
+    def __init__(self, standin, stack, region: str, tls: bool = False):
+        self.standin, self.stack, self.region, self.tls = standin, stack, region, tls
+        self.disconnects = 0
+        self.reconnected = asyncio.Event()
+
+    async def connect(self):
+        host, port = self.standin.edge(self.stack.app, self.region, 10001 if self.tls else 10000)
+        opts = dict(user="app", password=self.stack.user_password("app"), connect_timeout=3,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                    disconnected_cb=self._disconnected, reconnected_cb=self._reconnected, name=self.region)
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.standin.ca_file)
+            opts.update(tls=context, tls_hostname=f"{self.stack.app}.fly.dev", tls_handshake_first=True)
+        self.nc = await nats.connect(f"{'tls' if self.tls else 'nats'}://{host}:{port}", **opts)
+        return self
+
+    async def _disconnected(self):
+        self.disconnects += 1
+
+    async def _reconnected(self):
+        self.reconnected.set()
+
+    @property
+    def server(self) -> str:
+        return self.nc._server_info.get("server_name", "")
+
+    async def close(self):
+        await self.nc.close()
+
+
+async def exchange(pub: Client, sub: Client, subject: str, count: int = 20, timeout: float = 10) -> list[bytes]:
+    """Publish until interest has crossed the routes, then `count` messages; all must arrive."""
+    got: list[bytes] = []
+    first = asyncio.Event()
+
+    async def on_message(msg):
+        got.append(msg.data)
+        first.set()
+    s = await sub.nc.subscribe(subject, cb=on_message)
+    await sub.nc.flush()
+    deadline = time.monotonic() + timeout
+    while not first.is_set():
+        assert time.monotonic() < deadline, f"nothing from {pub.region} reached {sub.region}"
+        await pub.nc.publish(subject, b"probe")
+        await pub.nc.flush()
+        await asyncio.sleep(0.1)
+    got.clear()
+    for i in range(count):
+        await pub.nc.publish(subject, str(i).encode())
+    await pub.nc.flush()
+    while len([m for m in got if m != b"probe"]) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await s.unsubscribe()
+    return [m for m in got if m != b"probe"]
+
+
+def test_full_mesh(standin, prod):
+    routes = standin.routes(prod.app)
+    assert fh.full_mesh(routes, prod.total)
+    assert sorted(r["region"] for r in routes) == sorted(prod.regions)
+
+
+def test_message_crosses_edges_both_ways(standin, prod):
+    require_complete_routes(standin, prod)
+
+    async def go():
+        syd = await Client(standin, prod, "syd").connect()
+        ord_ = await Client(standin, prod, "ord").connect()
+        try:
+            assert syd.server.startswith("syd-") and ord_.server.startswith("ord-"), (syd.server, ord_.server)
+            assert await exchange(syd, ord_, "edge.syd-to-ord") == [str(i).encode() for i in range(20)]
+            assert await exchange(ord_, syd, "edge.ord-to-syd") == [str(i).encode() for i in range(20)]
+        finally:
+            await syd.close()
+            await ord_.close()
+    asyncio.run(go())
+
+
+def test_tls_first_client_on_10001(standin, prod):
+    require_complete_routes(standin, prod)
+
+    async def go():
+        tls = await Client(standin, prod, "cdg", tls=True).connect()
+        plain = await Client(standin, prod, "ord").connect()
+        try:
+            assert tls.server.startswith("cdg-")
+            assert len(await exchange(tls, plain, "tls.cdg-to-ord")) == 20
+            assert len(await exchange(plain, tls, "tls.ord-to-cdg")) == 20
+        finally:
+            await tls.close()
+            await plain.close()
+    asyncio.run(go())
+
+
+def test_library_verify_through_the_edge(standin, prod):
+    """`nats-fly verify` (the library's own proof) agrees, run against the syd edge."""
+    require_complete_routes(standin, prod)
+    host, port = standin.edge(prod.app, "syd")
+    expect = ",".join(f"{r}={n}" for r, n in prod.counts.items())
+    proc = subprocess.run([sys.executable, "-m", "nats_fly", "verify", "--url", f"nats://{host}:{port}",
+                           "--expect", expect, "--topology", "mesh", "--timeout", "20", "--json"],
+                          env={**os.environ, "NATS_SYS_PASSWORD": prod.sys_password},
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_killed_machine_clients_reconnect_and_mesh_stays_whole(standin, prod):
+    require_complete_routes(standin, prod)
+
+    async def go():
+        syd = await Client(standin, prod, "syd").connect()
+        ord_ = await Client(standin, prod, "ord").connect()
+        try:
+            victim = syd.server.split("-", 1)[1]
+            standin.kill_machine(victim)
+            await asyncio.wait_for(syd.reconnected.wait(), 15)
+            # syd has no other Machine: the proxy falls back to the nearest region, ord.
+            assert syd.server.startswith("ord-"), syd.server
+            assert len(await exchange(syd, ord_, "kill.syd-to-ord")) == 20
+            assert ord_.disconnects == 0
+            assert fh.wait_mesh(standin, prod.app, prod.total - 1, 15) is not None
+        finally:
+            await syd.close()
+            await ord_.close()
+        return victim
+    victim = asyncio.run(go())
+    standin.start_machine(victim)
+    assert fh.wait_mesh(standin, prod.app, prod.total, 30) is not None
+
+
+def test_region_added_joins_and_removed_region_goes_unnoticed(standin, prod):
+    from nats_fly import flyctl
+    fh.sh(standin, flyctl.scale(prod.app, "ams", 1))  # NatsRegion create
+    assert fh.wait_mesh(standin, prod.app, prod.total + 1, 30) is not None
+    assert "ams" in standin.dns(f"regions.{prod.app}.internal", qtype=16)["answers"][0]
+    require_complete_routes(standin, prod)
+
+    async def go():
+        syd = await Client(standin, prod, "syd").connect()
+        ord_ = await Client(standin, prod, "ord").connect()
+        received: list[int] = []
+
+        async def on_message(msg):
+            received.append(int(msg.data))
+        sub = await ord_.nc.subscribe("stream.syd", cb=on_message)
+        await ord_.nc.flush()
+        await exchange(syd, ord_, "stream.warmup", count=1)
+        sent = 0
+        stop = asyncio.Event()
+
+        async def publish():
+            nonlocal sent
+            while not stop.is_set():
+                await syd.nc.publish("stream.syd", str(sent).encode())
+                sent += 1
+                await asyncio.sleep(0.01)
+        task = asyncio.create_task(publish())
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(fh.sh, standin, flyctl.scale(prod.app, "ams", 0))  # NatsRegion delete
+        await asyncio.sleep(1.0)
+        stop.set()
+        await task
+        await syd.nc.flush()
+        await asyncio.sleep(0.5)
+        await sub.unsubscribe()
+        try:
+            return sent, received, syd.disconnects + ord_.disconnects
+        finally:
+            await syd.close()
+            await ord_.close()
+
+    sent, received, disconnects = asyncio.run(go())
+    assert received == list(range(sent)), f"lost {sorted(set(range(sent)) - set(received))[:10]}"
+    assert disconnects == 0
+    listed = fh.machine_list(standin, prod.app)
+    assert "ams" not in {m["region"] for m in listed}
+    assert "ams" not in standin.dns(f"regions.{prod.app}.internal", qtype=16)["answers"][0]
+    assert fh.wait_mesh(standin, prod.app, prod.total, 15) is not None
+
+
+def test_rolling_redeploy_replaces_one_machine_at_a_time(standin, prod, tmp_path):
+    from nats_fly import flyctl
+    before = {m["id"]: m["region"] for m in fh.machine_list(standin, prod.app)}
+    changed = fh.Stack(dataclasses.replace(prod.settings, peer_wait=prod.settings.peer_wait + 1),
+                       prod.sys_password, prod.user_passwords)
+    context = fh.render_ours(changed, tmp_path / "build")
+    started = time.time() * 1000
+    out = fh.sh(standin, flyctl.deploy(prod.app), cwd=context).stdout
+    assert "with rolling strategy" in out
+    after = fh.machine_list(standin, prod.app)
+    assert {m["id"]: m["region"] for m in after} == before  # updated in place, counts kept
+    # Each Machine's window from its update to its start again: they never overlap.
+    windows = []
+    for m in after:
+        events = [e for e in reversed(m["events"]) if e["timestamp"] >= started]
+        update = next(e["timestamp"] for e in events if e["type"] == "update")
+        restart = next(e["timestamp"] for e in events if e["type"] == "start" and e["timestamp"] >= update)
+        windows.append((update, restart))
+    windows.sort()
+    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows
+    versions = {m["config"]["metadata"]["fly_release_version"] for m in after}
+    assert len(versions) == 1 and all(c["status"] == "passing" for m in after for c in m["checks"])
+    assert fh.wait_mesh(standin, prod.app, prod.total, 30) is not None
