@@ -346,6 +346,22 @@ class ConnectError(Exception):
 
 async def connect(url: str, *, user: str | None, password: str | None, timeout: float,
                   tls: ssl.SSLContext | None, tls_handshake_first: bool) -> Client:
+    """Connect, retrying until `timeout`: a Machine just started may not listen yet. A refused
+    password is final at once."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await connect_once(url, user=user, password=password, timeout=max(left, 0.5), tls=tls,
+                                      tls_handshake_first=tls_handshake_first)
+        except ConnectError as error:
+            if str(error).startswith("authorization violation") or left <= 1:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def connect_once(url: str, *, user: str | None, password: str | None, timeout: float,
+                       tls: ssl.SSLContext | None, tls_handshake_first: bool) -> Client:
     errors: list[Exception] = []
 
     async def remember(error: Exception) -> None:

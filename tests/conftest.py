@@ -1,15 +1,19 @@
 """Shared test setup: Pulumi mocks with a fresh event loop per test, and helpers
-the suites share (the pinned nats-server, root detection)."""
+the suites share: the Fly stand-in for the whole session."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+from pathlib import Path
 
 import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks, stack
 
+from standin import netns
+from standin.api import StandIn
 from support import REPO  # noqa: F401  (re-exported for suites)
 
 FAKE_PEM = ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
@@ -94,10 +98,43 @@ def mock_program():
     asyncio.set_event_loop(None)
 
 
-@pytest.fixture
-def require_root():
+# ---------------------------------------------------------------- the Fly stand-in
+
+def _unavailable() -> str | None:
     if os.geteuid() != 0:
-        reason = "needs root for network namespaces (ip netns); run as root"
+        return "the Fly stand-in needs root (network namespaces, mounts); run the suite as root"
+    for tool, package in (("/bin/busybox", "busybox-static"), ("/usr/sbin/ip", "iproute2"),
+                          ("/usr/bin/openssl", "openssl")):
+        if not Path(tool).exists() and not shutil.which(Path(tool).name):
+            return f"{tool} is missing: apt-get install {package} (see tests/standin/REQUIREMENTS.txt)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def standin():
+    reason = _unavailable()
+    if reason:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run this test: {reason}")
+            pytest.fail(f"CI must run the Fly stand-in tests, but: {reason}")
         pytest.skip(reason)
+    s = StandIn().start()
+    # Checks run on Fly's schedule (grace 30s, interval 10s in the rendered fly.toml),
+    # capped here at 1s so that check-gated deploys take seconds, not minutes.
+    s.set_check_interval_max(1)
+    try:
+        yield s
+    finally:
+        daemon_pid = s.proc.pid if s.proc else None
+        s.close()
+        _assert_clean(s.run_id, daemon_pid)
+
+
+def _assert_clean(run_id: str, daemon_pid: int | None) -> None:
+    left = [ns for ns in netns.listed() if netns.run_of(ns) == run_id]
+    left += [str(p) for p in netns.ETC_NETNS.glob(f"{run_id}-*")] if netns.ETC_NETNS.is_dir() else []
+    left += [str(p) for p in Path("/tmp").glob(f"{run_id}-*")]
+    if daemon_pid and Path(f"/proc/{daemon_pid}").exists():
+        left.append(f"daemon process {daemon_pid}")
+    assert not left, f"the stand-in left things behind: {left}"
+
+

@@ -1,0 +1,103 @@
+"""The Fly path with the real engine, against the Fly stand-in: up -> verify -> add a region ->
+change a nats setting (it rolls) -> no-op up -> destroy. The flyctl operations of every step
+are counted from the stand-in's log and printed: the project's operations figure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import pytest
+
+from nats_fly.verify import Expectation, verify
+
+SYS_PASSWORD = "sys-" + secrets.token_hex(10)
+APP_PASSWORD = "app-" + secrets.token_hex(10)
+
+
+class Ops:
+    """flyctl calls per step, from the stand-in's invocation log."""
+
+    def __init__(self, standin):
+        self.standin, self.seen, self.steps = standin, 0, {}
+
+    def step(self, name: str) -> list[dict]:
+        log = self.standin.flyctl_log()
+        calls, self.seen = log[self.seen:], len(log)
+        mutating = [c for c in calls if c["mutates"]]
+        self.steps[name] = {"mutating": len(mutating), "read_only": len(calls) - len(mutating),
+                            "flyctl_seconds": round(sum(c["duration_s"] for c in calls), 2),
+                            "commands": sorted({c["command"] for c in mutating})}
+        print(f"flyctl operations, {name}: {json.dumps(self.steps[name])}")
+        return calls
+
+
+def whole(standin, app: str, machines: dict[str, int]):
+    urls = {r: "nats://%s:%d" % standin.edge(app, r) for r in machines}
+    report = asyncio.run(verify(urls, Expectation(regions=machines), user="sys", password=SYS_PASSWORD,
+                                timeout=30))
+    print(report.table())
+    assert report.ok, report.table()
+
+
+@pytest.fixture
+def fly_project(project, standin, engine_env):
+    engine_env.update(standin.env(PATH=f"{standin.bin_dir}:{engine_env['PATH']}"))
+    return project("prod")
+
+
+def test_fly_stack_lifecycle(fly_project, standin):
+    stack, app = fly_project, f"e2e-{secrets.token_hex(4)}"
+    stack.config({"app": app, "peerWait": 3})
+    stack.pulumi("config", "set", "--secret", "sysPassword", stdin=SYS_PASSWORD)
+    stack.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin=APP_PASSWORD)
+    ops = Ops(standin)
+    ops.step("before")
+    try:
+        stack.pulumi("up", "--yes", "--skip-preview")
+        first = ops.step("first up (3 regions)")
+        assert [c["argv"][:2] for c in first if c["command"] == "scale count"] == [["scale", "count"]] * 3
+        outputs = stack.outputs()
+        assert outputs["clientUrl"] == f"nats://{app}.fly.dev:10000"
+        whole(standin, app, {"ord": 1, "syd": 1, "cdg": 1})
+
+        stack.config({"regions": ["ord", "syd", "cdg", "lhr"]})
+        stack.pulumi("up", "--yes", "--skip-preview")
+        added = ops.step("add a region")
+        assert [c["argv"] for c in added if c["mutates"]] == [
+            ["scale", "count", "1", "--region", "lhr", "--app", app, "--yes"]]
+        whole(standin, app, {"ord": 1, "syd": 1, "cdg": 1, "lhr": 1})
+
+        before = sorted(m["id"] for m in standin.machines(app))
+        stack.config({"lameDuckGracePeriod": "12s"})
+        stack.pulumi("up", "--yes", "--skip-preview")
+        rolled = ops.step("change a nats setting")
+        assert [c["command"] for c in rolled if c["mutates"]] == ["deploy"]
+        after = standin.machines(app)
+        assert sorted(m["id"] for m in after) == before  # updated in place, one at a time
+        for machine in after:
+            assert machine["state"] == "started"
+            code, out, _ = standin.exec(machine["id"], "grep lame_duck_grace_period /etc/nats/nats.conf")
+            assert code == 0 and '"12s"' in out, out
+        whole(standin, app, {"ord": 1, "syd": 1, "cdg": 1, "lhr": 1})
+
+        stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+        noop = ops.step("no-op up")
+        assert not [c for c in noop if c["mutates"]], noop
+        assert set(stack.last_changes()) == {"same"}
+
+        exported = stack.pulumi("stack", "export").stdout
+        for secret in (SYS_PASSWORD, APP_PASSWORD):
+            assert secret not in exported
+            assert all(secret not in entry for entry in stack.log)
+            assert secret not in json.dumps(standin.flyctl_log())
+            for path in (stack.root / ".nats-fly").rglob("*"):
+                assert not path.is_file() or secret not in path.read_text(errors="replace"), path
+    finally:
+        stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
+        destroyed = ops.step("destroy")
+    assert [c["command"] for c in destroyed if c["mutates"]] == ["apps destroy"]
+    gone = standin.flyctl("status", "--app", app, "--json")
+    assert gone.returncode == 1 and f'Could not find App "{app}"' in gone.stderr
+    print("flyctl operations per step:", json.dumps(ops.steps, indent=2))

@@ -1,0 +1,95 @@
+"""The real Pulumi engine, as the e2e tests and the benchmarks drive it: the CLI, the Python
+language host and the command plugin that scripts/bootstrap provides, on a copy of the project
+with a file backend of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from support import REPO
+
+TOOLS = REPO / ".tools" / "bin"
+
+
+def find_tool(name: str) -> str | None:
+    local = TOOLS / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+class Project:
+    """A copy of the project (program, Pulumi.yaml, one stack file) driven by the pulumi CLI."""
+
+    def __init__(self, root: Path, stack: str, env: dict[str, str]):
+        self.root, self.stack, self.env = root, stack, env
+        self.log: list[str] = []
+
+    def pulumi(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 600):
+        scoped = [] if args[:2] == ("stack", "init") else ["--stack", self.stack]
+        result = subprocess.run([find_tool("pulumi"), *args, *scoped, "--non-interactive"],
+                                cwd=self.root, env=self.env, input=stdin, capture_output=True, text=True,
+                                timeout=timeout)
+        self.log.append(f"$ pulumi {' '.join(args)}\n{result.stdout}{result.stderr}")
+        if check and result.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result
+
+    def config(self, values: dict) -> None:
+        path = self.root / "config" / f"Pulumi.{self.stack}.yaml"
+        document = yaml.safe_load(path.read_text()) if path.exists() else {}
+        document = document or {}
+        document.setdefault("config", {}).update({f"nats-fly:{k}": v for k, v in values.items()})
+        for key in [k for k, v in document["config"].items() if v is None]:
+            del document["config"][key]
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def outputs(self) -> dict:
+        return json.loads(self.pulumi("stack", "output", "--json", "--show-secrets").stdout)
+
+    def last_changes(self) -> dict:
+        """The resource changes of the last update, e.g. {"same": 9} for a no-op."""
+        history = json.loads(self.pulumi("stack", "history", "--json").stdout)
+        return history[0].get("resourceChanges", {})
+
+
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("pulumi", "pulumi-language-python", "pulumi-resource-command") if not find_tool(t)]
+
+
+def engine_environment(workdir: Path) -> dict[str, str]:
+    """Offline, a file backend and a passphrase in workdir; never a cloud login."""
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{TOOLS}:{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        "PULUMI_BACKEND_URL": f"file://{workdir / 'state'}",
+        "PULUMI_HOME": str(workdir / "pulumi-home"),
+        "PULUMI_CONFIG_PASSPHRASE": "e2e-passphrase",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    })
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    env.pop("PULUMI_ACCESS_TOKEN", None)
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def copy_project(root: Path, base_stack: str, stack: str, env: dict[str, str]) -> Project:
+    """A copy of the program and Pulumi.yaml in root, with stack `stack` made from a stack file."""
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "__main__.py", root / "__main__.py")
+    manifest = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    manifest["runtime"]["options"]["virtualenv"] = str(Path(sys.executable).parent.parent)
+    (root / "Pulumi.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    shutil.copy(REPO / "config" / f"Pulumi.{base_stack}.yaml", root / "config" / f"Pulumi.{stack}.yaml")
+    project = Project(root, stack, env)
+    project.pulumi("stack", "init", stack)
+    return project
