@@ -79,6 +79,8 @@ class NatsCluster(pulumi.ComponentResource):
     """SHA-256 of the build context (locally: of all server confs)."""
     nats_conf: pulumi.Output[str]
     """The rendered nats.conf (locally: the first server's). Holds no secret."""
+    how_to_connect: pulumi.Output[str]
+    """How a client connects, in words and a nats-py line."""
 
     def __init__(self, name: str, args: NatsClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
@@ -98,10 +100,11 @@ class NatsCluster(pulumi.ComponentResource):
             servers = self._local(name, s, work, sys_password, route_password, user_passwords)
         if s.verify:
             self._verify(name, s, servers, sys_password)
+        self.how_to_connect = self.client_url.apply(lambda url: _how_to_connect(s, url))
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
             "tlsUrl": self.tls_url, "clientUrls": self.client_urls, "machines": self.machines,
-            "imageHash": self.image_hash, "natsConf": self.nats_conf,
+            "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
         })
 
     def _fly(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
@@ -188,6 +191,18 @@ class NatsCluster(pulumi.ComponentResource):
             environment={"NATS_SYS_PASSWORD": sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
         )
+
+
+def _how_to_connect(s: Settings, url: str) -> str:
+    first = url.split(",")[0]
+    login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
+    text = f"await nats.connect({first!r}{login})"
+    if s.platform == "fly":
+        text += (f"; TLS-first clients: await nats.connect('tls://{s.app}.fly.dev:{s.ports.public_tls}'"
+                 f"{login}, tls_handshake_first=True)")
+    else:
+        text += "; each region's servers are in clientUrls"
+    return text
 
 
 def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> None:

@@ -23,6 +23,8 @@ def test_fly_graph_and_outputs(mock_program, tmp_path):
     assert mock_program.value(cluster.client_url) == "nats://my-nats.fly.dev:10000"
     assert mock_program.value(cluster.tls_url) == "tls://my-nats.fly.dev:10001"
     assert mock_program.value(cluster.machines) == {"ord": 1, "syd": 1, "cdg": 1}
+    assert mock_program.value(cluster.how_to_connect).startswith(
+        "await nats.connect('nats://my-nats.fly.dev:10000', user='app', password=<its userPasswords entry>)")
     assert "  routes: $NATS_ROUTES\n" in mock_program.value(cluster.nats_conf)
     types = {name: typ for name, (typ, _) in mock_program.resources().items()}
     assert types["nats"] == "nats-fly:index:NatsCluster"
