@@ -93,3 +93,12 @@ def copy_project(root: Path, base_stack: str, stack: str, env: dict[str, str]) -
     project = Project(root, stack, env)
     project.pulumi("stack", "init", stack)
     return project
+
+
+def flyctl_env(standin, env: dict[str, str]) -> dict[str, str]:
+    """What makes `flyctl` the stand-in's for the engine: its PATH entry, state and a token.
+    Only these: the rest of standin.env() is this process's environment, whose Pulumi
+    settings (a developer's backend, passphrase file) must not reach the engine."""
+    ours = standin.env()
+    return {"PATH": f"{standin.bin_dir}:{env['PATH']}", "NFLY_STATE": ours["NFLY_STATE"],
+            "FLY_API_TOKEN": ours["FLY_API_TOKEN"]}

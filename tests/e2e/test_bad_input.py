@@ -3,6 +3,7 @@ and each making no flyctl call at all (the stand-in's log stays as it was)."""
 
 from __future__ import annotations
 
+from engine import flyctl_env
 
 PLAIN_SECRET = "plain-text-pw-4417"
 
@@ -47,7 +48,7 @@ CATALOGUE = [
 
 def test_every_bad_stack_fails_at_preview_naming_the_key_and_touching_no_fly(project, standin, engine_env):
     assert len(CATALOGUE) >= 25
-    engine_env.update(standin.env(PATH=f"{standin.bin_dir}:{engine_env['PATH']}"))
+    engine_env.update(flyctl_env(standin, engine_env))
     stack = project("prod")
     stack.config({"app": "bad-input-app"})
     stack.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin="app-password-1")

@@ -10,6 +10,7 @@ import secrets
 
 import pytest
 
+from engine import flyctl_env
 from nats_fly.verify import Expectation, verify
 
 SYS_PASSWORD = "sys-" + secrets.token_hex(10)
@@ -43,7 +44,7 @@ def whole(standin, app: str, machines: dict[str, int]):
 
 @pytest.fixture
 def fly_project(project, standin, engine_env):
-    engine_env.update(standin.env(PATH=f"{standin.bin_dir}:{engine_env['PATH']}"))
+    engine_env.update(flyctl_env(standin, engine_env))
     return project("prod")
 
 

@@ -253,6 +253,11 @@ def test_lame_duck_stop_with_a_client_takes_the_grace_period(confs, state):
     conf = confs[0]
     started = ensure(conf, state)
     client = socket.create_connection(("127.0.0.1", conf.client))
+    # A client counts once it has said CONNECT; PONG proves the server registered it.
+    reader = client.makefile("rb")
+    assert reader.readline().startswith(b"INFO ")
+    client.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    assert reader.readline() == b"PONG\r\n"
     try:
         began = time.monotonic()
         assert localrun.stop(conf.name, state)["action"] == "stopped"
