@@ -166,6 +166,15 @@ class StandIn:
         """One-way delay for packets from region_a to region_b."""
         self.call("set_delay", a=region_a, b=region_b, ms=ms)
 
+    def link_down(self, region: str) -> list[str]:
+        """Cut `region` off from every other region: packets between them vanish (a dead
+        backhaul). Inside the region, DNS and the proxy keep working. -> the regions cut."""
+        return self.call("set_link", region=region, up=False)
+
+    def link_up(self, region: str) -> list[str]:
+        """Restore the region's link (see link_down)."""
+        return self.call("set_link", region=region, up=True)
+
     def next_machine_ids(self, ids: list[str]) -> None:
         """The next Machines created get exactly these IDs (14 hex digits each)."""
         self.call("next_machine_ids", ids=ids)

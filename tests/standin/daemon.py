@@ -267,6 +267,9 @@ class Daemon:
         if method == "set_delay":
             await self.wan.set_delay(args["a"], args["b"], args["ms"])
             return True
+        if method == "set_link":
+            await asyncio.to_thread(self.wan.set_link, args["region"], bool(args["up"]))
+            return sorted(self.wan.cut)
         if method == "dns":
             rcode, answers = self.catalogue.answer(args["name"], args.get("qtype", dns.AAAA), args.get("asker"))
             return {"rcode": rcode, "answers": [v for _t, v in answers]}

@@ -52,6 +52,11 @@ class Network:
     def region_net(self, region: str) -> ipaddress.IPv6Network:
         return ipaddress.IPv6Network(f"{self.region_prefix(region)}::/80")
 
+    @staticmethod
+    def all_regions_net() -> str:
+        """Every region's 6PN addresses (not the DNS server's fdaa::3)."""
+        return f"{NETWORK}::/48"
+
     def _ensure_region(self, region: str) -> int:
         if region in self.regions:
             return self.regions[region]

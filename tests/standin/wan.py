@@ -1,10 +1,17 @@
-"""One-way delay between regions, for runs that want real intercontinental latency.
+"""One-way delay between regions, for runs that want real intercontinental latency, and
+regions cut off from the others (a dead backhaul link).
 
 `tc netem` would be the natural tool, but this kernel is built without it
 (CONFIG_NET_SCH_NETEM unset). So traffic between a delayed pair of regions is
 policy-routed in the hub through a TUN device whose reader holds each packet
 for the pair's delay and writes it back, where it is routed on as usual.
 Pairs without a delay never touch the TUN.
+
+A cut region gets two `blackhole` rules in the hub, ahead of the delay rules: packets
+between it and any other region vanish, as on a dead link (no ICMP, so open TCP
+connections stall and retransmit rather than fail). Its Machines still reach each other
+(switched on the region's bridge) and the DNS server; the proxy, which dials Machines' private
+IPv4s from the hub, is not cut.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from . import netns
 
 TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
 DEVICE, TABLE = "wan0", "100"
+CUT_PREF = "50"  # before the delay rules (100, 200)
 
 
 class Wan:
@@ -25,6 +33,7 @@ class Wan:
         self.network = network
         self.hub = hub_executor
         self.delays: dict[tuple[str, str], float] = {}
+        self.cut: set[str] = set()
         self.fd: int | None = None
 
     def _open(self) -> int:
@@ -81,6 +90,20 @@ class Wan:
         if ms > 0:
             self.delays[(a, b)] = ms / 1000
             rule("add")
+
+    def set_link(self, region: str, up: bool) -> None:
+        """Cut `region` off from every other region (up=False), or restore its link."""
+        self.network.ensure_region(region)
+        if up == (region not in self.cut):
+            return
+        own, everyone = str(self.network.region_net(region)), self.network.all_regions_net()
+        for src, dst in ((own, everyone), (everyone, own)):
+            netns.ip(self.network.hub, "-6", "rule", "add" if not up else "del", "from", src, "to", dst,
+                     "blackhole", "pref", CUT_PREF)
+        if up:
+            self.cut.discard(region)
+        else:
+            self.cut.add(region)
 
     def close(self) -> None:
         if self.fd is not None:
