@@ -75,8 +75,8 @@ def main() -> None:
         f"The stand-in sleeps {LATENCY_MS} ms before every flyctl call (set_latency). 'sum / wall' above 1 means "
         "calls overlapped; 'scale sum / span' near the number of regions means every region's `scale count` ran at "
         "once. 'serial estimate' is the wall time had the scale calls run one after another.",
-        "The chain before the regions is inherently serial: the app (status, then apps create), its IPs (ips "
-        "list, then each allocation), the staged secrets and the deploy each depend on the one before. "
+        "Before the regions the chain is serial by dependency: the app (status, then apps create) first; then its "
+        "IPs (ips list, then each allocation) beside the staged secrets; the deploy waits for both. "
         f"Call timeline of the {sizes[-1]}-region up (start offsets): {timeline}",
     ]
     key = (f"parallel provisioning {first['regions']} regions: sum of flyctl durations / wall = "
