@@ -1,0 +1,547 @@
+"""A prod-like JetStream stack (ord, syd, cdg; one Machine each, a mesh) driven by the real
+Pulumi engine against the Fly stand-in, and proved with nats-py clients through the edges:
+
+first `up` interrupted by a flyctl failure, then completed -> one volume per Machine at /data
+-> auth refuses strangers -> TLS-first through :10001 -> kill the stream leader -> cut a region
+off for 30 s -> a rolling deploy under load -> scale a region down, remove one -> destroy.
+
+The tests run in this order on one stack; each states its own figures (see durable.FIGURES).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import ssl
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import durable as d
+import flyhelpers as fh
+from engine import copy_project, engine_environment, flyctl_env, missing_tools
+
+SYS_PASSWORD = "sys-" + secrets.token_hex(10)
+APP_PASSWORD = "app-" + secrets.token_hex(10)
+REGIONS = ["ord", "syd", "cdg"]
+VOLUME = "nats_data"
+
+
+class JsStack:
+    """The engine project plus what the stand-in says about the app."""
+
+    def __init__(self, standin, project, app: str):
+        self.standin, self.project, self.app = standin, project, app
+        self.facts: dict = {}
+
+    def up(self, check: bool = True):
+        return self.project.pulumi("up", "--yes", "--skip-preview", check=check)
+
+    def flyctl_json(self, *argv: str):
+        proc = self.standin.flyctl(*argv, "--app", self.app, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout or "[]")
+
+    def volumes(self, name: str | None = VOLUME) -> list[dict]:
+        return [v for v in self.flyctl_json("volumes", "list") if name is None or v["name"] == name]
+
+    def machines(self) -> list[dict]:
+        return self.flyctl_json("machine", "list")
+
+    def ips(self) -> list[dict]:
+        return self.flyctl_json("ips", "list")
+
+    def calls(self) -> list[dict]:
+        """The stand-in's flyctl log, only this app's calls (the small stacks deploy meanwhile)."""
+        return [c for c in self.standin.flyctl_log() if self.app in c["argv"]]
+
+    def client(self, region: str, timeline=None, name: str = "", **kw) -> d.Client:
+        return d.Client(self.standin, self.app, region, "app", APP_PASSWORD, timeline=timeline,
+                        name=name or region, **kw)
+
+    def machine_of(self, server_name: str) -> str:
+        return server_name.split("-", 1)[1]
+
+
+class LoneWatcher(threading.Thread):
+    """While the first deploy's Machine is alone: what its JetStream checks answer, and when."""
+
+    def __init__(self, standin, app: str):
+        super().__init__(daemon=True)
+        self.standin, self.app = standin, app
+        self.done = threading.Event()
+        self.seen: dict = {"probes": 0}
+
+    def run(self) -> None:
+        started = None
+        while not self.done.is_set():
+            try:
+                machines = self.standin.machines(self.app)
+            except Exception:  # noqa: BLE001 (the app is not there yet)
+                machines = []
+            if len(machines) > 1:
+                return
+            if machines and machines[0]["state"] == "started":
+                m = machines[0]
+                started = started or time.monotonic()
+                since = round(time.monotonic() - started, 2)
+                try:
+                    gate = self.standin.http(m["id"], 8222, "/healthz?js-enabled-only=true")
+                    full = self.standin.http(m["id"], 8222, "/healthz")
+                except Exception:  # noqa: BLE001 (monitor port not up yet)
+                    gate = full = (None, "")
+                self.seen["probes"] += 1
+                self.seen.setdefault("machine", m["id"])
+                if gate[0] == 200:
+                    self.seen.setdefault("gate_200_after_s", since)
+                if full[0] is not None:
+                    self.seen["full_healthz_while_alone"] = f"{full[0]} {full[1].strip()}"
+                if m["checks"].get("nats_health", {}).get("status") == "passing":
+                    self.seen.setdefault("fly_check_passing_after_s", since)
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def js(standin, scratch, side_stacks):
+    missing = missing_tools()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the engine tests: Pulumi tools missing ({', '.join(missing)})")
+        pytest.skip(f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap")
+    root = scratch / "js"
+    env = engine_environment(root)
+    env.update(flyctl_env(standin, env))
+    project = copy_project(root / "project", "prod", "durable", env)
+    app = f"dur-js-{secrets.token_hex(3)}"
+    project.config({"app": app, "jetstream": True, "volumeSize": 1, "peerWait": 3, "lameDuckGracePeriod": "5s"})
+    project.pulumi("config", "set", "--secret", "sysPassword", stdin=SYS_PASSWORD)
+    project.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin=APP_PASSWORD)
+    stack = JsStack(standin, project, app)
+
+    # The first `up`, with no capacity in syd when its Machines are asked for.
+    standin.fail_next("scale count", region="syd")
+    lone = LoneWatcher(standin, app)
+    lone.start()
+    t0 = time.monotonic()
+    stack.facts["first_up"] = stack.up(check=False)
+    stack.facts["first_up_s"] = round(time.monotonic() - t0, 1)
+    lone.done.set()
+    lone.join(5)
+    stack.facts["lone"] = lone.seen
+    stack.facts["after_failure"] = {
+        "machines": Counter(m["region"] for m in stack.machines()),
+        "volumes": Counter(v["region"] for v in stack.volumes()),
+        "unattached": Counter(v["region"] for v in stack.volumes() if not v["attached_machine_id"]),
+    }
+    t0 = time.monotonic()
+    stack.up()
+    stack.facts["second_up_s"] = round(time.monotonic() - t0, 1)
+    assert fh.wait_mesh(standin, app, 3, 30) is not None, fh.describe(standin.routes(app))
+    fh.wait_healthy(standin, app)
+    try:
+        yield stack
+    finally:
+        stack.project.pulumi("destroy", "--yes", "--skip-preview", check=False)
+        gone = standin.flyctl("status", "--app", app, "--json")
+        assert gone.returncode == 1 and "Could not find App" in gone.stderr, gone.stdout + gone.stderr
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- 3c, and the first deploy's gate ---------------------------------------------------------------
+
+def test_first_up_fails_halfway_and_the_next_up_completes_without_duplicates(js):
+    first = js.facts["first_up"]
+    output = first.stdout + first.stderr
+    assert first.returncode != 0 and "insufficient resources" in output, output[-3000:]
+    after = js.facts["after_failure"]
+    # Halfway: the deploy and ord/cdg are done, syd has its volume but no Machine.
+    assert after["machines"] == {"ord": 1, "cdg": 1}, after
+    assert after["volumes"] == {"ord": 1, "syd": 1, "cdg": 1} and after["unattached"] == {"syd": 1}, after
+
+    machines, volumes, ips = js.machines(), js.volumes(), js.ips()
+    assert Counter(m["region"] for m in machines) == {r: 1 for r in REGIONS}
+    assert Counter(v["region"] for v in volumes) == {r: 1 for r in REGIONS}
+    assert sorted(v["attached_machine_id"] for v in volumes) == sorted(m["id"] for m in machines)
+    assert sorted(ip["Type"] for ip in ips) == ["shared_v4", "v6"]
+    calls = js.calls()
+    made = Counter(" ".join(c["argv"][:2]) for c in calls if c["exit"] == 0 and c["mutates"])
+    assert made["volumes create"] == 2  # syd and cdg; ord's came with the first deploy
+    assert made["ips allocate-v6"] == 1 and made["ips allocate-v4"] == 1
+    deploys = [c for c in calls if c["command"] == "deploy"]
+    assert [c["exit"] for c in deploys] == [0]
+
+    # The first deploy's lone Machine passed the fly.toml check (/healthz?js-enabled-only=true)
+    # while plain /healthz said it had no meta leader: the check is the right one for it.
+    lone = js.facts["lone"]
+    assert "gate_200_after_s" in lone and "fly_check_passing_after_s" in lone, lone
+    assert lone["full_healthz_while_alone"].startswith("503") and "meta leader" in lone["full_healthz_while_alone"]
+    d.figure("first_up", {
+        "failed_up_s": js.facts["first_up_s"], "completing_up_s": js.facts["second_up_s"],
+        "after_failure": {k: dict(v) for k, v in after.items()},
+        "final": {"machines": len(machines), "volumes": len(volumes), "ips": sorted(ip["Type"] for ip in ips)},
+        "mutating_calls": dict(made), "deploy_s": deploys[0]["duration_s"],
+        "lone_node": {k: v for k, v in lone.items() if k != "machine"}})
+
+
+# --- 1: volumes ------------------------------------------------------------------------------------
+
+def test_one_volume_per_machine_bound_at_data_with_the_store_on_it(js):
+    volumes = {v["id"]: v for v in js.volumes()}
+    for m in js.machines():
+        mounts = m["config"]["mounts"]
+        assert len(mounts) == 1 and mounts[0]["path"] == "/data" and mounts[0]["volume"] in volumes, mounts
+        assert volumes[mounts[0]["volume"]]["attached_machine_id"] == m["id"]
+        assert volumes[mounts[0]["volume"]]["region"] == m["region"]
+        code, out, _ = js.standin.exec(m["id"], "grep -E '^ +store_dir' /etc/nats/nats.conf; grep ' /data ' /proc/mounts")
+        assert code == 0 and '"/data/jetstream"' in out and " /data " in out, out
+
+    async def go():
+        c = await js.client("ord").connect()
+        try:
+            await d.ensure_stream(c.nc)
+            await c.nc.jetstream().publish("dur.volume", b"on the volume")
+        finally:
+            await c.close()
+    run(go())
+    # The stream's files are on each Machine's volume (the stand-in keeps a volume's data on the
+    # host, apart from the Machine's root filesystem, which is fresh on every start).
+    for vol_id in volumes:
+        stored = list((js.standin.root / "volumes" / vol_id).rglob(f"streams/{d.STREAM}"))
+        assert stored, f"no {d.STREAM} files on volume {vol_id}"
+
+
+# --- 5: auth on the default stack ------------------------------------------------------------------
+
+def test_anonymous_and_wrong_password_are_refused(js):
+    async def go():
+        anonymous = await d.refused(js.standin, js.app, "ord")
+        wrong = await d.refused(js.standin, js.app, "syd", user="app", password="not-the-password")
+        sys_as_app = await d.refused(js.standin, js.app, "cdg", user="sys", password=APP_PASSWORD)
+        right = await d.refused(js.standin, js.app, "cdg", user="app", password=APP_PASSWORD)
+        return anonymous, wrong, sys_as_app, right
+    anonymous, wrong, sys_as_app, right = run(go())
+    assert "Authorization Violation" in anonymous, anonymous
+    assert "Authorization Violation" in wrong, wrong
+    assert "Authorization Violation" in sys_as_app, sys_as_app
+    assert right == ""
+
+
+# --- 4: TLS-first through Fly's tls handler ----------------------------------------------------------
+
+def test_tls_first_client_on_10001_end_to_end(js):
+    async def go():
+        context = ssl.create_default_context(cafile=js.standin.ca_file)
+        tls = await js.client("syd", port=10001, tls=context, name="syd-tls").connect()
+        plain = await js.client("ord").connect()
+        try:
+            assert tls.server.startswith("syd-"), tls.server
+            got = []
+
+            async def on_message(msg):
+                got.append(msg.data)
+            sub = await plain.nc.subscribe("tls.check", cb=on_message)
+            await plain.nc.flush()
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                await tls.nc.publish("tls.check", b"over tls")
+                await tls.nc.flush()
+                await asyncio.sleep(0.1)
+            await sub.unsubscribe()
+            ack = await tls.nc.jetstream().publish("dur.tls", b"acked over tls", timeout=5)
+            stored = await tls.nc.jetstream().get_msg(d.STREAM, ack.seq)
+            return got, stored.data
+        finally:
+            await tls.close()
+            await plain.close()
+    got, stored = run(go())
+    assert got and got[0] == b"over tls"
+    assert stored == b"acked over tls"
+
+
+# --- 3a: kill the stream leader ------------------------------------------------------------------
+
+def test_killed_leader_publishing_goes_on_and_it_catches_up(js):
+    standin = js.standin
+
+    async def go():
+        tl = d.Timeline()
+        client = await js.client("cdg", timeline=tl, name="publisher@cdg").connect()
+        try:
+            await d.ensure_stream(client.nc)
+            leader, _ = await d.replicas(client.nc)
+            pub = d.Publisher(client, "dur.kill", retry_window=30)
+            stop = asyncio.Event()
+            task = asyncio.create_task(pub.run(stop))
+            await asyncio.sleep(2)
+            victim = js.machine_of(leader)
+            killed_at = time.time()
+            await asyncio.to_thread(standin.kill_machine, victim)
+            tl.add(f"killed {leader} (the stream leader)")
+            acked_before = len(pub.acked)
+            # Down until publishing has clearly gone on without it: 100 more acks (or 30 s).
+            resumed = None
+            while len(pub.acked) - acked_before < 100 and time.time() - killed_at < 30:
+                if resumed is None and len(pub.acked) - acked_before >= 10:
+                    resumed = time.time() - killed_at
+                    tl.add("publishing goes on (10 acks since the kill)")
+                await asyncio.sleep(0.05)
+            acked_while_down = len(pub.acked) - acked_before
+            new_leader, followers = await d.replicas(client.nc)
+            tl.add(f"stream leader now {new_leader}; {acked_while_down} acks while {victim} was down")
+            await asyncio.to_thread(standin.start_machine, victim)
+            started_at = time.time()
+            tl.add(f"started {victim} again (same volume)")
+            caught_up = await d.wait_converged(standin, js.app, client.nc, timeout=60)
+            tl.add("every replica current, lag 0, all copies at the same sequence")
+            stop.set()
+            await task
+            lost = await d.lost_acked(client.nc, [pub])
+            return pub, acked_while_down, lost, caught_up, tl, leader, new_leader, started_at - killed_at, resumed
+        finally:
+            await client.close()
+
+    pub, acked_while_down, lost, caught_up, tl, leader, new_leader, down_s, resumed = run(go())
+    print(f"kill timeline:\n{tl.text()}")
+    summary = pub.summary()
+    d.figure("kill_leader", {**summary, "killed": leader, "new_leader": new_leader, "down_s": round(down_s, 1),
+                             "acked_while_down": acked_while_down, "catch_up_s": round(caught_up, 2),
+                             "publishing_resumed_after_s": resumed and round(resumed, 2)})
+    assert lost == [], lost[:10]
+    assert pub.gave_up == 0
+    assert acked_while_down >= 100, summary  # publishing went on while the leader was dead
+    assert new_leader != leader
+    assert summary["longest_stall_s"] < 15, summary
+
+
+# --- 3b: a region cut off for 30 s ------------------------------------------------------------------
+
+def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
+    standin, cut = js.standin, "syd"
+
+    async def go():
+        tl = d.Timeline()
+        client = await js.client("ord", timeline=tl, name="publisher@ord").connect()
+        local = await js.client(cut, timeline=tl, name=f"subscriber@{cut}").connect()
+        try:
+            await d.ensure_stream(client.nc)
+            await d.wait_converged(standin, js.app, client.nc, timeout=30)
+            pub = d.Publisher(client, "dur.cut", retry_window=40)
+            stop = asyncio.Event()
+            task = asyncio.create_task(pub.run(stop))
+            await asyncio.sleep(1)
+            await asyncio.to_thread(standin.link_down, cut)
+            tl.add(f"{cut} cut off")
+            acked_before = len(pub.acked)
+            await asyncio.sleep(28)
+            _leader, followers = await d.replicas(client.nc)
+            cut_replica = [f for f in followers if f["name"].startswith(cut)]
+            tl.add(f"{cut} replica as the leader sees it: {cut_replica}")
+            await asyncio.sleep(2)
+            acked_during = len(pub.acked) - acked_before
+            await asyncio.to_thread(standin.link_up, cut)
+            tl.add(f"{cut} link restored")
+            t_up = time.monotonic()
+            mesh = await asyncio.to_thread(fh.wait_mesh, standin, js.app, 3, 60)
+            tl.add("full mesh (routez)")
+            converged = await d.wait_converged(standin, js.app, client.nc, timeout=90)
+            healed_s = time.monotonic() - t_up
+            tl.add("stream replicas converged")
+            stop.set()
+            await task
+            lost = await d.lost_acked(client.nc, [pub])
+            return pub, acked_during, cut_replica, mesh, healed_s, lost, tl, len(local.disconnects)
+        finally:
+            await client.close()
+            await local.close()
+
+    try:
+        pub, acked_during, cut_replica, mesh, healed_s, lost, tl, local_disconnects = run(go())
+    finally:
+        standin.link_up(cut)
+    print(f"cut timeline:\n{tl.text()}")
+    d.figure("region_cut_30s", {**pub.summary(), "acked_during_cut": acked_during,
+                                "cut_replica_at_28s": cut_replica, "mesh_after_restore_s": mesh and round(mesh, 2),
+                                "converged_after_restore_s": round(healed_s, 2),
+                                f"client_disconnects_inside_{cut}": local_disconnects})
+    assert lost == [], lost[:10]
+    assert pub.gave_up == 0
+    assert cut_replica and (not cut_replica[0]["current"] or cut_replica[0]["lag"] > 0), cut_replica
+    assert acked_during > 100  # the majority side kept taking writes
+    assert mesh is not None
+
+
+# --- 2: a rolling deploy under load ----------------------------------------------------------------
+
+LDM_LINES = {"entered lame duck mode": "Entering lame duck mode", "closing its clients": "Closing existing clients",
+             "exited": "Server Exiting"}
+
+
+def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(js):
+    standin = js.standin
+    before = sorted(m["id"] for m in js.machines())
+
+    async def go():
+        tl = d.Timeline()
+        setup = await js.client("ord").connect()
+        await d.ensure_stream(setup.nc)
+        await setup.close()
+        publishers = [d.Publisher(await js.client(r, timeline=tl, name=f"js-publisher@{r}").connect(),
+                      f"dur.roll.{r}", interval=0.02) for r in ("ord", "syd")]
+        core = [await js.client(r, timeline=tl, name=f"core-sub@{r}").connect() for r in REGIONS]
+        ticker = await js.client("cdg", timeline=tl, name="core-pub@cdg").connect()
+        received = {c.label: 0 for c in core}
+
+        def counter(label):
+            async def on_message(_msg):
+                received[label] += 1
+            return on_message
+        for c in core:
+            await c.nc.subscribe("core.tick", cb=counter(c.label))
+            await c.nc.flush()
+        stop = asyncio.Event()
+
+        async def tick():
+            while not stop.is_set():
+                try:
+                    await ticker.nc.publish("core.tick", b"t")
+                except Exception:  # noqa: BLE001 (reconnecting: nats-py buffers or refuses)
+                    pass
+                await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(p.run(stop)) for p in publishers] + [asyncio.create_task(tick())]
+        await asyncio.sleep(2)
+        tl.add("pulumi up (lameDuckGracePeriod 5s -> 4s) starts")
+        js.project.config({"lameDuckGracePeriod": "4s"})
+        started = time.time()
+        await asyncio.to_thread(js.up)
+        tl.add("pulumi up done")
+        await asyncio.sleep(2)
+        # Every core client still hears the ticker, wherever it ended up.
+        settled = dict(received)
+        await asyncio.sleep(1)
+        hearing = {k: received[k] - settled[k] for k in received}
+        stop.set()
+        await asyncio.gather(*tasks)
+        lost = await d.lost_acked(publishers[0].client.nc, publishers)
+        clients = core + [ticker] + [p.client for p in publishers]
+        state = {c.label: {"connected": c.nc.is_connected, "disconnects": len(c.disconnects),
+                           "reconnects": len(c.reconnects), "ldm_notices": len(c.ldm_notices),
+                           "now_on": c.server} for c in clients}
+        for c in clients:
+            await c.close()
+        return tl, started, publishers, lost, state, hearing
+
+    tl, started, publishers, lost, state, hearing = run(go())
+    machines = js.machines()
+    for m in machines:
+        for at, what in d.console_events(standin, m["id"], LDM_LINES, started):
+            tl.add(f"{m['region']}-{m['id']}: {what}", at)
+        for e in m.get("events", []):
+            if e["timestamp"] / 1000 >= started and e["type"] in ("update", "start"):
+                tl.add(f"{m['region']}-{m['id']}: Fly {e['type']} ({e['status']})", e["timestamp"] / 1000)
+    print(f"rolling deploy timeline (lame duck):\n{tl.text()}")
+    ldm = {}
+    for m in machines:
+        events = {what: at for at, what in d.console_events(standin, m["id"], LDM_LINES, started)}
+        if {"entered lame duck mode", "exited"} <= set(events):
+            ldm[m["region"]] = {"ldm_to_close_clients_s": round(events.get("closing its clients", 0) -
+                                                                 events["entered lame duck mode"], 2),
+                                "ldm_to_exit_s": round(events["exited"] - events["entered lame duck mode"], 2)}
+    d.figure("rolling_deploy", {"publishers": {p.subject: p.summary() for p in publishers},
+                                "lost_acked": len(lost), "clients": state, "lame_duck": ldm,
+                                "core_ticks_heard_after": hearing})
+    assert sorted(m["id"] for m in machines) == before  # updated in place
+    for m in machines:
+        code, out, _ = standin.exec(m["id"], "grep lame_duck_grace_period /etc/nats/nats.conf")
+        assert '"4s"' in out, out
+    assert lost == [], lost[:10]
+    assert all(p.gave_up == 0 for p in publishers)
+    assert len(ldm) == 3, ldm  # each Machine went through lame duck mode and exited
+    for label, s in state.items():
+        assert s["connected"], (label, s)
+        assert s["disconnects"] >= 1 and s["reconnects"] == s["disconnects"], (label, s)
+    assert all(n > 0 for n in hearing.values()), hearing
+
+
+# --- 1: scaling down and removing a region prune only our unattached volumes -----------------------
+
+def test_scale_down_and_region_removal_destroy_only_surplus_unattached_volumes(js):
+    standin = js.standin
+
+    async def ensure():
+        c = await js.client("ord").connect()
+        try:
+            await d.ensure_stream(c.nc)
+            return await d.replicas(c.nc)
+        finally:
+            await c.close()
+    before = run(ensure())
+    js.project.config({"regions": ["ord", "syd", "cdg=2", "lhr"]})
+    js.up()
+    grown = js.volumes()
+    assert Counter(v["region"] for v in grown) == {"ord": 1, "syd": 1, "cdg": 2, "lhr": 1}
+    assert all(v["attached_machine_id"] for v in grown)
+    # Someone else's volume in cdg, which no scale-down of ours may touch.
+    foreign = standin.flyctl("volumes", "create", "other_data", "--region", "cdg", "--size", "1",
+                             "--app", js.app, "--json", "--yes")
+    assert foreign.returncode == 0, foreign.stderr
+    foreign_id = json.loads(foreign.stdout)["id"]
+    log_mark = len(js.calls())
+
+    js.project.config({"regions": REGIONS})
+    js.up()
+    kept, machines = js.volumes(), js.machines()
+    destroyed = [c["argv"][2] for c in js.calls()[log_mark:] if c["command"] == "volumes destroy" and c["exit"] == 0]
+    assert Counter(v["region"] for v in kept) == {r: 1 for r in REGIONS}
+    assert sorted(v["attached_machine_id"] for v in kept) == sorted(m["id"] for m in machines)
+    assert not [v for v in js.volumes(None) if v["region"] == "lhr"]
+    assert foreign_id in {v["id"] for v in js.volumes("other_data")}
+    surplus = {v["id"] for v in grown} - {v["id"] for v in kept}
+    assert sorted(destroyed) == sorted(surplus) and len(surplus) == 2, (destroyed, surplus)
+
+    async def after():
+        c = await js.client("ord").connect()
+        try:
+            seq, writable_after, errors = await d.publish_until(c.nc, "dur.after-scale", "after-scale", 60)
+            leader, followers = await d.replicas(c.nc)
+            ord_id = next(m["id"] for m in machines if m["region"] == "ord")
+            meta = json.loads(standin.http(ord_id, 8222, "/jsz")[1]).get("meta_cluster", {})
+            # What the scale-down left for the next fault: stop one more holder of the stream
+            # (as a rolling deploy or a host restart would) and see what still works.
+            other = next(m for m in machines if m["region"] == "syd")
+            await asyncio.to_thread(standin.stop_machine, other["id"])
+            outcome = {}
+            try:
+                await c.nc.jetstream().publish("dur.after-scale", b"one more down", timeout=3)
+                outcome["publish"] = "acked"
+            except Exception as e:  # noqa: BLE001
+                outcome["publish"] = type(e).__name__
+            try:
+                await c.nc.jetstream().add_stream(name="PROBE", subjects=["probe"], num_replicas=1)
+                await c.nc.jetstream().delete_stream("PROBE")
+                outcome["stream_create"] = "ok"
+            except Exception as e:  # noqa: BLE001
+                outcome["stream_create"] = type(e).__name__
+            await asyncio.to_thread(standin.start_machine, other["id"])
+            _seq, back_after, _errors = await d.publish_until(c.nc, "dur.after-scale", "after-restart", 60)
+            outcome["writable_again_after_restart_s"] = round(back_after, 2)
+            return seq, writable_after, errors, leader, followers, meta, outcome
+        finally:
+            await c.close()
+    seq, writable_after, errors, leader, followers, meta, outcome = run(after())
+    d.figure("scale_down", {
+        "volumes_destroyed": len(destroyed), "foreign_volume_kept": True,
+        "stream_before": {"leader": before[0], "followers": [f["name"] for f in before[1]]},
+        "stream_writable_after_up_s": round(writable_after, 2), "publish_errors": dict(errors),
+        "stream_after": {"leader": leader, "followers": [(f["name"], f"current={f['current']}", f"lag={f['lag']}")
+                                                          for f in followers]},
+        "meta_cluster_size": meta.get("cluster_size"),
+        "meta_peers": [(r["name"], f"current={r.get('current')}", f"offline={r.get('offline', False)}")
+                       for r in meta.get("replicas", [])],
+        "syd_stopped_after_scale_down": outcome})
+    assert seq > 0 and leader
