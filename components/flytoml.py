@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from .natsconf import JETSTREAM_DIR
+from .natsconf import DATA_DIR
 from .settings import Settings
 
 PROCESS_GROUP = "app"
@@ -50,7 +50,7 @@ def fly_toml(s: Settings) -> dict[str, Any]:
         "vm": [{"size": s.vm_size, "memory": f"{s.vm_memory_mb}mb"}],
     }
     if s.jetstream:
-        conf["mounts"] = [{"source": VOLUME_NAME, "destination": JETSTREAM_DIR.rsplit("/", 1)[0],
+        conf["mounts"] = [{"source": VOLUME_NAME, "destination": DATA_DIR,
                            "initial_size": f"{s.volume_size_gb}gb"}]
     return conf
 

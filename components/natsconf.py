@@ -28,7 +28,8 @@ SYS_USER = "sys"
 ROUTE_USER = "route"
 SYSTEM_ACCOUNT = "SYS"
 APP_ACCOUNT = "APP"
-JETSTREAM_DIR = "/data/jetstream"
+DATA_DIR = "/data"  # the JetStream volume's mount point (fly.toml [[mounts]]), the store_dir
+JETSTREAM_DIR = f"{DATA_DIR}/jetstream"  # where nats-server then keeps its files: <store_dir>/jetstream
 TLS_CERT_FILE = "NATS_TLS_CERT_FILE"  # the entrypoint writes the NATS_TLS_CERT secret there
 TLS_KEY_FILE = "NATS_TLS_KEY_FILE"
 
@@ -82,7 +83,7 @@ def fly_conf(s: Settings) -> dict[str, Any]:
         conf["gateway"] = _gateway(Var("FLY_REGION"), f"[::]:{s.ports.gateway}", Var(GATEWAY_ADVERTISE), {
             r: [f"nats://{r}.{internal}:{s.ports.gateway}"] for r in s.regions})
     if s.jetstream:
-        conf["jetstream"] = _jetstream(s, JETSTREAM_DIR)
+        conf["jetstream"] = _jetstream(s, DATA_DIR)
     return conf
 
 
@@ -201,8 +202,9 @@ def _accounts(s: Settings) -> dict[str, Any]:
 
 
 def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
-    # Leave a tenth of the volume for the filesystem and compaction headroom, and half of
-    # the VM's memory for everything that is not the memory store.
+    # store_dir is a parent: nats-server keeps its files in <store_dir>/jetstream. Leave a tenth
+    # of the volume for the filesystem and compaction headroom, and half of the VM's memory for
+    # everything that is not the memory store.
     return {
         "store_dir": store_dir,
         "max_file_store": s.volume_size_gb * 1024**3 * 9 // 10,

@@ -199,7 +199,10 @@ def test_one_volume_per_machine_bound_at_data_with_the_store_on_it(js):
         assert volumes[mounts[0]["volume"]]["attached_machine_id"] == m["id"]
         assert volumes[mounts[0]["volume"]]["region"] == m["region"]
         code, out, _ = js.standin.exec(m["id"], "grep -E '^ +store_dir' /etc/nats/nats.conf; grep ' /data ' /proc/mounts")
-        assert code == 0 and '"/data/jetstream"' in out and " /data " in out, out
+        assert code == 0 and 'store_dir: "/data"' in out and " /data " in out, out
+        # nats-server keeps its files in <store_dir>/jetstream: /data/jetstream, on the volume.
+        jsz = json.loads(js.standin.http(m["id"], 8222, "/jsz")[1])
+        assert jsz["config"]["store_dir"] == "/data/jetstream", jsz["config"]
 
     async def go():
         c = await js.client("ord").connect()
@@ -212,8 +215,8 @@ def test_one_volume_per_machine_bound_at_data_with_the_store_on_it(js):
     # The stream's files are on each Machine's volume (the stand-in keeps a volume's data on the
     # host, apart from the Machine's root filesystem, which is fresh on every start).
     for vol_id in volumes:
-        stored = list((js.standin.root / "volumes" / vol_id).rglob(f"streams/{d.STREAM}"))
-        assert stored, f"no {d.STREAM} files on volume {vol_id}"
+        stored = js.standin.root / "volumes" / vol_id / "jetstream" / "APP" / "streams" / d.STREAM
+        assert stored.is_dir(), f"no {d.STREAM} files on volume {vol_id}: {sorted((stored.parents[3]).rglob('*'))[:10]}"
 
 
 # --- 5: auth on the default stack ------------------------------------------------------------------
