@@ -191,6 +191,10 @@ def main() -> None:
     tables.append(common.table(
         "Supercluster (ours): seconds until every gateway and every in-region route is up",
         ["cold start", "ok", "median", "p90", "max", "median sc/mesh"], sc_rows))
+    why = [[kind, label, w] for kind in KINDS for label, v in results[kind].items() for w in v["failures"]]
+    if why:
+        tables.append(common.table("Failed runs: what the stand-in saw at the timeout", ["kind", "cold start", "why"],
+                                   why))
     plot = plot_sizes(results)
     notes = [
         f"{runs} runs per size (DNS delay 0), the three apps cold-started together each round; a run that is not "
