@@ -336,11 +336,27 @@ def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
         try:
             await d.ensure_stream(client.nc)
             await d.wait_converged(standin, js.app, client.nc, timeout=30)
-            pub = d.Publisher(client, "dur.cut", retry_window=40)
+            # A core-NATS beacon from inside the cut region, heard (or not) in ord.
+            heard: list[float] = []
+
+            async def on_beacon(_msg):
+                if not heard:
+                    tl.add(f"ord hears {cut}'s beacon")
+                heard.append(time.time())
+            await client.nc.subscribe(f"beacon.{cut}", cb=on_beacon)
+            await client.nc.flush()
             stop = asyncio.Event()
-            task = asyncio.create_task(pub.run(stop))
+
+            async def beacon():
+                while not stop.is_set():
+                    await local.nc.publish(f"beacon.{cut}", b"")
+                    await asyncio.sleep(0.1)
+            pub = d.Publisher(client, "dur.cut", retry_window=40)
+            tasks = [asyncio.create_task(pub.run(stop)), asyncio.create_task(beacon())]
             await asyncio.sleep(1)
+            assert heard, f"{cut}'s beacon never reached ord before the cut"
             await asyncio.to_thread(standin.link_down, cut)
+            cut_at = time.time()
             tl.add(f"{cut} cut off")
             acked_before = len(pub.acked)
             await asyncio.sleep(28)
@@ -349,31 +365,41 @@ def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
             tl.add(f"{cut} replica as the leader sees it: {cut_replica}")
             await asyncio.sleep(2)
             acked_during = len(pub.acked) - acked_before
+            heard_during = len([h for h in heard if cut_at + 1 < h])
+            heard.clear()
             await asyncio.to_thread(standin.link_up, cut)
+            up_at = time.time()
             tl.add(f"{cut} link restored")
             t_up = time.monotonic()
             mesh = await asyncio.to_thread(fh.wait_mesh, standin, js.app, 3, 60)
             tl.add("full mesh (routez)")
-            converged = await d.wait_converged(standin, js.app, client.nc, timeout=90)
+            await d.wait_converged(standin, js.app, client.nc, timeout=90)
             healed_s = time.monotonic() - t_up
             tl.add("stream replicas converged")
             stop.set()
-            await task
+            await asyncio.gather(*tasks)
             lost = await d.lost_acked(client.nc, [pub])
-            return pub, acked_during, cut_replica, mesh, healed_s, lost, tl, len(local.disconnects)
+            beacon_back = round(heard[0] - up_at, 2) if heard else None
+            return (pub, acked_during, cut_replica, mesh, healed_s, lost, tl, len(local.disconnects), heard_during,
+                    beacon_back)
         finally:
             await client.close()
             await local.close()
 
     try:
-        pub, acked_during, cut_replica, mesh, healed_s, lost, tl, local_disconnects = run(go())
+        (pub, acked_during, cut_replica, mesh, healed_s, lost, tl, local_disconnects, heard_during,
+         beacon_back) = run(go())
     finally:
         standin.link_up(cut)
     print(f"cut timeline:\n{tl.text()}")
     d.figure("region_cut_30s", {**pub.summary(), "acked_during_cut": acked_during,
                                 "cut_replica_at_28s": cut_replica, "mesh_after_restore_s": mesh and round(mesh, 2),
                                 "converged_after_restore_s": round(healed_s, 2),
+                                f"{cut}_beacons_heard_in_ord_during_cut": heard_during,
+                                f"{cut}_beacon_heard_again_after_restore_s": beacon_back,
                                 f"client_disconnects_inside_{cut}": local_disconnects})
+    assert heard_during == 0  # the cut was real
+    assert beacon_back is not None  # and core traffic crosses again
     assert lost == [], lost[:10]
     assert pub.gave_up == 0
     assert cut_replica and (not cut_replica[0]["current"] or cut_replica[0]["lag"] > 0), cut_replica
