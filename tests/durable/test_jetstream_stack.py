@@ -286,8 +286,8 @@ def test_killed_leader_publishing_goes_on_and_it_catches_up(js):
             await asyncio.sleep(2)
             victim = js.machine_of(leader)
             killed_at = time.time()
+            tl.add(f"killing {leader} (the stream leader)")
             await asyncio.to_thread(standin.kill_machine, victim)
-            tl.add(f"killed {leader} (the stream leader)")
             acked_before = len(pub.acked)
             # Down until publishing has clearly gone on without it: 100 more acks (or 30 s).
             resumed = None
