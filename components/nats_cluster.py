@@ -148,7 +148,7 @@ class NatsCluster(pulumi.ComponentResource):
         state_dir = work / "local"
         state_dir.mkdir(parents=True, exist_ok=True)
         servers = natsconf.local_servers(s)
-        confs = {sv.name: natsconf.render(natsconf.local_conf(s, sv, str(state_dir / sv.name / "jetstream")))
+        confs = {sv.name: natsconf.render(natsconf.local_conf(s, sv, str(state_dir / sv.name)))
                  for sv in servers}
         for stale in state_dir.glob("*.conf"):
             if stale.stem not in confs and not stale.name.endswith(".applied.conf"):

@@ -159,7 +159,7 @@ def local_conf(s: Settings, server: LocalServer, store_dir: str | None = None) -
         conf["gateway"] = _gateway(server.region, f"127.0.0.1:{server.gateway_port}", None, {
             r: [f"nats://127.0.0.1:{p.gateway_port}" for p in servers if p.region == r] for r in s.regions})
     if s.jetstream:
-        conf["jetstream"] = _jetstream(s, store_dir or f"/tmp/nats-fly/{server.name}/jetstream")
+        conf["jetstream"] = _jetstream(s, store_dir or f"/tmp/nats-fly/{server.name}")  # nats-server adds jetstream/
     return conf
 
 
