@@ -108,13 +108,25 @@ def volumes_destroy(app: str, volume_id: str) -> list[str]:
 
 def converge_region(python: str, app: str, region: str, count: int, volume: str, size_gb: int) -> str:
     """A region with JetStream: volumes first (one per Machine; `volumes create` is not idempotent,
-    so flyops looks first), then the count, then the surplus unattached volumes go."""
+    so flyops looks first), surplus Machines stopped (lame duck), removed from JetStream and destroyed,
+    then the count, then the surplus unattached volumes go. The system password and the client URL
+    come from the environment (NATS_SYS_PASSWORD, NATS_FLY_URL), never argv."""
     return sh([python, "-m", "nats_fly", "fly", "region", "--app", app, "--region", region,
                "--count", str(count), "--volume", volume, "--size", str(size_gb)])
 
 
 def machine_list(app: str) -> list[str]:
     return argv("machine", "list", app=app, json=True)
+
+
+def machine_stop(app: str, machine_id: str) -> list[str]:
+    """Stop with the Machine's own stop config (fly.toml kill_signal, kill_timeout): lame duck for nats-server."""
+    return argv("machine", "stop", machine_id, app=app)
+
+
+def machine_destroy(app: str, machine_id: str) -> list[str]:
+    """--force: destroy even if it is not stopped yet (flyctl refuses a started Machine without it)."""
+    return argv("machine", "destroy", machine_id, "--force", app=app)
 
 
 def tls_marker_cert(app: str) -> str:

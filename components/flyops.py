@@ -7,7 +7,9 @@ operation converges: run it again and it does only what is still missing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +18,12 @@ from . import flyctl
 
 GONE = {"destroyed", "destroying", "pending_destroy", "scheduling_destroy"}
 UNBIND_WAIT = 90  # Fly can take about a minute to release a destroyed Machine's volume
+STOP_WAIT = 330  # kill_timeout is at most 300 s
+REMOVE_WAIT = 120  # the meta group may be electing a leader right after a stop
+PASSWORD_ENV = "NATS_SYS_PASSWORD"
+URL_ENV = "NATS_FLY_URL"
+SYS_USER = "sys"
+NOT_A_PEER = 10044  # JSClusterServerNotMemberErr: already removed (or never joined)
 
 
 class FlyError(RuntimeError):
@@ -36,10 +44,86 @@ def region_volumes(app: str, region: str, name: str) -> list[dict]:
             if v.get("name") == name and v.get("region") == region and v.get("state") not in GONE]
 
 
-def converge_region(app: str, region: str, count: int, volume: str, size_gb: int) -> None:
+def region_machines(app: str, region: str) -> list[dict]:
+    return [m for m in json.loads(run(flyctl.machine_list(app)) or "[]")
+            if m.get("region") == region and m.get("state") not in GONE]
+
+
+def surplus_machines(machines: list[dict], count: int) -> list[dict]:
+    """Which Machines go: those not started first (already down), then the newest (by created_at, id)."""
+    newest = sorted(machines, key=lambda m: (m.get("created_at") or "", m["id"]), reverse=True)
+    ordered = sorted(newest, key=lambda m: m.get("state") == "started")
+    return ordered[:max(len(machines) - count, 0)]
+
+
+def wait_stopped(app: str, region: str, machine_id: str) -> None:
+    deadline = time.monotonic() + STOP_WAIT
+    while True:
+        state = next((m.get("state") for m in region_machines(app, region) if m["id"] == machine_id), "destroyed")
+        if state not in ("started", "stopping", "starting", "replacing", "updating"):
+            return
+        if time.monotonic() > deadline:
+            raise FlyError(f"Machine {machine_id} is still {state} {STOP_WAIT}s after `machine stop`")
+        time.sleep(1)
+
+
+async def _remove_peer(urls: list[str], password: str, peer: str, timeout: float) -> None:
+    import nats
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        nc = None
+        try:
+            nc = await nats.connect(servers=urls, user=SYS_USER, password=password, name="nats-fly scale-down",
+                                    dont_randomize=True, allow_reconnect=False, max_reconnect_attempts=1,
+                                    reconnect_time_wait=0.5, connect_timeout=3, error_cb=_quiet)
+            reply = json.loads((await nc.request("$JS.API.SERVER.REMOVE", json.dumps({"peer": peer}).encode(),
+                                                 timeout=5)).data)
+            error = reply.get("error")
+            if reply.get("success") or (error and error.get("err_code") == NOT_A_PEER):
+                return
+            last = (error or {}).get("description") or json.dumps(reply)
+            if error and "authorization" in last.lower():
+                break
+        except Exception as error:  # noqa: BLE001 (no meta leader yet, a reconnect: try again)
+            last = str(error) or type(error).__name__
+            if "authorization" in last.lower():
+                break
+        finally:
+            if nc is not None and not nc.is_closed:
+                await nc.close()
+        await asyncio.sleep(1)
+    raise FlyError(f"JetStream did not remove peer {peer}: {last}")
+
+
+async def _quiet(_error: Exception) -> None:
+    pass
+
+
+def remove_peer(urls: list[str], password: str, peer: str, timeout: float = REMOVE_WAIT) -> None:
+    print(f"nats-fly: $JS.API.SERVER.REMOVE {peer}", file=sys.stderr, flush=True)
+    asyncio.run(_remove_peer(urls, password, peer, timeout))
+
+
+def drain_surplus(app: str, region: str, count: int, urls: list[str], password: str) -> None:
+    """Each surplus Machine in turn: stop it (kill_signal: lame duck, within kill_timeout), remove its
+    server (<region>-<machine id>) from JetStream's meta group, then destroy it. `scale count`
+    alone would kill the Machines and leave their peers counted by JetStream."""
+    for machine in surplus_machines(region_machines(app, region), count):
+        if machine.get("state") == "started":
+            run(flyctl.machine_stop(app, machine["id"]))
+        wait_stopped(app, region, machine["id"])
+        remove_peer(urls, password, f"{region}-{machine['id']}")
+        run(flyctl.machine_destroy(app, machine["id"]))
+
+
+def converge_region(app: str, region: str, count: int, volume: str, size_gb: int,
+                    urls: list[str] | None = None, password: str | None = None) -> None:
     present = region_volumes(app, region, volume)
     for _ in range(count - len(present)):
         run(flyctl.volumes_create(app, volume, region, size_gb))
+    if urls and password:
+        drain_surplus(app, region, count, urls, password)
     run(flyctl.scale_argv(app, region, count))
     deadline = time.monotonic() + UNBIND_WAIT
     while True:
@@ -70,9 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     region.add_argument("--count", required=True, type=int)
     region.add_argument("--volume", required=True, help="volume name (fly.toml [[mounts]] source)")
     region.add_argument("--size", required=True, type=int, help="size of new volumes in GB")
+    region.add_argument("--url", action="append", default=[],
+                        help=f"client URL for the JetStream peer removal (repeatable; default ${URL_ENV}, "
+                             f"comma-separated); the sys password comes from ${PASSWORD_ENV} only")
     args = parser.parse_args(argv)
+    urls = [u for value in (args.url or [os.environ.get(URL_ENV, "")]) for u in value.split(",") if u]
+    password = os.environ.get(PASSWORD_ENV, "")
     try:
-        converge_region(args.app, args.region, args.count, args.volume, args.size)
+        if urls and not password:
+            raise FlyError(f"a client URL is set but ${PASSWORD_ENV} is not: cannot remove JetStream peers")
+        converge_region(args.app, args.region, args.count, args.volume, args.size, urls, password)
     except FlyError as error:
         print(f"nats-fly: {error}", file=sys.stderr)
         return 1

@@ -130,7 +130,10 @@ class NatsCluster(pulumi.ComponentResource):
             app_resource=app.app), opts=pulumi.ResourceOptions(parent=self, depends_on=[app]))
         regions = [NatsRegion(f"{name}-{region}", NatsRegionArgs(
             app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
-            deploy_resource=image.deploy, **({"volume_size_gb": s.volume_size_gb} if s.jetstream else {})),
+            deploy_resource=image.deploy,
+            **({"volume_size_gb": s.volume_size_gb,
+                "environment": {"NATS_SYS_PASSWORD": sys_password,
+                                "NATS_FLY_URL": _scale_down_url(s, region)}} if s.jetstream else {})),
             opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
@@ -191,6 +194,14 @@ class NatsCluster(pulumi.ComponentResource):
             environment={"NATS_SYS_PASSWORD": sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
         )
+
+
+def _scale_down_url(s: Settings, region: str) -> str:
+    """Where flyops asks JetStream to forget a region's surplus servers: verifyUrls when set
+    (REGION=URL; the region's own last, as its Machines are the ones going), else the client URL."""
+    given = [u.split("=", 1) for u in s.verify_urls]
+    urls = [u for r, u in given if r != region] + [u for r, u in given if r == region]
+    return ",".join(urls) or f"nats://{s.app}.fly.dev:{s.ports.public}"
 
 
 def _how_to_connect(s: Settings, url: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import NotRequired, TypedDict
+from typing import Mapping, NotRequired, TypedDict
 
 import pulumi
 from pulumi_command import local
@@ -25,6 +25,9 @@ class NatsRegionArgs(TypedDict):
     """The deploy: `scale count` clones the deployed config, so a release must exist first."""
     volume_size_gb: NotRequired[int]
     """With JetStream: one volume of this size per Machine, made before scaling, pruned after."""
+    environment: NotRequired[Mapping[str, pulumi.Input[str]]]
+    """With JetStream: NATS_SYS_PASSWORD and NATS_FLY_URL, for removing the surplus Machines'
+    servers from JetStream before they are destroyed. Kept secret; never on the command line."""
 
 
 class NatsRegion(pulumi.ComponentResource):
@@ -44,10 +47,12 @@ class NatsRegion(pulumi.ComponentResource):
             delete = flyctl.converge_region(sys.executable, app, region, 0, VOLUME_NAME, size)
         else:
             create, delete = flyctl.scale(app, region, args["machines"]), flyctl.scale(app, region, 0)
+        environment = args.get("environment") if size else None
         self.scale = local.Command(
             f"{name}-scale",
             create=create,
             delete=delete,
+            environment=pulumi.Output.secret(environment) if environment else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args["deploy_resource"]],
                                         deleted_with=args["app_resource"]),
         )

@@ -100,6 +100,18 @@ def test_bad_input_fails_before_any_resource(mock_program, tmp_path):
     assert not (tmp_path / "build").exists()
 
 
+def test_jetstream_scale_down_url_prefers_verify_urls_with_the_region_itself_last(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path, jetstream=True, volumeSize=1, regions=["ord", "syd=2"],
+                                   verifyUrls=["ord=nats://127.0.0.1:1001", "syd=nats://127.0.0.1:1002"]))
+    env = mock_program.commands()["nats-ord-scale"]["environment"]
+    assert env["NATS_FLY_URL"] == "nats://127.0.0.1:1002,nats://127.0.0.1:1001"
+
+
+def test_plain_regions_have_no_scale_down_environment(mock_program, tmp_path):
+    mock_program.run(lambda: build(tmp_path))
+    assert not mock_program.commands()["nats-syd-scale"].get("environment")
+
+
 def test_verify_runs_after_every_change_with_the_password_in_a_secret_environment(mock_program, tmp_path):
     mock_program.run(lambda: build(tmp_path, platform="local", auth="none", userPasswords=None, users=None,
                                    regions=["ord", "syd=2"], verify=True, topology="supercluster"))
@@ -122,5 +134,11 @@ def test_jetstream_regions_converge_volumes_then_count(mock_program, tmp_path):
     assert create[1:] == ["-m", "nats_fly", "fly", "region", "--app", "my-nats", "--region", "syd",
                           "--count", "3", "--volume", "nats_data", "--size", "10"]
     assert delete[delete.index("--count") + 1] == "0"
+    # Shrinking removes the surplus servers from JetStream: the sys password and URL reach flyops
+    # only through the Command's secret environment.
+    assert command["environment"] == {"NATS_SYS_PASSWORD": "s" * 16, "NATS_FLY_URL": "nats://my-nats.fly.dev:10000"}
+    assert "environment" in mock_program.secret_paths("nats-syd-scale")
+    assert "s" * 16 not in command["create"] + command["delete"]
     toml = (tmp_path / "build" / "fly.toml").read_text()
+    assert 'kill_signal = "SIGUSR2"' in toml  # `machine stop` sends it: lame duck before the peer goes
     assert 'source = "nats_data"' in toml and 'destination = "/data"' in toml
