@@ -289,6 +289,45 @@ async def machine_list(ctx: Context, flags, args):
             ctx.out(f"{m.id}\t{m.name}\t{m.state}\t{m.region}\t{m.image['ref']}\t{m.private_ip}")
 
 
+def _machine(ctx: Context, app: st.App, machine_id: str) -> st.Machine:
+    m = ctx.state.machines.get(machine_id)
+    if m is None or m.app != app.name:
+        raise FlyError(f"could not get machine {machine_id}: failed to get VM {machine_id}: machine not found")
+    return m
+
+
+async def machine_stop(ctx: Context, flags, args):
+    """Fly's stop: the Machine's stop config (fly.toml kill_signal / kill_timeout) unless --signal/--timeout
+    say otherwise; the supervisor does not restart a Machine stopped this way. Fly returns once the stop
+    is accepted; here the call returns once the Machine is stopped (callers poll `machine list` either way)."""
+    app = ctx.app()
+    if not args:
+        raise FlyError("requires at least 1 arg(s), only received 0")
+    for machine_id in args:
+        m = _machine(ctx, app, machine_id)
+        ctx.out(f"Sending kill signal to machine {m.id}...")
+        if m.state in ("started", "starting"):
+            await ctx.runtime.stop(m, sig=flags.get("signal"), timeout=flags.get("timeout"))
+            ctx.state.save()
+        ctx.out(f"{m.id} has been successfully stopped")
+
+
+async def machine_destroy(ctx: Context, flags, args):
+    """Fly refuses to destroy a Machine that is not stopped unless --force (which kills it)."""
+    app = ctx.app()
+    if not args:
+        raise FlyError("requires at least 1 arg(s), only received 0")
+    for machine_id in args:
+        m = _machine(ctx, app, machine_id)
+        if m.state not in ("stopped", "created", "failed", "suspended") and not flags.get("force"):
+            raise FlyError(f"machine {m.id} is in a {m.state} state and cannot be destroyed since it is not "
+                           f"stopped, either stop first or use --force flag")
+        ctx.out(f"machine {m.id} was found and is currently in {m.state} state, attempting to destroy...")
+        await ctx.runtime.destroy(m, kill=True)
+        ctx.state.save()
+        ctx.out(f"{m.id} has been destroyed")
+
+
 def new_volume(ctx: Context, app: str, name: str, region: str, size: int) -> st.Volume:
     vol = st.Volume(id="vol_" + pysecrets.token_hex(8).replace("0", "r")[:16], name=name, app=app,
                     region=region, size_gb=size, created_at=st.now_iso(), zone=pysecrets.token_hex(2))
@@ -353,7 +392,7 @@ async def version(ctx: Context, flags, args):
     ctx.out("flyctl v0.3.standin linux/amd64 (the nats-fly test stand-in)")
 
 
-_MACHINE = {"machines": "machine", "m": "machine", "ls": "list"}
+_MACHINE = {"machines": "machine", "m": "machine", "ls": "list", "remove": "destroy", "rm": "destroy"}
 _VOLUME = {"volume": "volumes", "vol": "volumes", "ls": "list", "delete": "destroy", "rm": "destroy"}
 _APPS = {"app": "apps", "delete": "destroy", "remove": "destroy", "rm": "destroy", "ls": "list"}
 
@@ -378,6 +417,10 @@ COMMANDS = [
       for verb in ("add", "remove", "set", "backup")],
     Command(("regions", "list"), {**APP, **JSON}, regions_list, False),
     Command(("machine", "list"), {**APP, **JSON, "quiet": ("bool", "q")}, machine_list, False, _MACHINE),
+    Command(("machine", "stop"), {**APP, "signal": ("str", "s"), "timeout": ("int", None),
+            "wait-timeout": ("str", "w")}, machine_stop, True, _MACHINE),
+    Command(("machine", "destroy"), {**APP, "force": ("bool", "f"), "image": ("str", None)},
+            machine_destroy, True, _MACHINE),
     Command(("volumes", "create"), {**APP, **JSON, **YES, "region": ("str", "r"), "size": ("int", "s"),
             "count": ("int", "n"), "require-unique-zone": ("bool", None), "snapshot-retention": ("int", None),
             "no-encryption": ("bool", None)}, volumes_create, True, _VOLUME),
