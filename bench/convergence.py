@@ -202,6 +202,13 @@ def main() -> None:
         f"Polled every {POLL:g} s, so times are +-{POLL:g} s.",
         "The example's failures are islands: a server whose route name resolved only to itself drops the route "
         "for good (tests/standin/README.md), so waiting longer does not help.",
+        "Ours at 18 Machines (6 per region) waits out peerWait (20 s) in every run: the entrypoint's island guard "
+        "asks busybox nslookup for <app>.internal, and busybox cannot parse an answer larger than a 512-byte UDP "
+        "message ('Parse error'): 17 AAAA records for an 8-character app name, 16 for nats-fly-prod. Above that "
+        "every Machine sees no peer, starts after 20 s with the shared-name route, and the pairs' route connections "
+        "stay incomplete (product defect, reported; the stand-in also sends such answers without the TC bit).",
+        "The supercluster at 3 Machines (one per region) waits out peerWait on every boot: its route name "
+        "<region>.<app>.internal never resolves to a peer when the region has one Machine (product defect, reported).",
         "'ours: every route connection' counts runs in which, once the mesh was full, every pair also had all its "
         "pooled and pinned route connections (the known multi-address route defect, tests/fly/flyhelpers.py).",
     ]

@@ -20,8 +20,9 @@ class Stack:
         self.standin, self.app = standin, app
         self.workdir = Path(tempfile.mkdtemp(prefix="nats-fly-bench-"))
         env = engine_environment(self.workdir)
-        if standin is not None:
-            env.update(standin.env(PATH=f"{standin.bin_dir}:{env['PATH']}"))
+        if standin is not None:  # only the stand-in's own keys: its env() also carries this shell's Pulumi backend
+            fly = standin.env()
+            env.update({k: fly[k] for k in ("NFLY_STATE", "FLY_API_TOKEN")}, PATH=f"{standin.bin_dir}:{env['PATH']}")
         self.project = copy_project(self.workdir / "project", base_stack, "bench", env)
         self.project.config({"app": app, **config})
         self.project.pulumi("config", "set", "--secret", "sysPassword", stdin="sys-" + secrets.token_hex(10))

@@ -246,6 +246,12 @@ def main() -> None:
         "gateways (supercluster) are direct between regions, so the wire is the floor.",
         f"Median p50 excess over the wire across the 6 directed pairs: mesh {excess['mesh']} ms, supercluster "
         f"{excess['supercluster']} ms.",
+        "In-region p50 is bimodal in the stand-in (about 0.6 ms or about 8.5 ms per run, on one server as on two), "
+        "with the same server pair in different runs: it follows the machine's load, not the topology.",
+        "Across regions the mesh's p99 ran to 1.5-2.8x the delay on some pairs where the supercluster's stayed "
+        "within 1.1-1.4x (a mesh pair carries pooled route connections; the cause was not isolated and may be the "
+        "stand-in's delay line under load). In the mesh, a queue group answers from any region (requests from ord "
+        "went to all three); in the supercluster the nearest region answers.",
     ] + [f"problem: {p}" for p in results["problems"]]
     key = (f"latency vs wire: median p50/delay mesh {ratios['mesh']}, supercluster {ratios['supercluster']} "
            f"(excess {excess['mesh']} / {excess['supercluster']} ms); single-server p50 {base['p50_ms']} ms")
