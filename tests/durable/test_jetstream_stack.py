@@ -141,6 +141,8 @@ def js(standin, scratch, side_stacks):
     stack.facts["second_up_s"] = round(time.monotonic() - t0, 1)
     assert fh.wait_mesh(standin, app, 3, 30) is not None, fh.describe(standin.routes(app))
     fh.wait_healthy(standin, app)
+    # Scale-downs remove their servers from JetStream through a client URL: here the edges.
+    project.config({"verifyUrls": [f"{r}=nats://127.0.0.1:{standin.edge(app, r, 10000)[1]}" for r in REGIONS]})
     try:
         yield stack
     finally:
@@ -580,3 +582,98 @@ def test_scale_down_and_region_removal_destroy_only_surplus_unattached_volumes(j
                        for r in meta.get("replicas", [])],
         "syd_stopped_after_scale_down": outcome})
     assert seq > 0 and leader
+    # The drained servers left the meta group, so one more Machine down still leaves a quorum.
+    assert meta.get("cluster_size") == 3 and outcome["publish"] == "acked", (meta, outcome)
+
+
+# --- 1b: a JetStream region shrinks 3 -> 5 -> 3: the drained servers leave the meta group -------
+
+def meta_peers(standin, app: str, timeout: float = 30, expect: set | None = None) -> tuple[set, dict]:
+    """The meta group as a started Machine's /jsz reports it: (peer names, the raw meta_cluster);
+    waits until it matches `expect` when given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        peers, meta = set(), {}
+        for m in standin.machines(app):
+            if m["state"] != "started":
+                continue
+            try:
+                meta = json.loads(standin.http(m["id"], 8222, "/jsz", timeout=3)[1]).get("meta_cluster", {})
+            except Exception:  # noqa: BLE001 (a Machine booting)
+                continue
+            peers = {r["name"] for r in meta.get("replicas", [])} | ({meta["leader"]} if meta.get("leader") else set())
+            break
+        if expect is None or peers == expect or time.monotonic() > deadline:
+            return peers, meta
+        time.sleep(0.5)
+
+
+def live_servers(stack) -> set:
+    return {f"{m['region']}-{m['id']}" for m in stack.machines() if m["state"] == "started"}
+
+
+def test_jetstream_region_3_to_5_to_3_leaves_only_live_peers_and_survives_one_more_stop(js):
+    standin = js.standin
+    js.project.config({"regions": ["ord=3", "syd", "cdg"]})
+    js.up()
+    js.project.config({"regions": ["ord=5", "syd", "cdg"]})
+    js.up()
+    grown = live_servers(js)
+    peers_grown, _ = meta_peers(standin, js.app, expect=grown)
+    assert peers_grown == grown and len(grown) == 7, (peers_grown, grown)
+    ord_grown = [m for m in js.machines() if m["region"] == "ord"]
+    mark = len(js.calls())
+
+    async def shrink():
+        setup = await js.client("syd").connect()
+        await d.ensure_stream(setup.nc)
+        await setup.close()
+        publisher = d.Publisher(await js.client("syd", name="js-publisher@syd").connect(), "dur.shrink",
+                                interval=0.02)
+        stop = asyncio.Event()
+        task = asyncio.create_task(publisher.run(stop))
+        await asyncio.sleep(2)
+        js.project.config({"regions": ["ord=3", "syd", "cdg"]})
+        await asyncio.to_thread(js.up)
+        await asyncio.sleep(2)
+        stop.set()
+        await task
+        lost = await d.lost_acked(publisher.client.nc, [publisher])
+        leader, followers = await d.replicas(publisher.client.nc)
+        return publisher, lost, leader, followers
+
+    publisher, lost, leader, followers = run(shrink())
+    live = live_servers(js)
+    peers, meta = meta_peers(standin, js.app, expect=live)
+    calls = [c for c in js.calls()[mark:] if c["command"] in ("machine stop", "machine destroy", "scale count")]
+    drained = [c["argv"][2] for c in calls if c["command"] == "machine destroy"]
+    ord_kept = {m["id"] for m in js.machines() if m["region"] == "ord"}
+    newest = [m["id"] for m in sorted(ord_grown, key=lambda m: (m["created_at"], m["id"]), reverse=True)]
+
+    # One more Machine down (a holder of the stream, not its leader): publishing must go on.
+    victim = next((f["name"] for f in followers if f["name"] in live), None) or next(iter(live - {leader}))
+    standin.stop_machine(js.machine_of(victim))
+
+    async def one_more():
+        c = await js.client("syd").connect()
+        try:
+            return await d.publish_until(c.nc, "dur.shrink", "after-one-more-stop", 30)
+        finally:
+            await c.close()
+    try:
+        seq, took, errors = run(one_more())
+    finally:
+        standin.start_machine(js.machine_of(victim))
+    d.figure("jetstream_shrink_3_5_3", {
+        "meta_peers_at_5": len(peers_grown), "meta_peers_after_3": len(peers), "live_servers": len(live),
+        "meta_cluster_size": meta.get("cluster_size"), "drained": drained,
+        "flyctl": [" ".join(c["argv"][:3]) for c in calls], "publisher": publisher.summary(),
+        "lost_acked": len(lost), "one_more_stopped": victim,
+        "publish_after_one_more_stop": {"seq": seq, "took_s": round(took, 2), "errors": dict(errors)}})
+    assert peers == live and len(live) == 5, (peers, live)
+    assert meta.get("cluster_size") == 5, meta
+    assert sorted(drained) == sorted(newest[:2]) and ord_kept == set(newest[2:]), (drained, newest)
+    assert [c["command"] for c in calls] == ["machine stop", "machine destroy"] * 2 + ["scale count"], calls
+    assert lost == [], lost[:10]
+    assert publisher.gave_up == 0 and len(publisher.acked) > 0
+    assert seq > 0
