@@ -64,8 +64,12 @@ class Network:
         self.regions[region] = idx
         self.v4_used[idx] = {1}
         bridge = f"br-{region}"
+        # A fixed MAC: a Linux bridge otherwise takes the lowest MAC of its ports, so every
+        # Machine created or destroyed in the region could change the gateway's MAC, and the
+        # region's other Machines would lose their gateway (DNS, other regions, the proxy)
+        # until their neighbour entry expires, up to ~45 s. Fly's gateway never changes.
         netns.ip_batch(self.hub, [
-            f"link add {bridge} type bridge",
+            f"link add {bridge} address 02:6e:66:6c:79:{idx:02x} type bridge",
             f"link set {bridge} up",
             f"addr add {self.region_prefix(region)}::1/80 dev {bridge} nodad",
             f"addr add 172.19.{idx}.1/24 dev {bridge}",
