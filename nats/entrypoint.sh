@@ -5,11 +5,11 @@
 # Why a bounded wait for a peer, and not re-resolve-and-reload: Fly DNS lists only
 # started Machines and its catalogue is eventually consistent, and nats-server gives
 # up for good on a route whose name resolves only to itself. Machines that cold-start
-# together would each see only themselves and stay islands. Waiting (at most
-# NATS_PEER_WAIT seconds) until the route name resolves to someone else makes the
-# first dial find a peer; once any route is up, gossip completes the mesh. A watcher
-# that reloads routes would have to stay alive beside nats-server, forward signals
-# and own the process tree: more moving parts for the same result. A lone first
+# together would each see only themselves and stay islands. Waiting (NATS_PEER_WAIT
+# seconds by the clock, plus at most one DNS timeout) until the route name resolves to
+# someone else makes the first dial find a peer; once any route is up, gossip completes
+# the mesh. A watcher that reloads routes would have to stay alive beside nats-server,
+# forward signals and own the process tree: more moving parts for the same result. A lone first
 # Machine only pays the wait once, then serves; later Machines find it at once.
 # POSIX sh with busybox tools only, as in the nats:alpine image.
 set -eu
@@ -60,21 +60,29 @@ NATS_TLS_KEY_FILE=$(quote "$tls_dir/key.pem")
 export NATS_TLS_CERT_FILE NATS_TLS_KEY_FILE
 unset NATS_TLS_KEY NATS_TLS_CERT
 
-# Addresses, other than our own, that the route name resolves to right now.
+# Addresses, other than our own, that the route name resolves to right now. One lookup; when
+# Fly DNS does not answer, busybox nslookup gives up after 5 s and this prints nothing.
 peer_addresses() {
   nslookup -type=AAAA "$peers" 2>/dev/null |
     awk '/^Name:/ { answers = 1 } answers && /^Address/ { print $NF }' |
     grep -v -x -F "${FLY_PRIVATE_IP:-none}" || true
 }
 
+# The wait is bounded by the clock, not by a count of lookups: a lookup that times out takes
+# 5 s, and counting those would stretch the wait to minutes. The addresses that end the wait are
+# the ones seeded, so a later lookup that fails cannot turn a found peer into no peer.
+started=$(date +%s)
+found=$(peer_addresses)
 if [ "$peer_wait" -gt 0 ]; then
-  waited=0
-  while [ "$waited" -lt "$peer_wait" ] && [ -z "$(peer_addresses)" ]; do
-    [ "$waited" -eq 0 ] && echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
-    sleep 1
-    waited=$((waited + 1))
-  done
-  if [ -n "$(peer_addresses)" ]; then
+  if [ -z "$found" ]; then
+    echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
+    while [ -z "$found" ] && [ $(($(date +%s) - started)) -lt "$peer_wait" ]; do
+      sleep 1
+      found=$(peer_addresses)
+    done
+  fi
+  waited=$(($(date +%s) - started))
+  if [ -n "$found" ]; then
     echo "nats-fly: peers at ${peers} after ${waited}s; starting ${FLY_REGION}-${FLY_MACHINE_ID}"
   else
     echo "nats-fly: no peer at ${peers} after ${waited}s; starting ${FLY_REGION}-${FLY_MACHINE_ID} as the first server"
@@ -87,7 +95,7 @@ fi
 # gossiped under the stable advertise names. With no peer yet, the shared name: it resolves
 # to us alone now and is dropped, and every later Machine dials us.
 routes=""
-for address in $(peer_addresses); do
+for address in $found; do
   routes="${routes:+$routes, }$(quote "nats-route://route:${route_password}@[${address}]:${cluster_port}")"
 done
 [ -n "$routes" ] || routes=$(quote "nats-route://route:${route_password}@${peers}:${cluster_port}")
