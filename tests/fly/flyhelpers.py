@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 import statistics
@@ -18,8 +17,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -80,19 +77,6 @@ def render_example(out: Path, app: str, primary_region: str) -> Path:
 
 
 # --- the components' commands -------------------------------------------------------------------
-
-MULTI_ADDRESS_ROUTE = (
-    "A product defect, not a stand-in one: issue 3 asks for every run. Seen with route URLs "
-    "naming several addresses (<app>.internal): each connection nats-server makes for such a "
-    "route re-resolves it and may reach another server (tests/standin/README.md).")
-
-
-def known_defect(reason: str) -> None:
-    """xfail on a known product defect; NFLY_STRICT=1 turns it into the failure it is."""
-    if os.environ.get("NFLY_STRICT") == "1":
-        pytest.fail(reason)
-    pytest.xfail(reason)
-
 
 class CommandFailed(AssertionError):
     pass

@@ -26,11 +26,9 @@ def prod(standin, apps):
 
 
 def require_complete_routes(standin, stack) -> None:
-    """Messaging between servers needs every route connection; when nats-server left some
-    missing, that is the known defect of the rendered routes, not a stand-in failure."""
+    """Messaging between servers needs every route connection (pool + pinned accounts)."""
     short = fh.wait_routes_complete(standin, stack.app)
-    if short:
-        fh.known_defect(f"route connections missing: {short}. {fh.MULTI_ADDRESS_ROUTE}")
+    assert not short, f"route connections missing: {short}"
 
 
 def test_every_route_connection_is_there(standin, prod):
