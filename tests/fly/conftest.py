@@ -22,7 +22,7 @@ import flyhelpers as fh  # noqa: E402
 
 FIGURES = Path(os.environ.get("NFLY_FIGURES", fh.REPO / "build" / "standin-figures.json"))
 REGIONS = ["ord", "syd", "cdg"]
-COLD_APPS = int(os.environ.get("NFLY_COLD_APPS", 5))  # per kind; x 4 rounds = 20 cold starts per delay
+COLD_APPS = fh.COLD_APPS
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
+COLD_APPS = int(os.environ.get("NFLY_COLD_APPS", 5))  # per kind; x 4 rounds = 20 cold starts per delay
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -16,7 +16,6 @@ import time
 import pytest
 
 import flyhelpers as fh
-from conftest import COLD_APPS
 
 DELAYS = (0, 3)
 ROUNDS = 4
@@ -51,14 +50,14 @@ def _keep_evidence(standin, app: str, ids: list[str], short: list[str]) -> None:
     print(f"\ncold start of {app} incomplete: {short[:3]}; evidence in {out}")
 
 
-@pytest.mark.skipif(COLD_APPS == 0, reason="NFLY_COLD_APPS=0")
+@pytest.mark.skipif(fh.COLD_APPS == 0, reason="NFLY_COLD_APPS=0")
 def test_simultaneous_cold_start_converges(standin, apps, figures):
-    kinds = {kind: [f"cold-{kind}-{i}" for i in range(COLD_APPS)] for kind in ("ours", "example")}
+    kinds = {kind: [f"cold-{kind}-{i}" for i in range(fh.COLD_APPS)] for kind in ("ours", "example")}
     for names in kinds.values():
         for name in names:
             apps.get(name)
     results = {kind: {} for kind in kinds}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * COLD_APPS)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * fh.COLD_APPS)
     try:
         for delay in DELAYS:
             standin.set_dns_delay(delay)
