@@ -392,6 +392,27 @@ def landed_on(nc: Client) -> str:
     return nc._server_info.get("server_name", "?")
 
 
+async def land_in_region(connections: dict[str, Client], stack: contextlib.AsyncExitStack,
+                         targets: dict[str, str], seen: list[ServerSeen], timeout: float, **options) -> None:
+    """Reconnect, until `timeout`, a connection that landed outside its region: Fly's proxy sends a
+    client elsewhere while its region's new Machines are not healthy yet."""
+    region = {s.name: s.region for s in seen}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        astray = [k for k, nc in connections.items() if k != SINGLE and region.get(landed_on(nc)) != k]
+        if not astray or asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.5)
+        for key in astray:
+            try:
+                again = await connect_once(targets[key], timeout=2, **options)
+            except ConnectError:
+                continue
+            stack.push_async_callback(again.close)
+            await connections[key].close()
+            connections[key] = again
+
+
 def check_connection(key: str, url: str, nc: Client, seen: list[ServerSeen]) -> Check:
     name = landed_on(nc)
     region = next((s.region for s in seen if s.name == name), None)
@@ -502,6 +523,8 @@ async def verify(
         seen, cluster_checks = [], []
         if connections:
             seen, cluster_checks = await poll_cluster(next(iter(connections.values())), expect, timeout)
+            await land_in_region(connections, stack, targets, seen, timeout, user=user, password=password,
+                                 tls=tls, tls_handshake_first=tls_handshake_first)
         report.checks += [refused.get(key) or check_connection(key, targets[key], connections[key], seen)
                           for key in targets]
         if connections:
