@@ -141,3 +141,14 @@ def require_root() -> None:
     for tool in ("busybox", "ip", "openssl"):
         if not shutil.which(tool) and not Path(f"/bin/{tool}").exists():
             sys.exit(f"{tool} is missing: apt-get install -y $(cat tests/standin/REQUIREMENTS.txt)")
+
+
+def save_plot(fig, ax, name: str) -> str:
+    """Finish a plot the same way for every benchmark, write bench/<name>, and return its name."""
+    import matplotlib.pyplot as plt
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(BENCH / name, dpi=110)
+    plt.close(fig)
+    return name

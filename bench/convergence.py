@@ -248,13 +248,7 @@ def plot_sizes(results: dict) -> str | None:
     ax.set_ylabel("seconds to whole (converged runs)")
     ax.set_xticks(list(SIZES))
     ax.set_title("Convergence over cluster size (annotation: runs converged)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = common.BENCH / "convergence.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return common.save_plot(fig, ax, "convergence.png")
 
 
 if __name__ == "__main__":

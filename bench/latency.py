@@ -280,13 +280,7 @@ def plot_latency(results: dict) -> str | None:
     ax.set_xlabel("configured one-way delay between the regions (ms)")
     ax.set_ylabel("publish -> deliver (ms)")
     ax.set_title("Latency against link delay (6 directed pairs + in-region)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = common.BENCH / "latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return common.save_plot(fig, ax, "latency.png")
 
 
 if __name__ == "__main__":
