@@ -589,8 +589,9 @@ def test_scale_down_and_region_removal_destroy_only_surplus_unattached_volumes(j
 # --- 1b: a JetStream region shrinks 3 -> 5 -> 3: the drained servers leave the meta group -------
 
 def meta_peers(standin, app: str, timeout: float = 30, expect: set | None = None) -> tuple[set, dict]:
-    """The meta group as a started Machine's /jsz reports it: (peer names, the raw meta_cluster);
-    waits until it matches `expect` when given."""
+    """The meta group as its leader's /jsz reports it: (peer names, the raw meta_cluster); waits
+    until it matches `expect` when given. The leader's view, not any server's: a server that has
+    just restarted or rejoined reports a group of one until it hears from the leader."""
     deadline = time.monotonic() + timeout
     while True:
         peers, meta = set(), {}
@@ -598,11 +599,12 @@ def meta_peers(standin, app: str, timeout: float = 30, expect: set | None = None
             if m["state"] != "started":
                 continue
             try:
-                meta = json.loads(standin.http(m["id"], 8222, "/jsz", timeout=3)[1]).get("meta_cluster", {})
+                view = json.loads(standin.http(m["id"], 8222, "/jsz", timeout=3)[1]).get("meta_cluster", {})
             except Exception:  # noqa: BLE001 (a Machine booting)
                 continue
-            peers = {r["name"] for r in meta.get("replicas", [])} | ({meta["leader"]} if meta.get("leader") else set())
-            break
+            if not meta or view.get("leader") == f"{m['region']}-{m['id']}":
+                meta = view
+                peers = {r["name"] for r in view.get("replicas", [])} | ({view["leader"]} if view.get("leader") else set())
         if expect is None or peers == expect or time.monotonic() > deadline:
             return peers, meta
         time.sleep(0.5)
