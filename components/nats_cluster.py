@@ -137,17 +137,16 @@ class NatsCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
-        self.client_url = pulumi.Output.from_input(f"nats://{s.app}.fly.dev:{s.ports.public}")
-        self.tls_url = pulumi.Output.from_input(f"tls://{s.app}.fly.dev:{s.ports.public_tls}")
-        self.client_urls = pulumi.Output.from_input({r: f"nats://{s.app}.fly.dev:{s.ports.public}"
-                                                     for r in s.regions})
+        self.client_url = pulumi.Output.from_input(fly_client_url(s))
+        self.tls_url = pulumi.Output.from_input(fly_tls_url(s))
+        self.client_urls = pulumi.Output.from_input({r: fly_client_url(s) for r in s.regions})
         self.image_hash = image.hash
         self.nats_conf = image.nats_conf
-        self._verify_urls = list(s.verify_urls) or [f"nats://{s.app}.fly.dev:{s.ports.public}"]
+        self._verify_urls = list(s.verify_urls) or [fly_client_url(s)]
         return [image.deploy, *regions]
 
     def _local(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
-               route_password: pulumi.Output, user_passwords: pulumi.Output) -> None:
+               route_password: pulumi.Output, user_passwords: pulumi.Output) -> list:
         state_dir = work / "local"
         state_dir.mkdir(parents=True, exist_ok=True)
         servers = natsconf.local_servers(s)
@@ -196,12 +195,22 @@ class NatsCluster(pulumi.ComponentResource):
         )
 
 
+def fly_client_url(s: Settings) -> str:
+    """Fly's anycast address, raw TCP: the proxy picks the nearest healthy Machine."""
+    return f"nats://{s.app}.fly.dev:{s.ports.public}"
+
+
+def fly_tls_url(s: Settings) -> str:
+    """The port where Fly's tls handler terminates TLS, for TLS-first clients."""
+    return f"tls://{s.app}.fly.dev:{s.ports.public_tls}"
+
+
 def _scale_down_url(s: Settings, region: str) -> str:
     """Where flyops asks JetStream to forget a region's surplus servers: verifyUrls when set
     (REGION=URL; the region's own last, as its Machines are the ones going), else the client URL."""
     given = [u.split("=", 1) for u in s.verify_urls]
     urls = [u for r, u in given if r != region] + [u for r, u in given if r == region]
-    return ",".join(urls) or f"nats://{s.app}.fly.dev:{s.ports.public}"
+    return ",".join(urls) or fly_client_url(s)
 
 
 def _how_to_connect(s: Settings, url: str) -> str:
@@ -209,8 +218,7 @@ def _how_to_connect(s: Settings, url: str) -> str:
     login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
     text = f"await nats.connect({first!r}{login})"
     if s.platform == "fly":
-        text += (f"; TLS-first clients: await nats.connect('tls://{s.app}.fly.dev:{s.ports.public_tls}'"
-                 f"{login}, tls_handshake_first=True)")
+        text += f"; TLS-first clients: await nats.connect({fly_tls_url(s)!r}{login}, tls_handshake_first=True)"
     else:
         text += "; each region's servers are in clientUrls"
     return text
