@@ -15,14 +15,13 @@ import sys
 import time
 
 from . import flyctl
+from .natsconf import SYS_PASSWORD as PASSWORD_ENV, SYS_USER
 
 GONE = {"destroyed", "destroying", "pending_destroy", "scheduling_destroy"}
 UNBIND_WAIT = 90  # Fly can take about a minute to release a destroyed Machine's volume
 STOP_WAIT = 330  # kill_timeout is at most 300 s
 REMOVE_WAIT = 120  # the meta group may be electing a leader right after a stop
-PASSWORD_ENV = "NATS_SYS_PASSWORD"
 URL_ENV = "NATS_FLY_URL"
-SYS_USER = "sys"
 NOT_A_PEER = 10044  # JSClusterServerNotMemberErr: already removed (or never joined)
 
 

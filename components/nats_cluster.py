@@ -11,7 +11,7 @@ from typing import Any, Mapping, TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import flyctl, natsconf, settings as settings_mod
+from . import flyctl, flyops, natsconf, settings as settings_mod
 from .fly_app import FlyApp, FlyAppArgs
 from .nats_image import NatsImage, NatsImageArgs
 from .nats_region import NatsRegion, NatsRegionArgs
@@ -132,8 +132,8 @@ class NatsCluster(pulumi.ComponentResource):
             app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
             deploy_resource=image.deploy,
             **({"volume_size_gb": s.volume_size_gb,
-                "environment": {"NATS_SYS_PASSWORD": sys_password,
-                                "NATS_FLY_URL": _scale_down_url(s, region)}} if s.jetstream else {})),
+                "environment": {natsconf.SYS_PASSWORD: sys_password,
+                                flyops.URL_ENV: _scale_down_url(s, region)}} if s.jetstream else {})),
             opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
@@ -190,7 +190,7 @@ class NatsCluster(pulumi.ComponentResource):
         local.Command(
             f"{name}-verify",
             create=flyctl.verify(sys.executable, self._verify_urls, dict(s.machines), s.topology, s.jetstream),
-            environment={"NATS_SYS_PASSWORD": sys_password, "NATS_FLY_CLUSTER_SHA": state},
+            environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
         )
 

@@ -52,13 +52,6 @@ def user_password_var(user: str) -> str:
     return f"NATS_PASSWORD_{user.upper()}"
 
 
-def secret_env_names(settings: Settings) -> list[str]:
-    """Every secret the rendered conf refers to, in a stable order."""
-    if settings.auth == "none":
-        return [SYS_PASSWORD, ROUTE_PASSWORD]
-    return [SYS_PASSWORD, ROUTE_PASSWORD] + [user_password_var(u) for u in settings.users]
-
-
 # ---------------------------------------------------------------- building
 
 def fly_conf(s: Settings) -> dict[str, Any]:

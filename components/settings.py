@@ -421,6 +421,3 @@ def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[str, ...] |
         else:
             urls.append(f"{region}={url}")
     return tuple(urls)
-
-
-KEYS = tuple(_keys())

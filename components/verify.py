@@ -27,9 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 from nats.aio.client import Client
 
-TOPOLOGIES = ("mesh", "supercluster")
-PASSWORD_ENV = "NATS_SYS_PASSWORD"
-DEFAULT_USER = "sys"
+from . import natsconf
+from .settings import TOPOLOGIES
+
+PASSWORD_ENV = natsconf.SYS_PASSWORD
+DEFAULT_USER = natsconf.SYS_USER
 SINGLE = "*"
 """The key of the one connection when verify is given a single URL instead of one per region."""
 
