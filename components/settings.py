@@ -157,7 +157,6 @@ def load(values: Mapping[str, Any]) -> Settings:
         else:
             kwargs[target] = value
 
-    platform = kwargs.get("platform", "fly")
     if "app" not in raw:
         problems.append(f"{_k('app')}: missing; set a Fly app name (a DNS label, at most 63 characters)")
     regions, machines = _regions(raw.get("regions"), raw.get("machinesPerRegion", 1), problems)
@@ -166,13 +165,13 @@ def load(values: Mapping[str, Any]) -> Settings:
     if problems:
         raise SettingsError(problems)
     settings = Settings(**kwargs)
-    _relations(settings, platform, problems)
+    _relations(settings, problems)
     if problems:
         raise SettingsError(problems)
     return settings
 
 
-def _relations(s: Settings, platform: str, problems: list[str]) -> None:
+def _relations(s: Settings, problems: list[str]) -> None:
     lame_duck_total = s.lame_duck_grace_period + s.lame_duck_duration
     if s.lame_duck_duration < MIN_LAME_DUCK_DURATION:
         problems.append(f"{_k('lameDuckDuration')}: {s.lame_duck_duration}s is too short; "
@@ -194,7 +193,7 @@ def _relations(s: Settings, platform: str, problems: list[str]) -> None:
             if port in seen:
                 problems.append(f"{_k(key)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = key
-    if platform == "local":
+    if s.platform == "local":
         crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
         if crowded:
             problems.append(f"{_k('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
