@@ -79,9 +79,20 @@ def secrets_text(values: Mapping[str, str]) -> str:
 
 def deploy(app: str) -> str:
     """Deploy the build context in the working directory. --ha=false: the first deploy
-    places one Machine in primary_region, and the regions scale from there."""
-    return sh(argv("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
-                   "--wait-timeout", DEPLOY_WAIT, app=app, yes=True))
+    places one Machine in primary_region, and the regions scale from there.
+
+    The strategy is chosen when the command runs, from the Machines the app has then: none
+    (a first deploy, also one resumed after a failure) -> immediate, as a lone JetStream server
+    never passes /healthz and there is nothing to roll; any -> rolling, one Machine at a time,
+    each waiting for /healthz (fly.toml). A failed listing fails the deploy: never guess immediate."""
+    listing = sh(machine_list(app))
+    deploy_args = argv("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
+                       "--wait-timeout", DEPLOY_WAIT, app=app, yes=True)
+    return "\n".join([
+        f"machines=$({listing}) || exit 1",
+        'case "$machines" in *\'"id"\'*) strategy=rolling ;; *) strategy=immediate ;; esac',
+        f'exec {sh(deploy_args)} --strategy "$strategy"',
+    ])
 
 
 def scale_argv(app: str, region: str, count: int) -> list[str]:

@@ -13,7 +13,6 @@ VOLUME_NAME = "nats_data"
 
 
 def fly_toml(s: Settings) -> dict[str, Any]:
-    health = "/healthz?js-enabled-only=true" if s.jetstream else "/healthz"
     conf: dict[str, Any] = {
         "app": s.app,
         "primary_region": s.primary_region,
@@ -41,9 +40,13 @@ def fly_toml(s: Settings) -> dict[str, Any]:
             "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
             "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
         }],
+        # The rolling deploy's gate: plain /healthz, which with JetStream also asks for a meta leader
+        # and every stream and consumer replica on the server to be current. So the next Machine
+        # goes down only once the last one has caught up. (The first deploy's lone Machine can't
+        # pass it: flyctl.deploy uses the immediate strategy while the app has no Machine.)
         "checks": {
             "nats_health": {
-                "type": "http", "port": s.ports.monitor, "method": "get", "path": health,
+                "type": "http", "port": s.ports.monitor, "method": "get", "path": "/healthz",
                 "interval": "10s", "timeout": "5s", "grace_period": "30s",
             },
         },

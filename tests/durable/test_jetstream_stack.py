@@ -66,42 +66,38 @@ class JsStack:
         return server_name.split("-", 1)[1]
 
 
-class LoneWatcher(threading.Thread):
-    """While the first deploy's Machine is alone: what its JetStream checks answer, and when."""
+class HealthWatcher(threading.Thread):
+    """Every Machine's plain /healthz (the fly.toml gate) and /healthz?js-enabled-only=true (the
+    old one), polled every 0.2 s: (time, machine id, full status, js-enabled-only status)."""
 
     def __init__(self, standin, app: str):
         super().__init__(daemon=True)
         self.standin, self.app = standin, app
         self.done = threading.Event()
-        self.seen: dict = {"probes": 0}
+        self.polls: list[tuple[float, str, int | None, int | None]] = []
 
     def run(self) -> None:
-        started = None
         while not self.done.is_set():
-            try:
-                machines = self.standin.machines(self.app)
-            except Exception:  # noqa: BLE001 (the app is not there yet)
-                machines = []
-            if len(machines) > 1:
-                return
-            if machines and machines[0]["state"] == "started":
-                m = machines[0]
-                started = started or time.monotonic()
-                since = round(time.monotonic() - started, 2)
-                try:
-                    gate = self.standin.http(m["id"], 8222, "/healthz?js-enabled-only=true")
-                    full = self.standin.http(m["id"], 8222, "/healthz")
-                except Exception:  # noqa: BLE001 (monitor port not up yet)
-                    gate = full = (None, "")
-                self.seen["probes"] += 1
-                self.seen.setdefault("machine", m["id"])
-                if gate[0] == 200:
-                    self.seen.setdefault("gate_200_after_s", since)
-                if full[0] is not None:
-                    self.seen["full_healthz_while_alone"] = f"{full[0]} {full[1].strip()}"
-                if m["checks"].get("nats_health", {}).get("status") == "passing":
-                    self.seen.setdefault("fly_check_passing_after_s", since)
+            for m in self.standin.machines(self.app):
+                codes = []
+                for path in ("/healthz", "/healthz?js-enabled-only=true"):
+                    try:
+                        codes.append(self.standin.http(m["id"], 8222, path, timeout=0.5)[0])
+                    except Exception:  # noqa: BLE001 (stopped, or its monitor port not up yet)
+                        codes.append(None)
+                self.polls.append((time.time(), m["id"], *codes))
             time.sleep(0.2)
+
+    def first_ok(self, machine_id: str, since: float, column: int = 2) -> tuple[float, float | None]:
+        """(the last poll that saw it not OK, the first that saw it OK), from `since` on: the
+        moment it became OK lies between the two."""
+        last_bad = since
+        for at, mid, *codes in self.polls:
+            if mid == machine_id and at >= since:
+                if codes[column - 2] == 200:
+                    return last_bad, at
+                last_bad = at
+        return last_bad, None
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +119,9 @@ def js(standin, scratch, side_stacks):
 
     # The first `up`, with no capacity in syd when its Machines are asked for.
     standin.fail_next("scale count", region="syd")
-    lone = LoneWatcher(standin, app)
-    lone.start()
     t0 = time.monotonic()
     stack.facts["first_up"] = stack.up(check=False)
     stack.facts["first_up_s"] = round(time.monotonic() - t0, 1)
-    lone.done.set()
-    lone.join(5)
-    stack.facts["lone"] = lone.seen
     stack.facts["after_failure"] = {
         "machines": Counter(m["region"] for m in stack.machines()),
         "volumes": Counter(v["region"] for v in stack.volumes()),
@@ -139,7 +130,10 @@ def js(standin, scratch, side_stacks):
     t0 = time.monotonic()
     stack.up()
     stack.facts["second_up_s"] = round(time.monotonic() - t0, 1)
-    assert fh.wait_mesh(standin, app, 3, 30) is not None, fh.describe(standin.routes(app))
+    assert fh.wait_mesh(standin, app, 3, 30) is not None, (
+        fh.describe(standin.routes(app)) + "\n" + "\n".join(
+            f"--- {m['region']}-{m['id']} {m['state']}\n{fh.console(standin, m['id'])[-3000:]}"
+            for m in stack.machines()))
     fh.wait_healthy(standin, app)
     # Scale-downs remove their servers from JetStream through a client URL: here the edges.
     project.config({"verifyUrls": [f"{r}=nats://127.0.0.1:{standin.edge(app, r, 10000)[1]}" for r in REGIONS]})
@@ -180,17 +174,14 @@ def test_first_up_fails_halfway_and_the_next_up_completes_without_duplicates(js)
     deploys = [c for c in calls if c["command"] == "deploy"]
     assert [c["exit"] for c in deploys] == [0]
 
-    # The first deploy's lone Machine passed the fly.toml check (/healthz?js-enabled-only=true)
-    # while plain /healthz said it had no meta leader: the check is the right one for it.
-    lone = js.facts["lone"]
-    assert "gate_200_after_s" in lone and "fly_check_passing_after_s" in lone, lone
-    assert lone["full_healthz_while_alone"].startswith("503") and "meta leader" in lone["full_healthz_while_alone"]
+    # The first deploy's lone Machine can't pass the fly.toml check (plain /healthz: no meta leader
+    # without peers; tests/local/test_health_gate.py), so it ran with the immediate strategy.
+    assert deploys[0]["argv"][-2:] == ["--strategy", "immediate"], deploys[0]["argv"]
     d.figure("first_up", {
         "failed_up_s": js.facts["first_up_s"], "completing_up_s": js.facts["second_up_s"],
         "after_failure": {k: dict(v) for k, v in after.items()},
         "final": {"machines": len(machines), "volumes": len(volumes), "ips": sorted(ip["Type"] for ip in ips)},
-        "mutating_calls": dict(made), "deploy_s": deploys[0]["duration_s"],
-        "lone_node": {k: v for k, v in lone.items() if k != "machine"}})
+        "mutating_calls": dict(made), "deploy_s": deploys[0]["duration_s"]})
 
 
 # --- 1: volumes ------------------------------------------------------------------------------------
@@ -422,6 +413,7 @@ LDM_LINES = {"entered lame duck mode": "Entering lame duck mode", "closing its c
 def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(js):
     standin = js.standin
     before = sorted(m["id"] for m in js.machines())
+    health = HealthWatcher(standin, js.app)
 
     async def go():
         tl = d.Timeline()
@@ -455,7 +447,11 @@ def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(
         tl.add("pulumi up (lameDuckGracePeriod 5s -> 4s) starts")
         js.project.config({"lameDuckGracePeriod": "4s"})
         started = time.time()
-        await asyncio.to_thread(js.up)
+        health.start()
+        try:
+            await asyncio.to_thread(js.up)
+        finally:
+            health.done.set()
         tl.add("pulumi up done")
         await asyncio.sleep(2)
         # Every core client still hears the ticker, wherever it ended up.
@@ -489,9 +485,30 @@ def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(
             ldm[m["region"]] = {"ldm_to_close_clients_s": round(events.get("closing its clients", 0) -
                                                                  events["entered lame duck mode"], 2),
                                 "ldm_to_exit_s": round(events["exited"] - events["entered lame duck mode"], 2)}
+    # The gate: each Machine went down only after the one before it answered plain /healthz
+    # (meta and stream replicas current) again. js-enabled-only, the old gate, passes sooner.
+    health.join(5)
+    order = []
+    for m in machines:
+        events = [e for e in m.get("events", []) if e["timestamp"] / 1000 >= started]
+        down = min(e["timestamp"] / 1000 for e in events if e["type"] == "update")
+        up = min(e["timestamp"] / 1000 for e in events if e["type"] == "start" and e["timestamp"] / 1000 >= down)
+        order.append((down, up, m))
+    order.sort(key=lambda o: o[0])
+    catch_up = {}
+    for (down, up, m), nxt in zip(order, order[1:] + [None]):
+        unhealthy, healthy = health.first_ok(m["id"], up)
+        _, enabled = health.first_ok(m["id"], up, column=3)
+        assert healthy is not None, f"{m['id']} never answered /healthz 200 after its restart"
+        catch_up[f"{m['region']}-{m['id']}"] = {"js_enabled_only_200_s": round(enabled - up, 2) if enabled else None,
+                                                 "healthz_200_s": round(healthy - up, 2)}
+        if nxt is not None:
+            assert nxt[0] > unhealthy, (f"{nxt[2]['id']} went down at {nxt[0]:.2f}, while {m['id']} still "
+                                        f"answered /healthz with an error at {unhealthy:.2f}")
+    print(f"rolling deploy gate, seconds from each restart: {json.dumps(catch_up)}")
     d.figure("rolling_deploy", {"publishers": {p.subject: p.summary() for p in publishers},
                                 "lost_acked": len(lost), "clients": state, "lame_duck": ldm,
-                                "core_ticks_heard_after": hearing})
+                                "core_ticks_heard_after": hearing, "gate_after_restart_s": catch_up})
     assert sorted(m["id"] for m in machines) == before  # updated in place
     for m in machines:
         code, out, _ = standin.exec(m["id"], "grep lame_duck_grace_period /etc/nats/nats.conf")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 
 import pulumi
 import pytest
@@ -52,9 +54,11 @@ def test_every_flyctl_command_line(mock_program, tmp_path):
     ]
     assert inputs["nats-fly-secrets"]["create"] == "flyctl secrets import --stage --app my-nats"
     deploy = inputs["nats-image-deploy"]
-    assert shlex.split(deploy["create"]) == [
-        "flyctl", "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
-        "--wait-timeout", "5m", "--app", "my-nats", "--yes"]
+    listing, choice, run = deploy["create"].splitlines()
+    assert listing == "machines=$(flyctl machine list --app my-nats --json) || exit 1"
+    assert shlex.split(run) == [
+        "exec", "flyctl", "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
+        "--wait-timeout", "5m", "--app", "my-nats", "--yes", "--strategy", "$strategy"]
     assert deploy["dir"] == str(tmp_path / "build")
     assert len(deploy["environment"]["NATS_FLY_IMAGE_SHA"]) == 64
     assert inputs["nats-ord-scale"]["create"] == "flyctl scale count 1 --region ord --app my-nats --yes"
@@ -142,3 +146,29 @@ def test_jetstream_regions_converge_volumes_then_count(mock_program, tmp_path):
     toml = (tmp_path / "build" / "fly.toml").read_text()
     assert 'kill_signal = "SIGUSR2"' in toml  # `machine stop` sends it: lame duck before the peer goes
     assert 'source = "nats_data"' in toml and 'destination = "/data"' in toml
+
+
+@pytest.mark.parametrize("listing,exit_code,expected", [
+    ("[]", 0, "immediate"),  # a first deploy: no Machine to roll, and a lone one can't pass /healthz
+    ('[{"id": "4e4ac60f4dd674", "state": "started"}]', 0, "rolling"),
+    ('[\n  {\n    "id": "e2865013c5e686"\n  }\n]', 0, "rolling"),
+    ("Error: failed to list machines", 1, None),  # never guess: no deploy at all
+])
+def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listing, exit_code, expected):
+    from nats_fly import flyctl
+    fake = tmp_path / "bin" / "flyctl"
+    fake.parent.mkdir()
+    calls = tmp_path / "calls"
+    fake.write_text("#!/bin/sh\necho \"$*\" >> %s\n"
+                    "if [ \"$1 $2\" = \"machine list\" ]; then printf '%%s\\n' '%s'; exit %d; fi\n"
+                    % (calls, listing.replace("'", "'\\''"), exit_code))
+    fake.chmod(0o755)
+    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy("my-nats")], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "machine list --app my-nats --json"
+    if expected is None:
+        assert proc.returncode == 1 and len(lines) == 1
+    else:
+        assert proc.returncode == 0 and lines[1].startswith("deploy . --config fly.toml")
+        assert lines[1].endswith(f"--strategy {expected}")

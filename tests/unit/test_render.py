@@ -110,7 +110,7 @@ def test_fly_toml_is_valid_toml_with_the_services_the_example_promises():
     service = doc["services"][0]
     assert service["internal_port"] == 4222
     assert service["ports"] == [{"port": 10000}, {"port": 10001, "handlers": ["tls"]}]
-    assert doc["checks"]["nats_health"]["path"] == "/healthz?js-enabled-only=true"
+    assert doc["checks"]["nats_health"]["path"] == "/healthz"  # with JetStream: replicas current too
     assert doc["mounts"] == [{"source": "nats_data", "destination": "/data", "initial_size": "10gb"}]
     assert doc["deploy"]["strategy"] == "rolling"
 
