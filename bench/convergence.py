@@ -128,8 +128,8 @@ def main() -> None:
     with common.standin() as standin:
         apps = {"ours": "bc-ours", "example": "bc-example", "supercluster": "bc-sc"}
         stacks = {
-            "ours": fh.load_stack("prod", app=apps["ours"], machines={r: 1 for r in common.REGIONS}),
-            "supercluster": fh.load_stack("prod", app=apps["supercluster"], topology="supercluster",
+            "ours": fh.load_stack("prod", jetstream=False, app=apps["ours"], machines={r: 1 for r in common.REGIONS}),
+            "supercluster": fh.load_stack("prod", jetstream=False, app=apps["supercluster"], topology="supercluster",
                                           machines={r: 1 for r in common.REGIONS}),
         }
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -147,10 +147,10 @@ def main() -> None:
     results: dict = {"mesh": {}, "supercluster": {}, "single": {}, "request_reply": {}, "problems": []}
     with common.standin() as standin:
         stacks = {
-            "mesh": fh.load_stack("prod", app="bl-mesh", peer_wait=3, machines=dict(counts)),
-            "supercluster": fh.load_stack("prod", app="bl-sc", topology="supercluster", peer_wait=3,
+            "mesh": fh.load_stack("prod", jetstream=False, app="bl-mesh", peer_wait=3, machines=dict(counts)),
+            "supercluster": fh.load_stack("prod", jetstream=False, app="bl-sc", topology="supercluster", peer_wait=3,
                                           machines=dict(counts)),
-            "single": fh.load_stack("prod", app="bl-single", peer_wait=0, regions=("ord",), machines={"ord": 1}),
+            "single": fh.load_stack("prod", jetstream=False, app="bl-single", peer_wait=0, regions=("ord",), machines={"ord": 1}),
         }
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             for f in [pool.submit(fh.components_up, standin, s, fh.render_ours(s, standin.root / "contexts" / s.app))

@@ -48,7 +48,7 @@ MANUAL = {
 
 def run_ours(standin) -> dict:
     app = "bench-ops"
-    stack = Stack(standin, app, {"peerWait": 3})
+    stack = Stack(standin, app, {"jetstream": False, "peerWait": 3})
     steps: dict = {}
 
     def step(name: str, wall: float) -> None:
@@ -122,7 +122,7 @@ def main() -> None:
     failed = {s: manual[s]["failed"] for s in STEPS if manual[s]["failed"]}
     notes = [
         "ours: the real engine (`pulumi up --yes --skip-preview`) on a copy of the project with the prod stack "
-        "(peerWait 3 s), the stand-in's flyctl log read after each step. Read-only calls are the look-before-create "
+        "(JetStream off, as the example has none; peerWait 3 s), the stand-in's flyctl log read after each step. Read-only calls are the look-before-create "
         "guards (`status` before `apps create`, `ips list` before allocating), which make every create idempotent.",
         "manual: the example's README (2020) says `flyctl init --import example-fly.toml`, `flyctl deploy`, "
         "`fly regions set ord syd cdg`, `fly scale count 3`. On Fly today `flyctl init` no longer exists, "

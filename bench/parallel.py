@@ -37,7 +37,7 @@ def main() -> None:
     with common.standin() as standin:
         standin.set_latency(LATENCY_MS)
         for n in sizes:
-            stack = Stack(standin, f"bench-par{n}", {"peerWait": 3, "regions": REGION_SETS[n]})
+            stack = Stack(standin, f"bench-par{n}", {"jetstream": False, "peerWait": 3, "regions": REGION_SETS[n]})
             try:
                 wall = stack.up()
                 calls = stack.calls()

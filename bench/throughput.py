@@ -104,8 +104,8 @@ def main() -> None:
     results: dict = {}
     with common.standin() as standin:
         stacks = {
-            "mesh": fh.load_stack("prod", app="bt-mesh", peer_wait=3, machines={r: 1 for r in common.REGIONS}),
-            "supercluster": fh.load_stack("prod", app="bt-sc", topology="supercluster", peer_wait=3,
+            "mesh": fh.load_stack("prod", jetstream=False, app="bt-mesh", peer_wait=3, machines={r: 1 for r in common.REGIONS}),
+            "supercluster": fh.load_stack("prod", jetstream=False, app="bt-sc", topology="supercluster", peer_wait=3,
                                           machines={r: 1 for r in common.REGIONS}),
         }
         for s in stacks.values():

@@ -36,15 +36,8 @@ def make_certificate(out: Path, hostname: str) -> Certificate:
 
 
 def _up(standin, stack: fh.Stack, scratch: Path, secrets_text: str | None = None) -> None:
-    from nats_fly import flyctl
     s = stack.settings
-    context = fh.render_ours(stack, scratch / "contexts" / s.app)
-    fh.sh(standin, flyctl.ensure_app(s.app, s.org))
-    fh.sh(standin, flyctl.ensure_ips(s.app, s.public_ipv4))
-    fh.sh(standin, flyctl.import_secrets(s.app), stdin=secrets_text or fh.secrets_text(standin, stack))
-    fh.sh(standin, flyctl.deploy(s.app), cwd=context)
-    for region in s.regions:
-        fh.sh(standin, flyctl.scale(s.app, region, s.machines[region]))
+    fh.components_up(standin, stack, fh.render_ours(stack, scratch / "contexts" / s.app), secrets_text)
     fh.wait_healthy(standin, s.app, timeout=60)
 
 

@@ -1,12 +1,14 @@
-"""The Fly path with the real engine, against the Fly stand-in: up -> verify -> add a region ->
-change a nats setting (it rolls) -> no-op up -> destroy. The flyctl operations of every step
-are counted from the stand-in's log and printed: the project's operations figure."""
+"""The Fly path with the real engine, against the Fly stand-in, on the prod stack as configured
+(JetStream on, a volume per Machine): up -> verify -> add a region -> change a nats setting (it
+rolls) -> no-op up -> destroy. The flyctl operations of every step are counted from the stand-in's
+log and printed: the project's operations figure."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+from collections import Counter
 
 import pytest
 
@@ -36,8 +38,8 @@ class Ops:
 
 def whole(standin, app: str, machines: dict[str, int]):
     urls = {r: "nats://%s:%d" % standin.edge(app, r) for r in machines}
-    report = asyncio.run(verify(urls, Expectation(regions=machines), user="sys", password=SYS_PASSWORD,
-                                timeout=30))
+    report = asyncio.run(verify(urls, Expectation(regions=machines, jetstream=True), user="sys",
+                                password=SYS_PASSWORD, timeout=30))
     print(report.table())
     assert report.ok, report.table()
 
@@ -58,7 +60,15 @@ def test_fly_stack_lifecycle(fly_project, standin):
     try:
         stack.pulumi("up", "--yes", "--skip-preview")
         first = ops.step("first up (3 regions)")
-        assert [c["argv"][:2] for c in first if c["command"] == "scale count"] == [["scale", "count"]] * 3
+        made = Counter(c["command"] for c in first if c["mutates"])
+        # ord's volume comes with the first deploy (fly.toml [[mounts]] initial_size); syd's and cdg's
+        # are made before their Machines; `scale count` per region, ord's a no-op.
+        assert made == {"apps create": 1, "ips allocate-v6": 1, "ips allocate-v4": 1, "secrets import": 1,
+                        "deploy": 1, "volumes create": 2, "scale count": 3}, made
+        deploy = next(c for c in first if c["command"] == "deploy")
+        assert deploy["argv"][-2:] == ["--strategy", "immediate"]  # a lone Machine: nothing to roll
+        assert sorted(v["region"] for v in json.loads(standin.flyctl("volumes", "list", "--app", app,
+                                                                     "--json").stdout)) == ["cdg", "ord", "syd"]
         outputs = stack.outputs()
         assert outputs["clientUrl"] == f"nats://{app}.fly.dev:10000"
         whole(standin, app, {"ord": 1, "syd": 1, "cdg": 1})
@@ -67,6 +77,7 @@ def test_fly_stack_lifecycle(fly_project, standin):
         stack.pulumi("up", "--yes", "--skip-preview")
         added = ops.step("add a region")
         assert [c["argv"] for c in added if c["mutates"]] == [
+            ["volumes", "create", "nats_data", "--region", "lhr", "--size", "10", "--app", app, "--json", "--yes"],
             ["scale", "count", "1", "--region", "lhr", "--app", app, "--yes"]]
         whole(standin, app, {"ord": 1, "syd": 1, "cdg": 1, "lhr": 1})
 
@@ -75,6 +86,7 @@ def test_fly_stack_lifecycle(fly_project, standin):
         stack.pulumi("up", "--yes", "--skip-preview")
         rolled = ops.step("change a nats setting")
         assert [c["command"] for c in rolled if c["mutates"]] == ["deploy"]
+        assert next(c for c in rolled if c["mutates"])["argv"][-2:] == ["--strategy", "rolling"]
         after = standin.machines(app)
         assert sorted(m["id"] for m in after) == before  # updated in place, one at a time
         for machine in after:

@@ -63,10 +63,13 @@ class Apps:
 @pytest.fixture(scope="session")
 def apps(standin):
     a = Apps(standin)
-    a.ours("prod")  # the prod stack exactly as configured
-    a.ours("supercluster", app="nats-fly-sc", topology="supercluster", machines={r: 2 for r in REGIONS})
+    a.ours("prod")  # the prod stack exactly as configured: JetStream on, a volume per Machine
+    # Core NATS only from here: the route and gateway meshes, and the cold start compared
+    # like for like with the example's config (which has no JetStream).
+    a.ours("supercluster", app="nats-fly-sc", topology="supercluster", jetstream=False,
+           machines={r: 2 for r in REGIONS})
     for i in range(COLD_APPS):
-        a.ours(f"cold-ours-{i}", app=f"cold-ours-{i}", machines={r: 3 for r in REGIONS})
+        a.ours(f"cold-ours-{i}", app=f"cold-ours-{i}", jetstream=False, machines={r: 3 for r in REGIONS})
         a.example(f"cold-example-{i}", f"cold-example-{i}", {r: 3 for r in REGIONS})
     yield a
     a.pool.shutdown(wait=True, cancel_futures=True)

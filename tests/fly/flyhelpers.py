@@ -84,9 +84,11 @@ class CommandFailed(AssertionError):
     pass
 
 
-def sh(standin, script: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run one component command line as local.Command does: `sh -c` in the ambient environment."""
-    proc = subprocess.run(["/bin/sh", "-c", script], cwd=cwd, env=standin.env(), input=stdin,
+def sh(standin, script: str, cwd: Path | None = None, stdin: str | None = None,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run one component command line as local.Command does: `sh -c` in the ambient environment,
+    plus the Command's own `environment` (env)."""
+    proc = subprocess.run(["/bin/sh", "-c", script], cwd=cwd, env={**standin.env(), **(env or {})}, input=stdin,
                           capture_output=True, text=True, timeout=600,
                           stdin=None if stdin is not None else subprocess.DEVNULL)
     if proc.returncode != 0:
@@ -104,16 +106,35 @@ def secrets_text(standin, stack: Stack) -> str:
                                             stack.user_passwords, pem))
 
 
-def components_up(standin, stack: Stack, context: Path) -> None:
-    """FlyApp (app, IPs, staged secrets) -> NatsImage (deploy) -> NatsRegion x N (scale count)."""
+def components_up(standin, stack: Stack, context: Path, secrets: str | None = None) -> None:
+    """FlyApp (app, IPs, staged secrets) -> NatsImage (deploy) -> NatsRegion x N. `secrets`: the
+    staged text when the test brings its own (a user certificate, say)."""
     from nats_fly import flyctl
     s = stack.settings
     sh(standin, flyctl.ensure_app(s.app, s.org))
     sh(standin, flyctl.ensure_ips(s.app, s.public_ipv4))
-    sh(standin, flyctl.import_secrets(s.app), stdin=secrets_text(standin, stack))
+    sh(standin, flyctl.import_secrets(s.app), stdin=secrets or secrets_text(standin, stack))
     sh(standin, flyctl.deploy(s.app), cwd=context)
     for region in s.regions:
-        sh(standin, flyctl.scale(s.app, region, s.machines[region]))
+        region_up(standin, stack, region, s.machines[region])
+
+
+def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.CompletedProcess:
+    """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it:
+    `scale count`, or with JetStream `python -m nats_fly fly region` (volumes first; on a scale-down,
+    lame duck and removal from JetStream through the edges, the region's own last)."""
+    import sys
+
+    from nats_fly import flyctl, flytoml, flyops, natsconf
+    from nats_fly.nats_cluster import _scale_down_url
+    s = stack.settings
+    if not s.jetstream:
+        return sh(standin, flyctl.scale(s.app, region, count))
+    edges = dataclasses.replace(s, verify_urls=tuple(
+        f"{r}=nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}" for r in s.regions))
+    env = {natsconf.SYS_PASSWORD: stack.sys_password, flyops.URL_ENV: _scale_down_url(edges, region)}
+    return sh(standin, flyctl.converge_region(sys.executable, s.app, region, count, flytoml.VOLUME_NAME,
+                                              s.volume_size_gb), env=env)
 
 
 def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None:

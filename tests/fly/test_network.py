@@ -96,14 +96,13 @@ def test_machine_runs_the_image_with_the_fly_environment(standin, prod):
 def test_digit_first_machine_id_starts(standin, prod):
     """Fly's IDs are any 14 hex digits; one like 4e4ac60f4dd674 reads as a number in nats.conf
     unless the renderer quotes it."""
-    from nats_fly import flyctl
     standin.next_machine_ids(["4e4ac60f4dd674"])
-    fh.sh(standin, flyctl.scale(prod.app, "cdg", 2))
+    fh.region_up(standin, prod, "cdg", 2)
     try:
         fh.wait_healthy(standin, prod.app)
         assert fh.wait_mesh(standin, prod.app, prod.total + 1, 30) is not None
     finally:
-        fh.sh(standin, flyctl.scale(prod.app, "cdg", 1))
+        fh.region_up(standin, prod, "cdg", 1)
 
 
 def test_one_way_delay_between_regions(standin, prod):

@@ -138,10 +138,45 @@ def test_library_verify_through_the_edge(standin, prod):
     host, port = standin.edge(prod.app, "syd")
     expect = ",".join(f"{r}={n}" for r, n in prod.counts.items())
     proc = subprocess.run([sys.executable, "-m", "nats_fly", "verify", "--url", f"nats://{host}:{port}",
-                           "--expect", expect, "--topology", "mesh", "--timeout", "20", "--json"],
+                           "--expect", expect, "--topology", "mesh", "--timeout", "20", "--json",
+                           *(["--jetstream"] if prod.settings.jetstream else [])],
                           env={**os.environ, "NATS_SYS_PASSWORD": prod.sys_password},
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prod_keeps_jetstream_on_one_volume_per_machine(standin, prod):
+    """prod is durable as configured: every Machine has its own volume of the configured size in its
+    region, and an R3 stream written through syd is read back, whole, through cdg."""
+    from nats_fly import flyctl, flytoml
+    assert prod.settings.jetstream and prod.settings.volume_size_gb == 10
+    machines = fh.machine_list(standin, prod.app)
+    volumes = json.loads(fh.sh(standin, flyctl.sh(flyctl.volumes_list(prod.app))).stdout)
+    attached = {v["attached_machine_id"]: v for v in volumes if v["name"] == flytoml.VOLUME_NAME}
+    assert sorted(attached) == sorted(m["id"] for m in machines), volumes
+    for m in machines:
+        assert (attached[m["id"]]["region"], attached[m["id"]]["size_gb"]) == (m["region"], 10)
+        assert m["config"]["mounts"][0]["path"] == "/data"
+
+    async def go():
+        syd = await Client(standin, prod, "syd").connect()
+        cdg = await Client(standin, prod, "cdg").connect()
+        try:
+            await syd.nc.jetstream().add_stream(name="PROD", subjects=["prod.>"], num_replicas=3)
+            acks = [await syd.nc.jetstream().publish(f"prod.{i}", str(i).encode()) for i in range(50)]
+            sub = await cdg.nc.jetstream().pull_subscribe("prod.>", durable="reader", stream="PROD")
+            got: list[int] = []
+            while len(got) < 50:
+                got += [int(m.data) for m in await sub.fetch(50 - len(got), timeout=5)]
+            info = await cdg.nc.jetstream().stream_info("PROD")
+            return acks, got, info
+        finally:
+            await syd.nc.jetstream().delete_stream("PROD")
+            await syd.close()
+            await cdg.close()
+    acks, got, info = asyncio.run(go())
+    assert [a.seq for a in acks] == list(range(1, 51)) and got == list(range(50))
+    assert info.state.messages == 50 and len(info.cluster.replicas) == 2, info.cluster
 
 
 def test_killed_machine_clients_reconnect_and_mesh_stays_whole(standin, prod):
@@ -169,8 +204,7 @@ def test_killed_machine_clients_reconnect_and_mesh_stays_whole(standin, prod):
 
 
 def test_region_added_joins_and_removed_region_goes_unnoticed(standin, prod):
-    from nats_fly import flyctl
-    fh.sh(standin, flyctl.scale(prod.app, "ams", 1))  # NatsRegion create
+    fh.region_up(standin, prod, "ams", 1)  # NatsRegion create
     assert fh.wait_mesh(standin, prod.app, prod.total + 1, 30) is not None
     assert "ams" in standin.dns(f"regions.{prod.app}.internal", qtype=16)["answers"][0]
     require_complete_routes(standin, prod)
@@ -196,7 +230,7 @@ def test_region_added_joins_and_removed_region_goes_unnoticed(standin, prod):
                 await asyncio.sleep(0.01)
         task = asyncio.create_task(publish())
         await asyncio.sleep(0.5)
-        await asyncio.to_thread(fh.sh, standin, flyctl.scale(prod.app, "ams", 0))  # NatsRegion delete
+        await asyncio.to_thread(fh.region_up, standin, prod, "ams", 0)  # NatsRegion delete
         await asyncio.sleep(1.0)
         stop.set()
         await task
