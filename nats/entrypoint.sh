@@ -60,12 +60,41 @@ NATS_TLS_KEY_FILE=$(quote "$tls_dir/key.pem")
 export NATS_TLS_CERT_FILE NATS_TLS_KEY_FILE
 unset NATS_TLS_KEY NATS_TLS_CERT
 
-# Addresses, other than our own, that the route name resolves to right now. One lookup; when
-# Fly DNS does not answer, busybox nslookup gives up after 5 s and this prints nothing.
+# The addresses a name resolves to right now. When Fly DNS does not answer, busybox nslookup
+# gives up after 5 s and this prints nothing.
+addresses_of() {
+  nslookup -type=AAAA "$1" 2>/dev/null |
+    awk '/^Name:/ { answers = 1 } answers && /^Address/ { print $NF }'
+}
+
+# Addresses, other than our own, that the route name resolves to right now. In a mesh, asked
+# region by region (from the regions.<app>.internal TXT record): busybox nslookup reads no DNS
+# answer over 512 bytes (about 16 addresses), and a region's answer stays small. Every peer is
+# seeded, not a subset: pairs that meet only through gossip have lost pooled route connections.
 peer_addresses() {
-  nslookup -type=AAAA "$peers" 2>/dev/null |
-    awk '/^Name:/ { answers = 1 } answers && /^Address/ { print $NF }' |
-    grep -v -x -F "${FLY_PRIVATE_IP:-none}" || true
+  names=$peers
+  if [ "$peers" = "$internal" ]; then
+    regions=$(nslookup -type=TXT "regions.${internal}" 2>/dev/null |
+      sed -n 's/.*text = "\(.*\)"/\1/p' | tr ',' ' ')
+    [ -z "$regions" ] || names=$(for r in $regions; do printf '%s.%s ' "$r" "$internal"; done)
+  fi
+  for name in $names; do addresses_of "$name"; done |
+    grep -v -x -F "${FLY_PRIVATE_IP:-none}" | sort -u || true
+}
+
+# Whether we are the only Machine, in any state, that the route name can ever reach: the app's
+# only one (mesh), or our region's (supercluster). Then no island can form and there is nothing
+# to wait for: a dev stack's one Machine, a first deploy, a supercluster region of one. From
+# all.vms.<app>.internal ("<id> <region>,..."; stopped Machines too). Trusted only when complete:
+# we are in it (so it is at least as new as our Machine), and it is one TXT string under 255
+# characters, as busybox nslookup prints only the first string. Anything else: not alone.
+only_machine() {
+  vms=$(nslookup -type=TXT "all.vms.${internal}" 2>/dev/null | sed -n 's/.*text = "\(.*\)"$/\1/p')
+  [ -n "$vms" ] && [ "${#vms}" -lt 255 ] || return 1
+  scope=$(printf '%s\n' "$vms" | tr ',' '\n' |
+    awk -v region="$FLY_REGION" -v mesh="$([ "$peers" = "$internal" ] && echo 1)" \
+      'NF == 2 && (mesh || $2 == region) { print $1 }')
+  [ "$scope" = "$FLY_MACHINE_ID" ]
 }
 
 # The wait is bounded by the clock, not by a count of lookups: a lookup that times out takes
@@ -73,7 +102,9 @@ peer_addresses() {
 # the ones seeded, so a later lookup that fails cannot turn a found peer into no peer.
 started=$(date +%s)
 found=$(peer_addresses)
-if [ "$peer_wait" -gt 0 ]; then
+if [ "$peer_wait" -gt 0 ] && [ -z "$found" ] && only_machine; then
+  echo "nats-fly: the only Machine at ${peers} (all.vms.${internal}); starting ${FLY_REGION}-${FLY_MACHINE_ID} without waiting"
+elif [ "$peer_wait" -gt 0 ]; then
   if [ -z "$found" ]; then
     echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"
     while [ -z "$found" ] && [ $(($(date +%s) - started)) -lt "$peer_wait" ]; do

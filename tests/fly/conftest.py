@@ -22,6 +22,7 @@ import flyhelpers as fh  # noqa: E402
 
 FIGURES = Path(os.environ.get("NFLY_FIGURES", fh.REPO / "build" / "standin-figures.json"))
 REGIONS = ["ord", "syd", "cdg"]
+BIG_REGIONS = ("ord", "syd", "cdg", "ams", "sin", "gru")  # x 3 Machines: one DNS answer over 512 bytes
 COLD_APPS = fh.COLD_APPS
 
 
@@ -68,6 +69,8 @@ def apps(standin):
     # like for like with the example's config (which has no JetStream).
     a.ours("supercluster", app="nats-fly-sc", topology="supercluster", jetstream=False,
            machines={r: 2 for r in REGIONS})
+    a.ours("sc-lone", app="nats-fly-sc1", topology="supercluster", jetstream=False)  # one Machine per region
+    a.ours("cold-big", app="cold-big", jetstream=False, regions=BIG_REGIONS, machines={r: 3 for r in BIG_REGIONS})
     for i in range(COLD_APPS):
         a.ours(f"cold-ours-{i}", app=f"cold-ours-{i}", jetstream=False, machines={r: 3 for r in REGIONS})
         a.example(f"cold-example-{i}", f"cold-example-{i}", {r: 3 for r in REGIONS})

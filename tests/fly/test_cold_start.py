@@ -24,13 +24,13 @@ TIMEOUT = {"ours": 30, "example": 10}  # plus the DNS delay; the example's islan
 FAILURES = fh.REPO / "build" / "cold-start-failures"
 
 
-def _cold_start(standin, app: str, timeout: float) -> tuple[float | None, bool]:
-    """Kill all 9 Machines, start them at once; -> (seconds to full mesh or None, all connections)."""
+def _cold_start(standin, app: str, timeout: float, machines: int = MACHINES) -> tuple[float | None, bool]:
+    """Kill all the Machines, start them at once; -> (seconds to full mesh or None, all connections)."""
     ids = [m["id"] for m in standin.machines(app)]
     t0 = time.monotonic()
     standin.restart_all(ids)
     restarted = time.monotonic() - t0
-    took = fh.wait_mesh(standin, app, MACHINES, timeout, poll=0.5)
+    took = fh.wait_mesh(standin, app, machines, timeout, poll=0.5)
     short = fh.wait_routes_complete(standin, app, timeout=2) if took is not None else ["no full mesh"]
     if short and app.startswith("cold-ours"):  # the example's islands are expected
         _keep_evidence(standin, app, ids, short)
@@ -85,3 +85,26 @@ def test_simultaneous_cold_start_converges(standin, apps, figures):
     short = {d: r for d, r in results["ours"].items()
              if r["converged"] < r["runs"] or r["all_route_connections"] < r["runs"]}
     assert not short, f"ours short of the full mesh with every route connection: {short}; see {FAILURES}"
+
+
+def test_eighteen_machines_each_find_their_peers_in_dns(standin, apps, figures):
+    """6 regions x 3: one AAAA answer for all 18 is over 512 bytes, more than busybox nslookup reads.
+    The island guard asks region by region, so every Machine of a simultaneous cold start finds its
+    peers at once (none waits out peerWait) and seeds them all: a full mesh, every route connection."""
+    stack = apps.get("cold-big")
+    assert stack.total == 18
+    runs = []
+    for _ in range(3):
+        ids = [m["id"] for m in standin.machines(stack.app)]
+        seen = {i: len(fh.console(standin, i).splitlines()) for i in ids}
+        took, complete = _cold_start(standin, stack.app, 30, machines=stack.total)
+        guard = {i: [line for line in fh.console(standin, i).splitlines()[seen[i]:] if "nats-fly: " in line]
+                 for i in ids}
+        runs.append({"took_s": took, "all_route_connections": complete,
+                     "found_peers": sum(any("nats-fly: peers at" in line for line in g) for g in guard.values()),
+                     "waited_out": sum(any("nats-fly: no peer" in line for line in g) for g in guard.values())})
+    figures["cold_start_18_machines"] = runs
+    print(f"\ncold start, 18 Machines: {runs}")
+    for run in runs:
+        assert run["took_s"] is not None and run["all_route_connections"], runs
+        assert run["found_peers"] == 18 and run["waited_out"] == 0, runs

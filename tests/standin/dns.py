@@ -117,6 +117,9 @@ class Catalogue:
             return self._txt(qtype, ",".join(sorted({r.region for r in mine})))
         if sub == "vms":
             return self._txt(qtype, ",".join(f"{r.machine_id} {r.region}" for r in mine))
+        if sub == "all.vms":  # every Machine of the app, stopped and not yet started ones too
+            everyone = sorted((r for r in self.records() if r.app == app), key=lambda r: r.machine_id)
+            return self._txt(qtype, ",".join(f"{r.machine_id} {r.region}" for r in everyone))
         if sub in ("", "global"):
             chosen = mine
         elif sub in regions:

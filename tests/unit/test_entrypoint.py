@@ -4,8 +4,10 @@ conf valid for nats-server, whatever digits a Machine id or a secret starts with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,100 @@ def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
     assert exported["NATS_PASSWORD_BOB"] == '"3e3"'
     assert "NATS_TLS_KEY" not in exported
     assert oct((tls_dir / "key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+# --- the island guard's decisions, against a scripted resolver --------------------------------------
+# The fake nslookup prints what busybox nslookup prints (checked against the real one on the Fly
+# stand-in's DNS by tests/fly): "Name:" then "Address: <ip>" lines for AAAA, and `text = "<first
+# string>"` for TXT. Names it does not know fail, as NXDOMAIN does. busybox sh runs its own applets
+# before PATH, so these runs use dash (an ash too) with busybox's applets for every other tool.
+
+FAKE_NSLOOKUP = r"""#!/bin/dash
+type=$1 name=$2
+file="$FAKE_DNS/${type#-type=}/$name"
+[ -f "$file" ] || { echo "** server can't find $name: NXDOMAIN" >&2; exit 1; }
+printf 'Server:\t\tfdaa::3\nAddress:\tfdaa::3:53\n\n'
+if [ "${type#-type=}" = TXT ]; then
+  printf '%s\ttext = "%s"\n' "$name" "$(cat "$file")"
+else
+  while read -r ip; do printf 'Name:\t%s\nAddress: %s\n' "$name" "$ip"; done < "$file"
+fi
+"""
+ME, ME_IP = "4e4ac1d2e3f4a5", "fdaa:0:1::2"
+DASH = shutil.which("dash") or "/bin/dash"
+
+
+def guard(tmp_path, topology: str, records: dict[tuple[str, str], str], peer_wait: int = 5) -> tuple[str, dict, float]:
+    """Run the entrypoint as Machine ME in syd with `records` ((type, name) -> text) in DNS;
+    -> (its console, what it exported, seconds it took)."""
+    s = load({"app": "my-nats", "regions": ["syd", "ord"], "topology": topology})
+    context = buildctx.write(buildctx.build_context(s), tmp_path / "ctx")
+    bin_dir, dns_dir = tmp_path / "bin", tmp_path / "dns"
+    bin_dir.mkdir()
+    for tool in ("awk", "cat", "date", "echo", "env", "grep", "mkdir", "printf", "sed", "sleep", "sort", "tr"):
+        (bin_dir / tool).symlink_to(BUSYBOX)
+    (bin_dir / "nslookup").write_text(FAKE_NSLOOKUP)
+    (bin_dir / "nslookup").chmod(0o755)
+    for (rtype, name), text in records.items():
+        (dns_dir / rtype).mkdir(parents=True, exist_ok=True)
+        (dns_dir / rtype / name).write_text(text + "\n")
+    env = {"PATH": str(bin_dir), "FAKE_DNS": str(dns_dir), "FLY_APP_NAME": "my-nats",
+           "FLY_REGION": "syd", "FLY_MACHINE_ID": ME, "FLY_PRIVATE_IP": ME_IP, "NATS_TOPOLOGY": topology,
+           "NATS_PEER_WAIT": str(peer_wait), "NATS_ROUTE_PASSWORD": "r" * 64, "NATS_TLS_CERT": "c",
+           "NATS_TLS_KEY": "k", "NATS_FLY_TLS_DIR": str(tmp_path / "tls")}
+    started = time.monotonic()
+    result = subprocess.run([DASH, str(context / "entrypoint.sh"), "env"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    console = "\n".join(line for line in result.stdout.splitlines() if line.startswith("nats-fly: "))
+    exported = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return console, exported, took
+
+
+def route_hosts(exported: dict) -> list[str]:
+    return re.findall(r"@(\[[^\]]+\]|[^:\"]+):4248", exported["NATS_ROUTES"])
+
+
+def test_mesh_asks_region_by_region_and_seeds_every_peer_but_itself(tmp_path):
+    console, exported, _ = guard(tmp_path, "mesh", {
+        ("TXT", "regions.my-nats.internal"): "ord,syd",
+        ("AAAA", "syd.my-nats.internal"): f"{ME_IP}\nfdaa:0:1::3",
+        ("AAAA", "ord.my-nats.internal"): "fdaa:0:2::2\nfdaa:0:2::3",
+        # The whole-app name is not asked when the regions answer: its answer may be too big to read.
+    })
+    assert "peers at my-nats.internal after 0s" in console, console
+    assert route_hosts(exported) == ["[fdaa:0:1::3]", "[fdaa:0:2::2]", "[fdaa:0:2::3]"]
+
+
+def test_mesh_without_the_regions_record_asks_the_app_name(tmp_path):
+    _, exported, _ = guard(tmp_path, "mesh", {("AAAA", "my-nats.internal"): f"{ME_IP}\nfdaa:0:2::2"})
+    assert route_hosts(exported) == ["[fdaa:0:2::2]"]
+
+
+@pytest.mark.parametrize("topology,vms", [
+    ("mesh", f"{ME} syd"),  # a dev stack's one Machine, or a first deploy
+    ("supercluster", f"0a0b0c0d0e0f10 ord,{ME} syd,1b2b3b4b5b6b7b ord"),  # a region of one
+])
+def test_the_only_machine_in_reach_starts_without_waiting(tmp_path, topology, vms):
+    console, exported, took = guard(tmp_path, topology, {("TXT", "all.vms.my-nats.internal"): vms,
+                                                         ("TXT", "regions.my-nats.internal"): "syd",
+                                                         ("AAAA", "syd.my-nats.internal"): ME_IP})
+    assert "the only Machine" in console and "waiting up to" not in console, console
+    assert took < 4  # the wait would be 5 s
+    peers = "syd.my-nats.internal" if topology == "supercluster" else "my-nats.internal"
+    assert route_hosts(exported) == [peers]
+
+
+@pytest.mark.parametrize("why,vms", [
+    ("a region-mate exists (stopped, or not started yet)", f"{ME} syd,0a0b0c0d0e0f10 syd"),
+    ("the answer predates us", "0a0b0c0d0e0f10 ord"),
+    ("no answer", None),
+    ("only the first 255 characters are readable", ",".join([f"{ME} syd"] + [f"{i:014x} ord" for i in range(14)])),
+])
+def test_anything_short_of_certainty_waits_for_a_peer(tmp_path, why, vms):
+    records = {("AAAA", "syd.my-nats.internal"): ME_IP}
+    if vms is not None:
+        records[("TXT", "all.vms.my-nats.internal")] = vms[:255]
+    console, _, took = guard(tmp_path, "supercluster", records, peer_wait=1)
+    assert "waiting up to 1s" in console and "no peer at syd.my-nats.internal after 1s" in console, (why, console)
