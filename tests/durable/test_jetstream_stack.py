@@ -377,15 +377,22 @@ def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
             await asyncio.gather(*tasks)
             lost = await d.lost_acked(client.nc, [pub])
             beacon_back = round(heard[0] - up_at, 2) if heard else None
+            # The route ping (cluster ping_interval x ping_max) closed the routes across the cut
+            # while it lasted, so they were redialled at once after it, not on TCP's backoff.
+            stale = sorted(at for m in js.machines() if m["region"] != cut
+                           for at, _ in d.console_events(standin, m["id"], {"stale": "Stale Connection"}, cut_at)
+                           if at < up_at)
+            for at in stale[:1]:
+                tl.add("first route closed as stale, during the cut", at)
             return (pub, acked_during, cut_replica, mesh, healed_s, lost, tl, len(local.disconnects), heard_during,
-                    beacon_back)
+                    beacon_back, stale)
         finally:
             await client.close()
             await local.close()
 
     try:
         (pub, acked_during, cut_replica, mesh, healed_s, lost, tl, local_disconnects, heard_during,
-         beacon_back) = run(go())
+         beacon_back, stale) = run(go())
     finally:
         standin.link_up(cut)
     print(f"cut timeline:\n{tl.text()}")
@@ -394,7 +401,8 @@ def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
                                 "converged_after_restore_s": round(healed_s, 2),
                                 f"{cut}_beacons_heard_in_ord_during_cut": heard_during,
                                 f"{cut}_beacon_heard_again_after_restore_s": beacon_back,
-                                f"client_disconnects_inside_{cut}": local_disconnects})
+                                f"client_disconnects_inside_{cut}": local_disconnects,
+                                "routes_closed_as_stale_during_cut": len(stale)})
     assert heard_during == 0  # the cut was real
     assert beacon_back is not None  # and core traffic crosses again
     assert lost == [], lost[:10]
@@ -402,6 +410,7 @@ def test_region_cut_off_for_30s_heals_and_replicas_converge(js):
     assert cut_replica and (not cut_replica[0]["current"] or cut_replica[0]["lag"] > 0), cut_replica
     assert acked_during > 100  # the majority side kept taking writes
     assert mesh is not None
+    assert stale, "no route across the cut was closed as stale while it lasted"
 
 
 # --- 2: a rolling deploy under load ----------------------------------------------------------------
