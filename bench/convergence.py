@@ -204,9 +204,10 @@ def main() -> None:
         "The example's failures are islands: a server whose route name resolved only to itself drops the route "
         "for good (tests/standin/README.md), so waiting longer does not help.",
         "Ours at 18 Machines (6 per region): the island guard asks DNS region by region (<region>.<app>.internal, "
-        "regions from the regions TXT record), because busybox nslookup cannot parse an answer larger than a "
-        "512-byte UDP message ('Parse error'; 17 AAAA records for an 8-character app name). Before it did, every "
-        "Machine of an 18-Machine app saw no peer and waited out peerWait (20 s; 9/10, median 23 s).",
+        "regions from the regions TXT record): a UDP answer holds at most 512 bytes (about 17 AAAA records) and "
+        "busybox nslookup does not retry over TCP. Before it did, and while the stand-in sent oversized answers "
+        "whole (busybox: 'Parse error'), every Machine of an 18-Machine app saw no peer and waited out peerWait "
+        "(20 s; 9/10, median 23 s). The stand-in now truncates with TC, as a DNS server does.",
         "The supercluster at 3 Machines (one per region): each Machine sees in all.vms.<app>.internal that it is "
         "its region's only one and starts at once. Before that it waited out peerWait on every boot (22 s).",
         "'ours: every route connection' counts runs in which, within 2 s of the full mesh, every pair also had all its "

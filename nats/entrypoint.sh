@@ -68,9 +68,10 @@ addresses_of() {
 }
 
 # Addresses, other than our own, that the route name resolves to right now. In a mesh, asked
-# region by region (from the regions.<app>.internal TXT record): busybox nslookup reads no DNS
-# answer over 512 bytes (about 16 addresses), and a region's answer stays small. Every peer is
-# seeded, not a subset: pairs that meet only through gossip have lost pooled route connections.
+# region by region (from the regions.<app>.internal TXT record): a UDP answer holds at most 512
+# bytes (about 17 addresses) and busybox nslookup does not retry over TCP, while a region's answer
+# stays small. Every peer is seeded, not a subset: pairs that meet only through gossip have lost
+# pooled route connections.
 peer_addresses() {
   names=$peers
   if [ "$peers" = "$internal" ]; then

@@ -22,7 +22,7 @@ import flyhelpers as fh  # noqa: E402
 
 FIGURES = Path(os.environ.get("NFLY_FIGURES", fh.REPO / "build" / "standin-figures.json"))
 REGIONS = ["ord", "syd", "cdg"]
-BIG_REGIONS = ("ord", "syd", "cdg", "ams", "sin", "gru")  # x 3 Machines: one DNS answer over 512 bytes
+BIG_REGIONS = ("ord", "syd", "cdg", "ams", "sin", "gru")  # x 3 Machines: one AAAA answer over 512 bytes
 COLD_APPS = fh.COLD_APPS
 
 

@@ -119,3 +119,29 @@ def test_one_way_delay_between_regions(standin, prod):
     finally:
         standin.set_delay("ord", "syd", 0)
     assert rtt_ms() < 20
+
+
+def test_udp_answers_over_512_bytes_are_truncated_with_tc_and_whole_over_tcp():
+    """As a DNS server does: a UDP answer keeps the records that fit in 512 bytes (or the asker's
+    EDNS0 payload size) and sets TC; TCP carries them all. 18 AAAA records do not fit."""
+    import struct
+
+    from standin import dns
+    records = [dns.Record("big", f"{i:014x}", "ord", f"fdaa:0:1:a7b:1::{i + 2:x}", "app", 1.0) for i in range(18)]
+    catalogue = dns.Catalogue(lambda: records, lambda: ["big"])
+    question = b"".join(bytes([len(part)]) + part.encode() for part in ("big", "internal")) + b"\0"
+    query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", dns.AAAA, 1)
+    opt = b"\0" + struct.pack("!HHIH", 41, 1232, 0, 0)  # EDNS0: 1232-byte payload
+    edns = struct.pack("!HHHHHH", 8, 0x0100, 1, 0, 0, 1) + query[12:] + opt
+
+    def flags_and_count(reply: bytes) -> tuple[int, int]:
+        return struct.unpack("!H", reply[2:4])[0], struct.unpack("!H", reply[6:8])[0]
+
+    udp = catalogue.respond(query, None, limit=dns.udp_limit(query))
+    flags, count = flags_and_count(udp)
+    assert len(udp) <= 512 and flags & 0x0200 and 0 < count < 18
+    flags, count = flags_and_count(catalogue.respond(query, None))  # TCP: no limit
+    assert not flags & 0x0200 and count == 18
+    assert dns.udp_limit(edns) == 1232
+    flags, count = flags_and_count(catalogue.respond(edns, None, limit=dns.udp_limit(edns)))
+    assert not flags & 0x0200 and count == 18

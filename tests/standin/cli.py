@@ -144,14 +144,6 @@ class Context:
         return app
 
 
-def redact(argv: list[str]) -> list[str]:
-    """Secret values never reach the log: `secrets set K=V` becomes `K=<redacted>`."""
-    if len(argv) > 1 and argv[0] == "secrets" and argv[1] == "set":
-        return [a.split("=", 1)[0] + "=<redacted>" if "=" in a and not a.startswith("-") else a
-                for a in argv]
-    return list(argv)
-
-
 def resolve(table: list[Command], argv: list[str]) -> tuple[Command, list[str]]:
     """Find the command named by the leading words of argv (aliases allowed)."""
     words = [w for w in argv if not w.startswith("-")]

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from . import cmd_apps, cmd_deploy, dns, image, netns, tlsca
-from .cli import CAPACITY, Context, FlyError, parse, redact, resolve
+from .cli import CAPACITY, Context, FlyError, parse, resolve
 from .machines import Runtime
 from .network import DNS_IP, Network
 from .proxy import Proxy
@@ -180,7 +180,7 @@ class Daemon:
         send("exit", code)
         with contextlib.suppress(ConnectionError):
             await writer.drain()
-        entry = {"start": started, "duration_s": round(time.monotonic() - t0, 4), "argv": redact(argv),
+        entry = {"start": started, "duration_s": round(time.monotonic() - t0, 4), "argv": list(argv),
                  "command": command_name, "exit": code, "mutates": mutates}
         with open(self.root / "flyctl.log", "a") as log:
             log.write(json.dumps(entry) + "\n")

@@ -55,6 +55,19 @@ def parse_query(data: bytes) -> tuple[int, int, str, int, bytes]:
     return qid, flags, ".".join(labels).lower(), qtype, data[12:pos + 4]
 
 
+def udp_limit(data: bytes) -> int:
+    """The largest UDP answer the asker takes: 512 bytes, or the payload size of its EDNS0 OPT
+    record (an additional record named root, type 41) when the query carries one."""
+    try:
+        arcount = struct.unpack("!H", data[10:12])[0]
+        pos = data.index(b"\0", 12) + 5  # past the question's name, type and class
+        if arcount and data[pos] == 0 and struct.unpack("!H", data[pos + 1:pos + 3])[0] == 41:
+            return max(512, struct.unpack("!H", data[pos + 3:pos + 5])[0])
+    except (ValueError, IndexError, struct.error):
+        pass
+    return 512
+
+
 def _rdata(rtype: int, value: str) -> bytes:
     if rtype == AAAA:
         return ipaddress.IPv6Address(value).packed
@@ -67,9 +80,22 @@ def _rdata(rtype: int, value: str) -> bytes:
 
 
 def build_response(qid: int, qflags: int, question: bytes, rcode: int,
-                   answers: Iterable[tuple[int, str]], authoritative: bool) -> bytes:
+                   answers: Iterable[tuple[int, str]], authoritative: bool, limit: int | None = None) -> bytes:
+    """The answer; with `limit` (UDP), records that do not fit are left out and TC is set, as a
+    DNS server does, so the asker may retry over TCP."""
     answers = list(answers)
+    if limit is not None:
+        sizes = [16 + len(_rdata(rtype, value)) for rtype, value in answers]
+        room, keep = limit - 12 - len(question), 0
+        while keep < len(answers) and sizes[keep] <= room:
+            room -= sizes[keep]
+            keep += 1
+        truncated, answers = keep < len(answers), answers[:keep]
+    else:
+        truncated = False
     flags = 0x8000 | (qflags & 0x0100) | 0x0080 | rcode  # QR, RD copied, RA
+    if truncated:
+        flags |= 0x0200
     if authoritative:
         flags |= 0x0400
     out = [struct.pack("!HHHHHH", qid, flags, 1, len(answers), 0, 0), question]
@@ -142,14 +168,14 @@ class Catalogue:
     def _txt(qtype: int, value: str) -> tuple[int, list[tuple[int, str]]]:
         return NOERROR, ([(TXT, value)] if qtype in (TXT, ANY) else [])
 
-    def respond(self, data: bytes, asker_ip: str | None) -> bytes | None:
+    def respond(self, data: bytes, asker_ip: str | None, limit: int | None = None) -> bytes | None:
         try:
             qid, flags, name, qtype, question = parse_query(data)
         except (ValueError, IndexError, struct.error):
             return None
         rcode, answers = self.answer(name, qtype, asker_ip)
         return build_response(qid, flags, question, rcode, answers,
-                              authoritative=name.rstrip(".").endswith(".internal"))
+                              authoritative=name.rstrip(".").endswith(".internal"), limit=limit)
 
 
 class UDPServer(asyncio.DatagramProtocol):
@@ -160,7 +186,7 @@ class UDPServer(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        reply = self.catalogue.respond(data, addr[0])
+        reply = self.catalogue.respond(data, addr[0], limit=udp_limit(data))
         if reply:
             self.transport.sendto(reply, addr)
 
