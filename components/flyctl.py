@@ -77,22 +77,17 @@ def secrets_text(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def deploy(app: str) -> str:
+def deploy_argv(app: str, strategy: str) -> list[str]:
     """Deploy the build context in the working directory. --ha=false: the first deploy
-    places one Machine in primary_region, and the regions scale from there.
+    places one Machine in primary_region, and the regions scale from there."""
+    return argv("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
+                "--wait-timeout", DEPLOY_WAIT, "--strategy", strategy, app=app, yes=True)
 
-    The strategy is chosen when the command runs, from the Machines the app has then: none
-    (a first deploy, also one resumed after a failure) -> immediate, as a lone JetStream server
-    never passes /healthz and there is nothing to roll; any -> rolling, one Machine at a time,
-    each waiting for /healthz (fly.toml). A failed listing fails the deploy: never guess immediate."""
-    listing = sh(machine_list(app))
-    deploy_args = argv("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
-                       "--wait-timeout", DEPLOY_WAIT, app=app, yes=True)
-    return "\n".join([
-        f"machines=$({listing}) || exit 1",
-        'case "$machines" in *\'"id"\'*) strategy=rolling ;; *) strategy=immediate ;; esac',
-        f'exec {sh(deploy_args)} --strategy "$strategy"',
-    ])
+
+def deploy(python: str, app: str) -> str:
+    """The deploy, through `python -m nats_fly fly deploy`: it lists the app's Machines when it runs
+    and picks the strategy (flyops.deploy_strategy), then runs deploy_argv."""
+    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app])
 
 
 def scale_argv(app: str, region: str, count: int) -> list[str]:

@@ -144,9 +144,38 @@ def converge_region(app: str, region: str, count: int, volume: str, size_gb: int
             time.sleep(3)
 
 
+def deploy_strategy(listing: str) -> str:
+    """The deploy strategy for an app whose `machine list --json` is `listing`. At most one live
+    Machine (a first deploy, or one resumed after its Machine was made): immediate, as there is
+    nothing to roll and a lone JetStream server never passes /healthz, the fly.toml check. More:
+    rolling, one Machine at a time, each waiting for /healthz, which with JetStream means its
+    replicas have caught up. Anything but a JSON list is an error: never guess immediate."""
+    try:
+        machines = json.loads(listing or "[]")
+    except ValueError:
+        raise FlyError(f"cannot read `machine list --json`: {listing.strip()[:200]!r}") from None
+    if machines is None:
+        machines = []
+    if not isinstance(machines, list) or not all(isinstance(m, dict) and "id" in m for m in machines):
+        raise FlyError(f"`machine list --json` is not a list of Machines: {listing.strip()[:200]!r}")
+    live = [m for m in machines if m.get("state") not in GONE]
+    return "immediate" if len(live) <= 1 else "rolling"
+
+
+def deploy(app: str) -> None:
+    """Pick the strategy from the Machines the app has now, then become `flyctl deploy`."""
+    strategy = deploy_strategy(run(flyctl.machine_list(app)))
+    args = flyctl.deploy_argv(app, strategy)
+    print(f"nats-fly: {flyctl.sh(args)}", file=sys.stderr, flush=True)
+    os.execvp(args[0], args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nats-fly fly", description="Fly operations that look first.")
     commands = parser.add_subparsers(dest="command", required=True)
+    deploy_cmd = commands.add_parser("deploy", help="deploy the build context in the working directory, "
+                                                    "immediate or rolling by the Machines the app has")
+    deploy_cmd.add_argument("--app", required=True)
     region = commands.add_parser("region", help="converge a region's volumes and Machine count")
     region.add_argument("--app", required=True)
     region.add_argument("--region", required=True)
@@ -157,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"client URL for the JetStream peer removal (repeatable; default ${URL_ENV}, "
                              f"comma-separated); the sys password comes from ${PASSWORD_ENV} only")
     args = parser.parse_args(argv)
+    if args.command == "deploy":
+        try:
+            deploy(args.app)  # returns only on error
+        except FlyError as error:
+            print(f"nats-fly: {error}", file=sys.stderr)
+        return 1
     urls = [u for value in (args.url or [os.environ.get(URL_ENV, "")]) for u in value.split(",") if u]
     password = os.environ.get(PASSWORD_ENV, "")
     try:

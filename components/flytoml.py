@@ -43,7 +43,7 @@ def fly_toml(s: Settings) -> dict[str, Any]:
         # The rolling deploy's gate: plain /healthz, which with JetStream also asks for a meta leader
         # and every stream and consumer replica on the server to be current. So the next Machine
         # goes down only once the last one has caught up. (The first deploy's lone Machine can't
-        # pass it: flyctl.deploy uses the immediate strategy while the app has no Machine.)
+        # pass it: flyops.deploy_strategy picks immediate while the app has at most one Machine.)
         "checks": {
             "nats_health": {
                 "type": "http", "port": s.ports.monitor, "method": "get", "path": "/healthz",

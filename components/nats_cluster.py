@@ -133,7 +133,7 @@ class NatsCluster(pulumi.ComponentResource):
             deploy_resource=image.deploy,
             **({"volume_size_gb": s.volume_size_gb,
                 "environment": {natsconf.SYS_PASSWORD: sys_password,
-                                flyops.URL_ENV: _scale_down_url(s, region)}} if s.jetstream else {})),
+                                flyops.URL_ENV: scale_down_url(s, region)}} if s.jetstream else {})),
             opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
@@ -205,7 +205,7 @@ def fly_tls_url(s: Settings) -> str:
     return f"tls://{s.app}.fly.dev:{s.ports.public_tls}"
 
 
-def _scale_down_url(s: Settings, region: str) -> str:
+def scale_down_url(s: Settings, region: str) -> str:
     """Where flyops asks JetStream to forget a region's surplus servers: verifyUrls when set
     (REGION=URL; the region's own last, as its Machines are the ones going), else the client URL."""
     given = [u.split("=", 1) for u in s.verify_urls]

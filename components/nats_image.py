@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TypedDict
 
 import pulumi
@@ -42,7 +43,7 @@ class NatsImage(pulumi.ComponentResource):
         # `triggers` would replace the resource instead.
         self.deploy = local.Command(
             f"{name}-deploy",
-            create=flyctl.deploy(s.app),
+            create=flyctl.deploy(sys.executable, s.app),
             dir=str(out),
             environment={"NATS_FLY_IMAGE_SHA": digest, "NATS_FLY_SECRETS_VERSION": args["secrets_version"]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args["app_resource"]],

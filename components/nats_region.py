@@ -30,6 +30,14 @@ class NatsRegionArgs(TypedDict):
     servers from JetStream before they are destroyed. Kept secret; never on the command line."""
 
 
+def region_command(app: str, region: str, machines: int, volume_size_gb: int | None = None) -> str:
+    """The command that converges a region to `machines`: `flyctl scale count`, or with JetStream (a
+    volume size) `python -m nats_fly fly region`, which needs NatsRegionArgs' `environment`."""
+    if volume_size_gb:
+        return flyctl.converge_region(sys.executable, app, region, machines, VOLUME_NAME, volume_size_gb)
+    return flyctl.scale(app, region, machines)
+
+
 class NatsRegion(pulumi.ComponentResource):
     region: pulumi.Output[str]
     """The region code."""
@@ -42,11 +50,7 @@ class NatsRegion(pulumi.ComponentResource):
         # A count change updates in place: `update` is unset, so `create` runs with the new N.
         # Removing the region from the stack deletes this resource, scaling it to 0.
         size = args.get("volume_size_gb")
-        if size:
-            create = flyctl.converge_region(sys.executable, app, region, args["machines"], VOLUME_NAME, size)
-            delete = flyctl.converge_region(sys.executable, app, region, 0, VOLUME_NAME, size)
-        else:
-            create, delete = flyctl.scale(app, region, args["machines"]), flyctl.scale(app, region, 0)
+        create, delete = region_command(app, region, args["machines"], size), region_command(app, region, 0, size)
         environment = args.get("environment") if size else None
         self.scale = local.Command(
             f"{name}-scale",

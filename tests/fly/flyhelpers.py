@@ -15,6 +15,7 @@ import secrets
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,27 +115,24 @@ def components_up(standin, stack: Stack, context: Path, secrets: str | None = No
     sh(standin, flyctl.ensure_app(s.app, s.org))
     sh(standin, flyctl.ensure_ips(s.app, s.public_ipv4))
     sh(standin, flyctl.import_secrets(s.app), stdin=secrets or secrets_text(standin, stack))
-    sh(standin, flyctl.deploy(s.app), cwd=context)
+    sh(standin, flyctl.deploy(sys.executable, s.app), cwd=context)
     for region in s.regions:
         region_up(standin, stack, region, s.machines[region])
 
 
 def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.CompletedProcess:
-    """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it:
-    `scale count`, or with JetStream `python -m nats_fly fly region` (volumes first; on a scale-down,
-    lame duck and removal from JetStream through the edges, the region's own last)."""
-    import sys
-
-    from nats_fly import flyctl, flytoml, flyops, natsconf
-    from nats_fly.nats_cluster import _scale_down_url
+    """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it
+    (with JetStream: the sys password, and the edges for removing surplus servers, the region's own last)."""
+    from nats_fly import flyops, natsconf
+    from nats_fly.nats_cluster import scale_down_url
+    from nats_fly.nats_region import region_command
     s = stack.settings
-    if not s.jetstream:
-        return sh(standin, flyctl.scale(s.app, region, count))
-    edges = dataclasses.replace(s, verify_urls=tuple(
-        f"{r}=nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}" for r in s.regions))
-    env = {natsconf.SYS_PASSWORD: stack.sys_password, flyops.URL_ENV: _scale_down_url(edges, region)}
-    return sh(standin, flyctl.converge_region(sys.executable, s.app, region, count, flytoml.VOLUME_NAME,
-                                              s.volume_size_gb), env=env)
+    env = {}
+    if s.jetstream:
+        edges = dataclasses.replace(s, verify_urls=tuple(
+            f"{r}=nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}" for r in s.regions))
+        env = {natsconf.SYS_PASSWORD: stack.sys_password, flyops.URL_ENV: scale_down_url(edges, region)}
+    return sh(standin, region_command(s.app, region, count, s.volume_size_gb if s.jetstream else None), env=env)
 
 
 def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None:
@@ -142,7 +140,7 @@ def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None
     from nats_fly import flyctl
     sh(standin, flyctl.ensure_app(app, "personal"))
     sh(standin, flyctl.ensure_ips(app, "shared"))
-    sh(standin, flyctl.deploy(app), cwd=context)
+    sh(standin, flyctl.deploy(sys.executable, app), cwd=context)
     for region, count in counts.items():
         sh(standin, flyctl.scale(app, region, count))
 

@@ -2,7 +2,7 @@
 JetStream in a three-server cluster (the fly.toml check is plain /healthz):
 
 - a lone server never passes /healthz: it has no meta leader. So a first deploy, whose one Machine
-  is alone, cannot roll on that check and uses `--strategy immediate` (flyctl.deploy);
+  is alone, cannot roll on that check and uses `--strategy immediate` (flyops.deploy_strategy);
 - /healthz?js-enabled-only=true passes at once, alone or not: it can't tell a server that has
   caught up from one that has not, so it is no gate for a rolling deploy;
 - with its peers up, every server passes /healthz.

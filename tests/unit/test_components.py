@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 
 import pulumi
 import pytest
@@ -54,11 +55,7 @@ def test_every_flyctl_command_line(mock_program, tmp_path):
     ]
     assert inputs["nats-fly-secrets"]["create"] == "flyctl secrets import --stage --app my-nats"
     deploy = inputs["nats-image-deploy"]
-    listing, choice, run = deploy["create"].splitlines()
-    assert listing == "machines=$(flyctl machine list --app my-nats --json) || exit 1"
-    assert shlex.split(run) == [
-        "exec", "flyctl", "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false",
-        "--wait-timeout", "5m", "--app", "my-nats", "--yes", "--strategy", "$strategy"]
+    assert shlex.split(deploy["create"])[1:] == ["-m", "nats_fly", "fly", "deploy", "--app", "my-nats"]
     assert deploy["dir"] == str(tmp_path / "build")
     assert len(deploy["environment"]["NATS_FLY_IMAGE_SHA"]) == 64
     assert inputs["nats-ord-scale"]["create"] == "flyctl scale count 1 --region ord --app my-nats --yes"
@@ -148,11 +145,20 @@ def test_jetstream_regions_converge_volumes_then_count(mock_program, tmp_path):
     assert 'source = "nats_data"' in toml and 'destination = "/data"' in toml
 
 
+MACHINE = '{"id": "%s", "state": "%s", "region": "ord"}'
+
+
 @pytest.mark.parametrize("listing,exit_code,expected", [
     ("[]", 0, "immediate"),  # a first deploy: no Machine to roll, and a lone one can't pass /healthz
-    ('[{"id": "4e4ac60f4dd674", "state": "started"}]', 0, "rolling"),
-    ('[\n  {\n    "id": "e2865013c5e686"\n  }\n]', 0, "rolling"),
+    ("null", 0, "immediate"),
+    ("[%s]" % (MACHINE % ("4e4ac60f4dd674", "started")), 0, "immediate"),  # a first deploy resumed
+    ("[%s, %s]" % (MACHINE % ("4e4ac60f4dd674", "started"), MACHINE % ("e2865013c5e686", "destroyed")), 0,
+     "immediate"),
+    ("[\n  %s,\n  %s\n]" % (MACHINE % ("4e4ac60f4dd674", "started"), MACHINE % ("e2865013c5e686", "stopped")), 0,
+     "rolling"),
     ("Error: failed to list machines", 1, None),  # never guess: no deploy at all
+    ("No machines are available on this app", 0, None),  # not JSON
+    ('{"id": "4e4ac60f4dd674"}', 0, None),  # not a list
 ])
 def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listing, exit_code, expected):
     from nats_fly import flyctl
@@ -163,12 +169,13 @@ def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listi
                     "if [ \"$1 $2\" = \"machine list\" ]; then printf '%%s\\n' '%s'; exit %d; fi\n"
                     % (calls, listing.replace("'", "'\\''"), exit_code))
     fake.chmod(0o755)
-    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy("my-nats")], capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats")], capture_output=True,
+                          text=True, env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
     lines = calls.read_text().splitlines()
     assert lines[0] == "machine list --app my-nats --json"
     if expected is None:
-        assert proc.returncode == 1 and len(lines) == 1
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     else:
-        assert proc.returncode == 0 and lines[1].startswith("deploy . --config fly.toml")
-        assert lines[1].endswith(f"--strategy {expected}")
+        assert proc.returncode == 0 and lines[1:] == [
+            "deploy . --config fly.toml --remote-only --ha=false --wait-timeout 5m "
+            f"--strategy {expected} --app my-nats --yes"], (lines, proc.stderr)
