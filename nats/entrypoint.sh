@@ -6,11 +6,12 @@
 # started Machines and its catalogue is eventually consistent, and nats-server gives
 # up for good on a route whose name resolves only to itself. Machines that cold-start
 # together would each see only themselves and stay islands. Waiting (NATS_PEER_WAIT
-# seconds by the clock, plus at most one DNS timeout) until the route name resolves to
-# someone else makes the first dial find a peer; once any route is up, gossip completes
-# the mesh. A watcher that reloads routes would have to stay alive beside nats-server,
-# forward signals and own the process tree: more moving parts for the same result. A lone first
-# Machine only pays the wait once, then serves; later Machines find it at once.
+# seconds by the clock, plus at most one round of lookups, longer only when DNS does not
+# answer) until the route name resolves to someone else makes the first dial find a peer;
+# once any route is up, gossip completes the mesh. A watcher that reloads routes would have
+# to stay alive beside nats-server, forward signals and own the process tree: more moving
+# parts for the same result. The only Machine the route name can reach waits just long
+# enough to be sure of it (ALONE_SETTLE); later Machines find it at once.
 # POSIX sh with busybox tools only, as in the nats:alpine image.
 set -eu
 
@@ -21,6 +22,7 @@ set -eu
 cluster_port="${NATS_CLUSTER_PORT:-4248}"
 gateway_port="${NATS_GATEWAY_PORT:-7222}"
 peer_wait="${NATS_PEER_WAIT:-20}"
+ALONE_SETTLE=5  # seconds: Fly DNS propagation, a few seconds
 
 internal="${FLY_APP_NAME}.internal"
 # Stable across restarts and host moves, unlike the 6PN address.
@@ -60,6 +62,11 @@ NATS_TLS_KEY_FILE=$(quote "$tls_dir/key.pem")
 export NATS_TLS_CERT_FILE NATS_TLS_KEY_FILE
 unset NATS_TLS_KEY NATS_TLS_CERT
 
+# The first string of a name's TXT record (busybox nslookup prints no other), or nothing.
+txt_of() {
+  nslookup -type=TXT "$1" 2>/dev/null | sed -n 's/.*text = "\(.*\)"$/\1/p'
+}
+
 # The addresses a name resolves to right now. When Fly DNS does not answer, busybox nslookup
 # gives up after 5 s and this prints nothing.
 addresses_of() {
@@ -75,8 +82,7 @@ addresses_of() {
 peer_addresses() {
   names=$peers
   if [ "$peers" = "$internal" ]; then
-    regions=$(nslookup -type=TXT "regions.${internal}" 2>/dev/null |
-      sed -n 's/.*text = "\(.*\)"/\1/p' | tr ',' ' ')
+    regions=$(txt_of "regions.${internal}" | tr ',' ' ')
     [ -z "$regions" ] || names=$(for r in $regions; do printf '%s.%s ' "$r" "$internal"; done)
   fi
   for name in $names; do addresses_of "$name"; done |
@@ -87,10 +93,11 @@ peer_addresses() {
 # only one (mesh), or our region's (supercluster). Then no island can form and there is nothing
 # to wait for: a dev stack's one Machine, a first deploy, a supercluster region of one. From
 # all.vms.<app>.internal ("<id> <region>,..."; stopped Machines too). Trusted only when complete:
-# we are in it (so it is at least as new as our Machine), and it is one TXT string under 255
-# characters, as busybox nslookup prints only the first string. Anything else: not alone.
+# we are in it, and it is one TXT string under 255 characters, as busybox nslookup prints only the
+# first string. Anything else: not alone. Other Machines' records reach DNS a few seconds late, so
+# a Machine made alongside us may be missing yet: the caller asks again for ALONE_SETTLE seconds.
 only_machine() {
-  vms=$(nslookup -type=TXT "all.vms.${internal}" 2>/dev/null | sed -n 's/.*text = "\(.*\)"$/\1/p')
+  vms=$(txt_of "all.vms.${internal}")
   [ -n "$vms" ] && [ "${#vms}" -lt 255 ] || return 1
   scope=$(printf '%s\n' "$vms" | tr ',' '\n' |
     awk -v region="$FLY_REGION" -v mesh="$([ "$peers" = "$internal" ] && echo 1)" \
@@ -103,8 +110,20 @@ only_machine() {
 # the ones seeded, so a later lookup that fails cannot turn a found peer into no peer.
 started=$(date +%s)
 found=$(peer_addresses)
+settle=$ALONE_SETTLE
+[ "$settle" -le "$peer_wait" ] || settle=$peer_wait
+alone=""
 if [ "$peer_wait" -gt 0 ] && [ -z "$found" ] && only_machine; then
-  echo "nats-fly: the only Machine at ${peers} (all.vms.${internal}); starting ${FLY_REGION}-${FLY_MACHINE_ID} without waiting"
+  alone=yes
+  while [ -z "$found" ] && [ $(($(date +%s) - started)) -lt "$settle" ]; do
+    sleep 1
+    found=$(peer_addresses)
+    if [ -z "$found" ] && ! only_machine; then alone=""; fi
+    [ -n "$alone" ] || break
+  done
+fi
+if [ -n "$alone" ] && [ -z "$found" ]; then
+  echo "nats-fly: the only Machine at ${peers} (all.vms.${internal}, ${settle}s); starting ${FLY_REGION}-${FLY_MACHINE_ID}"
 elif [ "$peer_wait" -gt 0 ]; then
   if [ -z "$found" ]; then
     echo "nats-fly: waiting up to ${peer_wait}s for a peer at ${peers}"

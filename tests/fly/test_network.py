@@ -145,3 +145,24 @@ def test_udp_answers_over_512_bytes_are_truncated_with_tc_and_whole_over_tcp():
     assert dns.udp_limit(edns) == 1232
     flags, count = flags_and_count(catalogue.respond(edns, None, limit=dns.udp_limit(edns)))
     assert not flags & 0x0200 and count == 18
+
+
+def test_machines_made_together_under_dns_delay_join_not_island(standin):
+    """A new app's first Machine, then a second one at once, with DNS 3 s behind: each first looks
+    alone in all.vms, asks again for the settle time, sees the other appear, and waits for it: one
+    cluster of two. (Trusting the first all.vms answer, each started alone: two islands.)"""
+    import secrets as random
+    from nats_fly import flyctl
+    stack = fh.load_stack("prod", app=f"pair-{random.token_hex(3)}", regions=("ord",), machines={"ord": 2},
+                          jetstream=False)
+    standin.set_dns_delay(3)
+    try:
+        fh.components_up(standin, stack, fh.render_ours(stack, standin.root / "contexts" / stack.app))
+        took = fh.wait_mesh(standin, stack.app, 2, 40)
+        guard = {m["id"]: fh.console(standin, m["id"], "nats-fly: ") for m in standin.machines(stack.app)}
+        assert took is not None, (fh.describe(standin.routes(stack.app)), guard)
+        assert not fh.wait_routes_complete(standin, stack.app)
+        assert all("peers at" in lines for lines in guard.values()), guard
+    finally:
+        standin.set_dns_delay(0)
+        fh.sh(standin, flyctl.destroy_app(stack.app))

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import copy
 import math
+import time
 from dataclasses import asdict
 
 from . import flytoml, image as images
@@ -32,6 +33,7 @@ def launch(ctx: Context, app: st.App, region: str, config: dict, image: dict,
         volume.attached_machine_id = m.id
     m.event("launch", "created", source="user")
     ctx.state.machines[m.id] = m
+    ctx.daemon.first_seen[m.id] = time.monotonic()  # when its all.vms entry starts to propagate
     ctx.state.save()
     ctx.daemon.background(ctx.runtime.start(m))
     return m

@@ -42,6 +42,7 @@ class Daemon:
         self.state = State(root / "state.json")
         self.network = Network(run_id)
         self.faults: list[dict] = []
+        self.first_seen: dict[str, float] = {}  # Machine id -> monotonic time it was made (all.vms)
         self.leases: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
@@ -101,7 +102,9 @@ class Daemon:
         return self.leases.setdefault(app, asyncio.Lock())
 
     def _records(self) -> list[dns.Record]:
-        return [dns.Record(m.app, m.id, m.region, m.private_ip, m.process_group, self.runtime.started_at(m.id))
+        now = time.monotonic()
+        return [dns.Record(m.app, m.id, m.region, m.private_ip, m.process_group, self.runtime.started_at(m.id),
+                           self.first_seen.setdefault(m.id, now))
                 for m in self.state.machines.values()]
 
     def new_machine_id(self) -> str:

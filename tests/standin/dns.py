@@ -30,6 +30,7 @@ class Record:
     ip: str
     process_group: str
     started_at: float  # monotonic; 0 when not started
+    created_at: float = 0.0  # monotonic: when the stand-in first saw the Machine
 
 
 # --- wire format ---------------------------------------------------------------
@@ -85,7 +86,7 @@ def build_response(qid: int, qflags: int, question: bytes, rcode: int,
     DNS server does, so the asker may retry over TCP."""
     answers = list(answers)
     if limit is not None:
-        sizes = [16 + len(_rdata(rtype, value)) for rtype, value in answers]
+        sizes = [12 + len(_rdata(rtype, value)) for rtype, value in answers]  # name: a 2-byte pointer
         room, keep = limit - 12 - len(question), 0
         while keep < len(answers) and sizes[keep] <= room:
             room -= sizes[keep]
@@ -143,8 +144,10 @@ class Catalogue:
             return self._txt(qtype, ",".join(sorted({r.region for r in mine})))
         if sub == "vms":
             return self._txt(qtype, ",".join(f"{r.machine_id} {r.region}" for r in mine))
-        if sub == "all.vms":  # every Machine of the app, stopped and not yet started ones too
-            everyone = sorted((r for r in self.records() if r.app == app), key=lambda r: r.machine_id)
+        if sub == "all.vms":  # every Machine of the app, stopped and not yet started ones too, each
+            now = time.monotonic()  # seen `delay` seconds after it was made (the asker's own at once)
+            everyone = sorted((r for r in self.records() if r.app == app
+                               and (r.ip == asker_ip or now >= r.created_at + self.delay)), key=lambda r: r.machine_id)
             return self._txt(qtype, ",".join(f"{r.machine_id} {r.region}" for r in everyone))
         if sub in ("", "global"):
             chosen = mine

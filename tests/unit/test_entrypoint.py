@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -74,9 +75,10 @@ ME, ME_IP = "4e4ac1d2e3f4a5", "fdaa:0:1::2"
 DASH = shutil.which("dash") or "/bin/dash"
 
 
-def guard(tmp_path, topology: str, records: dict[tuple[str, str], str], peer_wait: int = 5) -> tuple[str, dict, float]:
-    """Run the entrypoint as Machine ME in syd with `records` ((type, name) -> text) in DNS;
-    -> (its console, what it exported, seconds it took)."""
+def guard(tmp_path, topology: str, records: dict[tuple[str, str], str], peer_wait: int = 5,
+          later: tuple[tuple[float, dict[tuple[str, str], str]], ...] = ()) -> tuple[str, dict, float]:
+    """Run the entrypoint as Machine ME in syd with `records` ((type, name) -> text) in DNS, and
+    `later`: (seconds, records) written while it runs; -> (its console, what it exported, seconds)."""
     s = load({"app": "my-nats", "regions": ["syd", "ord"], "topology": topology})
     context = buildctx.write(buildctx.build_context(s), tmp_path / "ctx")
     bin_dir, dns_dir = tmp_path / "bin", tmp_path / "dns"
@@ -85,16 +87,26 @@ def guard(tmp_path, topology: str, records: dict[tuple[str, str], str], peer_wai
         (bin_dir / tool).symlink_to(BUSYBOX)
     (bin_dir / "nslookup").write_text(FAKE_NSLOOKUP)
     (bin_dir / "nslookup").chmod(0o755)
-    for (rtype, name), text in records.items():
-        (dns_dir / rtype).mkdir(parents=True, exist_ok=True)
-        (dns_dir / rtype / name).write_text(text + "\n")
+    def publish(given: dict[tuple[str, str], str]) -> None:
+        for (rtype, name), text in given.items():
+            (dns_dir / rtype).mkdir(parents=True, exist_ok=True)
+            (dns_dir / rtype / f".{name}").write_text(text + "\n")
+            (dns_dir / rtype / f".{name}").rename(dns_dir / rtype / name)
+    publish(records)
+    timers = [threading.Timer(at, publish, (given,)) for at, given in later]
     env = {"PATH": str(bin_dir), "FAKE_DNS": str(dns_dir), "FLY_APP_NAME": "my-nats",
            "FLY_REGION": "syd", "FLY_MACHINE_ID": ME, "FLY_PRIVATE_IP": ME_IP, "NATS_TOPOLOGY": topology,
            "NATS_PEER_WAIT": str(peer_wait), "NATS_ROUTE_PASSWORD": "r" * 64, "NATS_TLS_CERT": "c",
            "NATS_TLS_KEY": "k", "NATS_FLY_TLS_DIR": str(tmp_path / "tls")}
     started = time.monotonic()
-    result = subprocess.run([DASH, str(context / "entrypoint.sh"), "env"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    for timer in timers:
+        timer.start()
+    try:
+        result = subprocess.run([DASH, str(context / "entrypoint.sh"), "env"], env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        for timer in timers:
+            timer.cancel()
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     console = "\n".join(line for line in result.stdout.splitlines() if line.startswith("nats-fly: "))
@@ -126,25 +138,42 @@ def test_mesh_without_the_regions_record_asks_the_app_name(tmp_path):
     ("mesh", f"{ME} syd"),  # a dev stack's one Machine, or a first deploy
     ("supercluster", f"0a0b0c0d0e0f10 ord,{ME} syd,1b2b3b4b5b6b7b ord"),  # a region of one
 ])
-def test_the_only_machine_in_reach_starts_without_waiting(tmp_path, topology, vms):
+def test_the_only_machine_in_reach_starts_after_the_settle_time_not_peer_wait(tmp_path, topology, vms):
     console, exported, took = guard(tmp_path, topology, {("TXT", "all.vms.my-nats.internal"): vms,
                                                          ("TXT", "regions.my-nats.internal"): "syd",
-                                                         ("AAAA", "syd.my-nats.internal"): ME_IP})
+                                                         ("AAAA", "syd.my-nats.internal"): ME_IP}, peer_wait=20)
     assert "the only Machine" in console and "waiting up to" not in console, console
-    assert took < 4  # the wait would be 5 s
+    assert 5 <= took < 12  # it asks again for 5 s (DNS propagation); peerWait would be 20 s
     peers = "syd.my-nats.internal" if topology == "supercluster" else "my-nats.internal"
     assert route_hosts(exported) == [peers]
 
 
-@pytest.mark.parametrize("why,vms", [
-    ("a region-mate exists (stopped, or not started yet)", f"{ME} syd,0a0b0c0d0e0f10 syd"),
-    ("the answer predates us", "0a0b0c0d0e0f10 ord"),
-    ("no answer", None),
-    ("only the first 255 characters are readable", ",".join([f"{ME} syd"] + [f"{i:014x} ord" for i in range(14)])),
+@pytest.mark.parametrize("topology,why,vms", [
+    ("supercluster", "a region-mate exists (stopped, or not started yet)", f"{ME} syd,0a0b0c0d0e0f10 syd"),
+    ("mesh", "another Machine exists, in another region", f"{ME} syd,0a0b0c0d0e0f10 ord"),
+    ("supercluster", "the answer predates us", "0a0b0c0d0e0f10 ord"),
+    ("supercluster", "no answer", None),
+    ("supercluster", "only the first 255 characters are readable",
+     ",".join([f"{ME} syd"] + [f"{i:014x} ord" for i in range(14)])),
 ])
-def test_anything_short_of_certainty_waits_for_a_peer(tmp_path, why, vms):
-    records = {("AAAA", "syd.my-nats.internal"): ME_IP}
+def test_anything_short_of_certainty_waits_for_a_peer(tmp_path, topology, why, vms):
+    records = {("AAAA", "syd.my-nats.internal"): ME_IP, ("AAAA", "my-nats.internal"): ME_IP}
     if vms is not None:
         records[("TXT", "all.vms.my-nats.internal")] = vms[:255]
-    console, _, took = guard(tmp_path, "supercluster", records, peer_wait=1)
-    assert "waiting up to 1s" in console and "no peer at syd.my-nats.internal after 1s" in console, (why, console)
+    console, _, took = guard(tmp_path, topology, records, peer_wait=1)
+    peers = "syd.my-nats.internal" if topology == "supercluster" else "my-nats.internal"
+    assert f"waiting up to 1s" in console and f"no peer at {peers} after 1s" in console, (why, console)
+
+
+def test_a_machine_made_alongside_that_dns_shows_late_ends_the_settle_and_is_waited_for(tmp_path):
+    """Alone by all.vms at first; 2 s later a region-mate made with us shows up there, and at 8 s (past
+    the settle time) in AAAA, once started: no island, it is waited for and seeded."""
+    mate = "fdaa:0:1::9"
+    console, exported, took = guard(
+        tmp_path, "supercluster", {("TXT", "all.vms.my-nats.internal"): f"{ME} syd",
+                                   ("AAAA", "syd.my-nats.internal"): ME_IP},
+        peer_wait=20, later=((2, {("TXT", "all.vms.my-nats.internal"): f"{ME} syd,0a0b0c0d0e0f10 syd"}),
+                             (8, {("AAAA", "syd.my-nats.internal"): f"{ME_IP}\n{mate}"})))
+    assert "the only Machine" not in console and "waiting up to 20s" in console, console
+    assert "peers at syd.my-nats.internal after" in console and 8 <= took < 15, (console, took)
+    assert route_hosts(exported) == [f"[{mate}]"]
