@@ -8,6 +8,7 @@ which stays fresh for deletes that run with a Command's stored inputs.
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Mapping
 
@@ -84,10 +85,19 @@ def deploy_argv(app: str, strategy: str) -> list[str]:
                 "--wait-timeout", DEPLOY_WAIT, "--strategy", strategy, app=app, yes=True)
 
 
-def deploy(python: str, app: str) -> str:
-    """The deploy, through `python -m nats_fly fly deploy`: it lists the app's Machines when it runs
-    and picks the strategy (flyops.deploy_strategy), then runs deploy_argv."""
-    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app])
+def deploy(python: str, app: str, directory: str) -> str:
+    """The deploy of the build context in `directory`, through `python -m nats_fly fly deploy`: it
+    lists the app's Machines when it runs and picks the strategy (flyops.deploy_strategy), then runs
+    deploy_argv there."""
+    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app, "--dir", directory])
+
+
+def portable(path: str | os.PathLike) -> str:
+    """`path` relative to the working directory (the project's, where Pulumi runs commands) when it
+    lies under it. Commands keep their text from one checkout, CI runner or venv rebuild to the
+    next: a Command whose text changed runs again, and the deploy would roll every Machine."""
+    absolute, here = os.path.abspath(path), os.getcwd()
+    return os.path.relpath(absolute, here) if absolute.startswith(here + os.sep) else absolute
 
 
 def scale_argv(app: str, region: str, count: int) -> list[str]:

@@ -43,9 +43,22 @@ def region_volumes(app: str, region: str, name: str) -> list[dict]:
             if v.get("name") == name and v.get("region") == region and v.get("state") not in GONE]
 
 
+def live_machines(listing: str) -> list[dict]:
+    """The Machines in `machine list --json` output that are not being destroyed. Anything but a JSON
+    list of Machines (`[]` or `null` when there are none) is an error: never guess."""
+    try:
+        machines = json.loads(listing)
+    except ValueError:
+        raise FlyError(f"cannot read `machine list --json`: {listing.strip()[:200]!r}") from None
+    if machines is None:
+        machines = []
+    if not isinstance(machines, list) or not all(isinstance(m, dict) and "id" in m for m in machines):
+        raise FlyError(f"`machine list --json` is not a list of Machines: {listing.strip()[:200]!r}")
+    return [m for m in machines if m.get("state") not in GONE]
+
+
 def region_machines(app: str, region: str) -> list[dict]:
-    return [m for m in json.loads(run(flyctl.machine_list(app)) or "[]")
-            if m.get("region") == region and m.get("state") not in GONE]
+    return [m for m in live_machines(run(flyctl.machine_list(app))) if m.get("region") == region]
 
 
 def surplus_machines(machines: list[dict], count: int) -> list[dict]:
@@ -149,24 +162,16 @@ def deploy_strategy(listing: str) -> str:
     Machine (a first deploy, or one resumed after its Machine was made): immediate, as there is
     nothing to roll and a lone JetStream server never passes /healthz, the fly.toml check. More:
     rolling, one Machine at a time, each waiting for /healthz, which with JetStream means its
-    replicas have caught up. Anything but a JSON list is an error: never guess immediate."""
-    try:
-        machines = json.loads(listing or "[]")
-    except ValueError:
-        raise FlyError(f"cannot read `machine list --json`: {listing.strip()[:200]!r}") from None
-    if machines is None:
-        machines = []
-    if not isinstance(machines, list) or not all(isinstance(m, dict) and "id" in m for m in machines):
-        raise FlyError(f"`machine list --json` is not a list of Machines: {listing.strip()[:200]!r}")
-    live = [m for m in machines if m.get("state") not in GONE]
-    return "immediate" if len(live) <= 1 else "rolling"
+    replicas have caught up. An unreadable listing is an error (live_machines): never guess immediate."""
+    return "immediate" if len(live_machines(listing)) <= 1 else "rolling"
 
 
-def deploy(app: str) -> None:
-    """Pick the strategy from the Machines the app has now, then become `flyctl deploy`."""
+def deploy(app: str, directory: str) -> None:
+    """Pick the strategy from the Machines the app has now, then become `flyctl deploy` in `directory`."""
     strategy = deploy_strategy(run(flyctl.machine_list(app)))
     args = flyctl.deploy_argv(app, strategy)
-    print(f"nats-fly: {flyctl.sh(args)}", file=sys.stderr, flush=True)
+    print(f"nats-fly: {flyctl.sh(args)} (in {directory})", file=sys.stderr, flush=True)
+    os.chdir(directory)
     os.execvp(args[0], args)
 
 
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     deploy_cmd = commands.add_parser("deploy", help="deploy the build context in the working directory, "
                                                     "immediate or rolling by the Machines the app has")
     deploy_cmd.add_argument("--app", required=True)
+    deploy_cmd.add_argument("--dir", default=".", help="the build context (fly.toml, Dockerfile, ...)")
     region = commands.add_parser("region", help="converge a region's volumes and Machine count")
     region.add_argument("--app", required=True)
     region.add_argument("--region", required=True)
@@ -188,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "deploy":
         try:
-            deploy(args.app)  # returns only on error
-        except FlyError as error:
+            deploy(args.app, args.dir)  # returns only on error
+        except (FlyError, OSError) as error:
             print(f"nats-fly: {error}", file=sys.stderr)
         return 1
     urls = [u for value in (args.url or [os.environ.get(URL_ENV, "")]) for u in value.split(",") if u]

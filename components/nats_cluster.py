@@ -132,8 +132,7 @@ class NatsCluster(pulumi.ComponentResource):
             app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
             deploy_resource=image.deploy,
             **({"volume_size_gb": s.volume_size_gb,
-                "environment": {natsconf.SYS_PASSWORD: sys_password,
-                                flyops.URL_ENV: scale_down_url(s, region)}} if s.jetstream else {})),
+                "environment": region_environment(s, region, sys_password)} if s.jetstream else {})),
             opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
         self.app_name = app.app_name
         self.hostname = app.hostname
@@ -189,7 +188,7 @@ class NatsCluster(pulumi.ComponentResource):
         state = pulumi.Output.all(self.image_hash, self.machines).apply(lambda v: _sha256(repr(v)))
         local.Command(
             f"{name}-verify",
-            create=flyctl.verify(sys.executable, self._verify_urls, dict(s.machines), s.topology, s.jetstream),
+            create=flyctl.verify(flyctl.portable(sys.executable), self._verify_urls, dict(s.machines), s.topology, s.jetstream),
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
         )
@@ -203,6 +202,12 @@ def fly_client_url(s: Settings) -> str:
 def fly_tls_url(s: Settings) -> str:
     """The port where Fly's tls handler terminates TLS, for TLS-first clients."""
     return f"tls://{s.app}.fly.dev:{s.ports.public_tls}"
+
+
+def region_environment(s: Settings, region: str, sys_password: Any) -> dict[str, Any]:
+    """What a JetStream region's command needs to remove surplus servers from JetStream: the system
+    password and where to reach the cluster (NatsRegionArgs' `environment`)."""
+    return {natsconf.SYS_PASSWORD: sys_password, flyops.URL_ENV: scale_down_url(s, region)}
 
 
 def scale_down_url(s: Settings, region: str) -> str:

@@ -115,8 +115,10 @@ settle=$ALONE_SETTLE
 alone=""
 if [ "$peer_wait" -gt 0 ] && [ -z "$found" ] && only_machine; then
   alone=yes
-  while [ -z "$found" ] && [ $(($(date +%s) - started)) -lt "$settle" ]; do
+  round=0  # rounds, not the clock: whole-second `date` could cut the settle short by up to 1 s
+  while [ -z "$found" ] && [ "$round" -lt "$settle" ]; do
     sleep 1
+    round=$((round + 1))
     found=$(peer_addresses)
     if [ -z "$found" ] && ! only_machine; then alone=""; fi
     [ -n "$alone" ] || break

@@ -506,18 +506,24 @@ def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(
         up = min(e["timestamp"] / 1000 for e in events if e["type"] == "start" and e["timestamp"] / 1000 >= down)
         order.append((down, up, m))
     order.sort(key=lambda o: o[0])
-    catch_up = {}
+    catch_up, held_back = {}, 0
     for (down, up, m), nxt in zip(order, order[1:] + [None]):
         unhealthy, healthy = health.first_ok(m["id"], up)
         _, enabled = health.first_ok(m["id"], up, column=3)
         assert healthy is not None, f"{m['id']} never answered /healthz 200 after its restart"
-        # Seen not healthy after its restart, so the comparison below has a moment to compare with.
-        assert unhealthy > up, f"{m['id']}: no failing /healthz poll between its restart and its 200"
+        # Up, JetStream enabled (the old gate would pass), but not current yet (plain /healthz fails).
+        catching_up = [at for at, mid, full, js_only in health.polls
+                       if mid == m["id"] and up <= at < healthy and js_only == 200 and full not in (None, 200)]
         catch_up[f"{m['region']}-{m['id']}"] = {"js_enabled_only_200_s": round(enabled - up, 2) if enabled else None,
-                                                 "healthz_200_s": round(healthy - up, 2)}
+                                                 "healthz_200_s": round(healthy - up, 2),
+                                                 "polls_catching_up": len(catching_up)}
         if nxt is not None:
+            assert unhealthy > up, f"{m['id']}: no failing /healthz poll between its restart and its 200"
             assert nxt[0] > unhealthy, (f"{nxt[2]['id']} went down at {nxt[0]:.2f}, while {m['id']} still "
                                         f"answered /healthz with an error at {unhealthy:.2f}")
+            held_back += bool(catching_up)
+    # At least once the next Machine waited while the old gate (js-enabled-only) already said 200.
+    assert held_back, f"no Machine was seen catching up before the next went down: {catch_up}"
     print(f"rolling deploy gate, seconds from each restart: {json.dumps(catch_up)}")
     d.figure("rolling_deploy", {"publishers": {p.subject: p.summary() for p in publishers},
                                 "lost_acked": len(lost), "clients": state, "lame_duck": ldm,

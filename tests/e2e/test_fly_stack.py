@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 from collections import Counter
 
 import pytest
@@ -104,6 +105,14 @@ def test_fly_stack_lifecycle(fly_project, standin):
         noop = ops.step("no-op up")
         assert not [c for c in noop if c["mutates"]], noop
         assert set(stack.last_changes()) == {"same"}
+
+        # The same project from another checkout path (a CI runner, a colleague's clone): still a no-op.
+        moved = stack.root.with_name(stack.root.name + "-elsewhere")
+        shutil.move(stack.root, moved)
+        stack.root = moved
+        stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+        elsewhere = ops.step("no-op up, moved checkout")
+        assert not [c for c in elsewhere if c["mutates"]], elsewhere
 
         exported = stack.pulumi("stack", "export").stdout
         for secret in (SYS_PASSWORD, APP_PASSWORD):

@@ -115,7 +115,7 @@ def components_up(standin, stack: Stack, context: Path, secrets: str | None = No
     sh(standin, flyctl.ensure_app(s.app, s.org))
     sh(standin, flyctl.ensure_ips(s.app, s.public_ipv4))
     sh(standin, flyctl.import_secrets(s.app), stdin=secrets or secrets_text(standin, stack))
-    sh(standin, flyctl.deploy(sys.executable, s.app), cwd=context)
+    sh(standin, flyctl.deploy(sys.executable, s.app, str(context)))
     for region in s.regions:
         region_up(standin, stack, region, s.machines[region])
 
@@ -123,15 +123,14 @@ def components_up(standin, stack: Stack, context: Path, secrets: str | None = No
 def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.CompletedProcess:
     """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it
     (with JetStream: the sys password, and the edges for removing surplus servers, the region's own last)."""
-    from nats_fly import flyops, natsconf
-    from nats_fly.nats_cluster import scale_down_url
+    from nats_fly.nats_cluster import region_environment
     from nats_fly.nats_region import region_command
     s = stack.settings
     env = {}
     if s.jetstream:
         edges = dataclasses.replace(s, verify_urls=tuple(
             f"{r}=nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}" for r in s.regions))
-        env = {natsconf.SYS_PASSWORD: stack.sys_password, flyops.URL_ENV: scale_down_url(edges, region)}
+        env = region_environment(edges, region, stack.sys_password)
     return sh(standin, region_command(s.app, region, count, s.volume_size_gb if s.jetstream else None), env=env)
 
 
@@ -140,7 +139,7 @@ def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None
     from nats_fly import flyctl
     sh(standin, flyctl.ensure_app(app, "personal"))
     sh(standin, flyctl.ensure_ips(app, "shared"))
-    sh(standin, flyctl.deploy(sys.executable, app), cwd=context)
+    sh(standin, flyctl.deploy(sys.executable, app, str(context)))
     for region, count in counts.items():
         sh(standin, flyctl.scale(app, region, count))
 

@@ -259,7 +259,7 @@ def test_rolling_redeploy_replaces_one_machine_at_a_time(standin, prod, tmp_path
                        prod.sys_password, prod.user_passwords)
     context = fh.render_ours(changed, tmp_path / "build")
     started = time.time() * 1000
-    out = fh.sh(standin, flyctl.deploy(sys.executable, prod.app), cwd=context).stdout
+    out = fh.sh(standin, flyctl.deploy(sys.executable, prod.app, str(context))).stdout
     assert "with rolling strategy" in out
     after = fh.machine_list(standin, prod.app)
     assert {m["id"]: m["region"] for m in after} == before  # updated in place, counts kept

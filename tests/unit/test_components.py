@@ -55,8 +55,9 @@ def test_every_flyctl_command_line(mock_program, tmp_path):
     ]
     assert inputs["nats-fly-secrets"]["create"] == "flyctl secrets import --stage --app my-nats"
     deploy = inputs["nats-image-deploy"]
-    assert shlex.split(deploy["create"])[1:] == ["-m", "nats_fly", "fly", "deploy", "--app", "my-nats"]
-    assert deploy["dir"] == str(tmp_path / "build")
+    assert shlex.split(deploy["create"])[1:] == ["-m", "nats_fly", "fly", "deploy", "--app", "my-nats",
+                                                 "--dir", str(tmp_path / "build")]
+    assert "dir" not in deploy  # the command runs where Pulumi runs it; its text names the context
     assert len(deploy["environment"]["NATS_FLY_IMAGE_SHA"]) == 64
     assert inputs["nats-ord-scale"]["create"] == "flyctl scale count 1 --region ord --app my-nats --yes"
     assert inputs["nats-syd-scale"]["create"] == "flyctl scale count 3 --region syd --app my-nats --yes"
@@ -159,6 +160,7 @@ MACHINE = '{"id": "%s", "state": "%s", "region": "ord"}'
     ("Error: failed to list machines", 1, None),  # never guess: no deploy at all
     ("No machines are available on this app", 0, None),  # not JSON
     ('{"id": "4e4ac60f4dd674"}', 0, None),  # not a list
+    ("", 0, None),  # nothing at all
 ])
 def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listing, exit_code, expected):
     from nats_fly import flyctl
@@ -169,7 +171,7 @@ def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listi
                     "if [ \"$1 $2\" = \"machine list\" ]; then printf '%%s\\n' '%s'; exit %d; fi\n"
                     % (calls, listing.replace("'", "'\\''"), exit_code))
     fake.chmod(0o755)
-    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats")], capture_output=True,
+    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))], capture_output=True,
                           text=True, env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
     lines = calls.read_text().splitlines()
     assert lines[0] == "machine list --app my-nats --json"
@@ -179,3 +181,32 @@ def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listi
         assert proc.returncode == 0 and lines[1:] == [
             "deploy . --config fly.toml --remote-only --ha=false --wait-timeout 5m "
             f"--strategy {expected} --app my-nats --yes"], (lines, proc.stderr)
+
+
+def test_command_paths_are_relative_to_the_project_when_under_it(tmp_path, monkeypatch):
+    """A Command whose text changes runs again: paths under the project are written relative to it,
+    so another checkout or a rebuilt venv keeps every command the same."""
+    from nats_fly import flyctl
+    project = tmp_path / "project"
+    (project / ".venv" / "bin").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    assert flyctl.portable(project / ".venv" / "bin" / "python") == ".venv/bin/python"
+    assert flyctl.portable(str(project / ".nats-fly" / "prod" / "build")) == ".nats-fly/prod/build"
+    assert flyctl.portable(tmp_path / "project2" / "x") == str(tmp_path / "project2" / "x")  # a sibling
+    assert flyctl.portable("/usr/bin/python3") == "/usr/bin/python3"
+
+
+def test_deploy_passes_on_the_exit_code_of_flyctl_deploy_and_names_a_missing_flyctl(tmp_path):
+    from nats_fly import flyctl
+    fake = tmp_path / "bin" / "flyctl"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nif [ \"$1 $2\" = \"machine list\" ]; then echo '[]'; exit 0; fi\nexit 7\n")
+    fake.chmod(0o755)
+    failed = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))],
+                            capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert failed.returncode == 7
+    fake.unlink()
+    missing = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))],
+                             capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"})
+    assert missing.returncode == 1 and "nats-fly:" in missing.stderr and "Traceback" not in missing.stderr
