@@ -203,9 +203,9 @@ def main() -> None:
         f"Polled every {POLL:g} s, so times are +-{POLL:g} s.",
         "The example's failures are islands: a server whose route name resolved only to itself drops the route "
         "for good (tests/standin/README.md), so waiting longer does not help.",
-        "Ours at 18 Machines (6 per region): the island guard asks DNS region by region (<region>.<app>.internal, "
-        "regions from the regions TXT record): a UDP answer holds at most 512 bytes (about 17 AAAA records) and "
-        "busybox nslookup does not retry over TCP. Before it did, and while the stand-in sent oversized answers "
+        "Ours at 18 Machines (6 per region): when the answer for <app>.internal is full (15 or more addresses), "
+        "the island guard also asks each region (<region>.<app>.internal, regions from the regions TXT record): "
+        "a UDP answer holds at most 512 bytes (about 17 AAAA records) and busybox nslookup does not retry over TCP. Before it did, and while the stand-in sent oversized answers "
         "whole (busybox: 'Parse error'), every Machine of an 18-Machine app saw no peer and waited out peerWait "
         "(20 s; 9/10, median 23 s). The stand-in now truncates with TC, as a DNS server does.",
         "The supercluster at 3 Machines (one per region): each Machine sees in all.vms.<app>.internal that it is "

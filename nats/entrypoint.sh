@@ -74,19 +74,21 @@ addresses_of() {
     awk '/^Name:/ { answers = 1 } answers && /^Address/ { print $NF }'
 }
 
-# Addresses, other than our own, that the route name resolves to right now. In a mesh, asked
-# region by region (from the regions.<app>.internal TXT record): a UDP answer holds at most 512
-# bytes (about 17 addresses) and busybox nslookup does not retry over TCP, while a region's answer
-# stays small. Every peer is seeded, not a subset: pairs that meet only through gossip have lost
-# pooled route connections.
+# Addresses, other than our own, that the route name resolves to right now. One question for the
+# whole name: Machines that start together turn visible together, so one answer sees them together.
+# But a UDP answer holds at most 512 bytes, 15-17 addresses, and busybox nslookup does not retry
+# over TCP: an answer that full may have been cut short, so in a mesh each region is asked too
+# (regions from the regions.<app>.internal TXT record), as its answer stays small. Every peer is
+# seeded, not a subset: pairs that meet only through gossip have lost pooled route connections.
 peer_addresses() {
-  names=$peers
-  if [ "$peers" = "$internal" ]; then
-    regions=$(txt_of "regions.${internal}" | tr ',' ' ')
-    [ -z "$regions" ] || names=$(for r in $regions; do printf '%s.%s ' "$r" "$internal"; done)
+  everyone=$(addresses_of "$peers")
+  if [ "$peers" = "$internal" ] && [ "$(printf '%s\n' "$everyone" | grep -c .)" -ge 15 ]; then
+    for region in $(txt_of "regions.${internal}" | tr ',' ' '); do
+      everyone="$everyone
+$(addresses_of "${region}.${internal}")"
+    done
   fi
-  for name in $names; do addresses_of "$name"; done |
-    grep -v -x -F "${FLY_PRIVATE_IP:-none}" | sort -u || true
+  printf '%s\n' "$everyone" | grep -v -x -F "${FLY_PRIVATE_IP:-none}" | grep . | sort -u || true
 }
 
 # Whether we are the only Machine, in any state, that the route name can ever reach: the app's

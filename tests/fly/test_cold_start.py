@@ -89,10 +89,10 @@ def test_simultaneous_cold_start_converges(standin, apps, figures):
 
 def test_eighteen_machines_each_find_their_peers_in_dns(standin, apps, figures):
     """6 regions x 3: one AAAA answer for all 18 is over 512 bytes, so over UDP it comes truncated (TC)
-    and busybox nslookup does not retry over TCP. The island guard asks region by region, so every
-    Machine of a simultaneous cold start finds its peers at once (none waits out peerWait) and seeds
-    them all: a full mesh, every route connection. (Asking for the app's name instead, each seeded
-    only the truncated answer's part, and 2 of 3 runs lacked route connections.)"""
+    and busybox nslookup does not retry over TCP. The island guard then asks each region as well, so
+    every Machine of a simultaneous cold start finds its peers at once (none waits out peerWait) and
+    seeds them all: a full mesh, every route connection. (Seeding only the truncated answer's part,
+    2 of 3 runs lacked route connections.)"""
     stack = apps.get("cold-big")
     assert stack.total == 18
     runs = []

@@ -118,20 +118,26 @@ def route_hosts(exported: dict) -> list[str]:
     return re.findall(r"@(\[[^\]]+\]|[^:\"]+):4248", exported["NATS_ROUTES"])
 
 
-def test_mesh_asks_region_by_region_and_seeds_every_peer_but_itself(tmp_path):
+def test_mesh_seeds_every_peer_of_the_app_name_but_itself(tmp_path):
     console, exported, _ = guard(tmp_path, "mesh", {
-        ("TXT", "regions.my-nats.internal"): "ord,syd",
-        ("AAAA", "syd.my-nats.internal"): f"{ME_IP}\nfdaa:0:1::3",
-        ("AAAA", "ord.my-nats.internal"): "fdaa:0:2::2\nfdaa:0:2::3",
-        # The whole-app name is not asked when the regions answer: its answer may be too big to read.
+        ("AAAA", "my-nats.internal"): f"{ME_IP}\nfdaa:0:2::2\nfdaa:0:1::3",
+        ("TXT", "regions.my-nats.internal"): "ord,syd",  # not needed: the answer is far from full
     })
     assert "peers at my-nats.internal after 0s" in console, console
-    assert route_hosts(exported) == ["[fdaa:0:1::3]", "[fdaa:0:2::2]", "[fdaa:0:2::3]"]
+    assert route_hosts(exported) == ["[fdaa:0:1::3]", "[fdaa:0:2::2]"]
 
 
-def test_mesh_without_the_regions_record_asks_the_app_name(tmp_path):
-    _, exported, _ = guard(tmp_path, "mesh", {("AAAA", "my-nats.internal"): f"{ME_IP}\nfdaa:0:2::2"})
-    assert route_hosts(exported) == ["[fdaa:0:2::2]"]
+def test_mesh_answer_that_may_be_cut_short_is_completed_region_by_region(tmp_path):
+    """15 addresses fill a 512-byte UDP answer: the rest of the app's Machines come from its regions."""
+    ords = [f"fdaa:0:2::{i:x}" for i in range(2, 22)]  # 20 in ord
+    console, exported, _ = guard(tmp_path, "mesh", {
+        ("AAAA", "my-nats.internal"): "\n".join([ME_IP] + ords[:14]),  # what fit
+        ("TXT", "regions.my-nats.internal"): "ord,syd",
+        ("AAAA", "ord.my-nats.internal"): "\n".join(ords[:16]),  # a region's answer can be cut short too
+        ("AAAA", "syd.my-nats.internal"): f"{ME_IP}\nfdaa:0:1::3",
+    })
+    assert "peers at my-nats.internal after 0s" in console, console
+    assert sorted(route_hosts(exported)) == sorted(f"[{a}]" for a in ords[:16] + ["fdaa:0:1::3"])
 
 
 @pytest.mark.parametrize("topology,vms", [
