@@ -10,7 +10,6 @@ JetStream in a three-server cluster (the fly.toml check is plain /healthz):
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,16 +18,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly import localrun
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+from support import free_ports
 
 
 def health(http_port: int, query: str = "") -> tuple[int, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly import localrun
+from support import free_ports
 
 
 @dataclass
@@ -34,16 +35,6 @@ class Conf:
             f"server_name: {self.name}\nlisten: 127.0.0.1:{self.client}\nhttp: 127.0.0.1:{self.http}\n"
             "lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n"
             f"cluster {{ name: local-test, listen: 127.0.0.1:{self.cluster}, routes: [{route_list}] }}\n{extra}")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def varz(conf: Conf) -> dict:

@@ -3,13 +3,13 @@ server_name <region>-<i>, server_tags region:<region>, accounts SYS (user sys) a
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from nats_fly import localrun
+from support import free_ports
 
 PASSWORD = "verify-sys-secret-41"
 REGIONS = ("ord", "syd", "cdg")
@@ -56,17 +56,6 @@ class LocalCluster:
         for node in self.nodes:
             counts[node.region] = counts.get(node.region, 0) + 1
         return counts
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def quoted(values: Iterable[str]) -> str:
