@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from typing import Mapping
 
 FLYCTL = "flyctl"
@@ -90,6 +91,11 @@ def deploy(python: str, app: str, directory: str) -> str:
     lists the app's Machines when it runs and picks the strategy (flyops.deploy_strategy), then runs
     deploy_argv there."""
     return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app, "--dir", directory])
+
+
+def python() -> str:
+    """This interpreter, as the components' command lines name it (see portable)."""
+    return portable(sys.executable)
 
 
 def portable(path: str | os.PathLike) -> str:

@@ -188,7 +188,7 @@ class NatsCluster(pulumi.ComponentResource):
         state = pulumi.Output.all(self.image_hash, self.machines).apply(lambda v: _sha256(repr(v)))
         local.Command(
             f"{name}-verify",
-            create=flyctl.verify(flyctl.portable(sys.executable), self._verify_urls, dict(s.machines), s.topology, s.jetstream),
+            create=flyctl.verify(flyctl.python(), self._verify_urls, dict(s.machines), s.topology, s.jetstream),
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TypedDict
 
 import pulumi
@@ -43,7 +42,7 @@ class NatsImage(pulumi.ComponentResource):
         # `triggers` would replace the resource instead.
         self.deploy = local.Command(
             f"{name}-deploy",
-            create=flyctl.deploy(flyctl.portable(sys.executable), s.app, flyctl.portable(out)),
+            create=flyctl.deploy(flyctl.python(), s.app, flyctl.portable(out)),
             environment={"NATS_FLY_IMAGE_SHA": digest, "NATS_FLY_SECRETS_VERSION": args["secrets_version"]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args["app_resource"]],
                                         deleted_with=args["app_resource"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Mapping, NotRequired, TypedDict
 
 import pulumi
@@ -34,7 +33,7 @@ def region_command(app: str, region: str, machines: int, volume_size_gb: int | N
     """The command that converges a region to `machines`: `flyctl scale count`, or with JetStream (a
     volume size) `python -m nats_fly fly region`, which needs NatsRegionArgs' `environment`."""
     if volume_size_gb:
-        return flyctl.converge_region(flyctl.portable(sys.executable), app, region, machines, VOLUME_NAME, volume_size_gb)
+        return flyctl.converge_region(flyctl.python(), app, region, machines, VOLUME_NAME, volume_size_gb)
     return flyctl.scale(app, region, machines)
 
 
