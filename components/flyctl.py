@@ -8,6 +8,7 @@ which stays fresh for deletes that run with a Command's stored inputs.
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import sys
@@ -68,15 +69,15 @@ def import_secrets(app: str) -> str:
     return sh(argv("secrets", "import", "--stage", app=app))
 
 
+SECRET_SUFFIX = "_B64"  # the entrypoint decodes NAME_B64 into NAME
+
+
 def secrets_text(values: Mapping[str, str]) -> str:
-    """NAME=VALUE lines in `flyctl secrets import`'s format: quoted, so '#' is kept;
-    triple-quoted when the value spans lines."""
-    lines = []
-    for name in sorted(values):
-        value = values[name]
-        quote = '"""' if "\n" in value else '"'
-        lines.append(f"{name}={quote}{value}{quote}")
-    return "\n".join(lines) + "\n"
+    """NAME_B64=VALUE lines for `flyctl secrets import`, each value base64 (UTF-8). Quoting alone
+    does not save every value from its parser: it cuts at '#' after an even number of '"', and a
+    value that opens with '""' swallows the lines after it. Base64 has none of those characters."""
+    return "".join(f"{name}{SECRET_SUFFIX}={base64.b64encode(values[name].encode()).decode()}\n"
+                   for name in sorted(values))
 
 
 def deploy_argv(app: str, strategy: str) -> list[str]:

@@ -16,8 +16,10 @@ def fly_toml(s: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "app": s.app,
         "primary_region": s.primary_region,
-        # SIGUSR2 puts nats-server in lame duck mode; kill_timeout outlasts it (validated).
-        "kill_signal": "SIGUSR2",
+        # Fly's default, which its API always takes (it has been reported refusing SIGUSR2, flyctl#4721):
+        # the entrypoint turns it into SIGUSR2, lame duck, for nats-server. kill_timeout outlasts
+        # lame duck (validated), so Fly does not kill the server halfway through.
+        "kill_signal": "SIGINT",
         "kill_timeout": s.kill_timeout,
         "build": {"dockerfile": "Dockerfile"},
         "deploy": {"strategy": "rolling", "max_unavailable": 1, "wait_timeout": "5m"},

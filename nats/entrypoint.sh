@@ -1,6 +1,6 @@
 #!/bin/sh
 # nats-fly entrypoint: derive this Machine's identity from Fly's runtime, guard
-# against islands, then exec nats-server so it receives Fly's kill_signal itself.
+# against islands, then run nats-server as its child and turn Fly's kill_signal into lame duck.
 #
 # Why a bounded wait for a peer, and not re-resolve-and-reload: Fly DNS lists only
 # started Machines and its catalogue is eventually consistent, and nats-server gives
@@ -15,9 +15,39 @@
 # POSIX sh with busybox tools only, as in the nats:alpine image.
 set -eu
 
+# Fly's Machines API has been reported refusing kill_signal SIGUSR2 (flyctl#4721), the signal of
+# nats-server's lame duck mode. So fly.toml keeps Fly's default, SIGINT, and this script stays
+# nats-server's parent: SIGINT becomes SIGUSR2 for the server, and the script exits only when the
+# server has, with its status (Fly stops the VM when its main process exits; leaving early would
+# cut lame duck short). Every other signal is passed on as it is. The traps are set before
+# anything starts; a signal that arrives before the server runs ends the script at once.
+server=""
+on_signal() {
+  if [ -z "$server" ]; then exit 0; fi
+  kill -s "$1" "$server" 2>/dev/null || true
+}
+trap 'on_signal USR2' INT
+for forwarded in TERM HUP USR1 USR2 QUIT; do
+  trap "on_signal $forwarded" "$forwarded"
+done
+
 : "${FLY_APP_NAME:?not running on Fly: FLY_APP_NAME is unset}"
 : "${FLY_REGION:?FLY_REGION is unset}"
 : "${FLY_MACHINE_ID:?FLY_MACHINE_ID is unset}"
+
+# Secrets arrive base64-encoded, as NAME_B64: flyctl's `secrets import` parser cuts a value at '#'
+# (after an even number of '"'), and a value opening with '""' swallows the lines after it, while
+# base64 holds none of those characters. Each is decoded here, byte for byte, into NAME.
+for name in $(env | sed -n 's/^\(NATS_[A-Z0-9_]*\)_B64=.*/\1/p'); do
+  eval "encoded=\${${name}_B64}"
+  if ! decoded=$(printf '%s' "$encoded" | base64 -d 2>/dev/null); then
+    echo "nats-fly: the ${name}_B64 secret is not base64" >&2
+    exit 1
+  fi
+  export "$name=$decoded"
+  unset "${name}_B64"
+done
+unset encoded decoded
 : "${NATS_ROUTE_PASSWORD:?the NATS_ROUTE_PASSWORD secret is unset}"
 cluster_port="${NATS_CLUSTER_PORT:-4248}"
 gateway_port="${NATS_GATEWAY_PORT:-7222}"
@@ -157,4 +187,14 @@ done
 export NATS_ROUTES="[${routes}]"
 unset route_password
 
-exec "$@"
+"$@" &
+server=$!
+# A trapped signal ends `wait` early while the server runs on: wait again until it is gone.
+# The shell keeps the exit status of a child it has reaped, so the last `wait` reports it.
+while :; do
+  wait "$server" || true
+  kill -0 "$server" 2>/dev/null || break
+done
+status=0
+wait "$server" || status=$?
+exit "$status"
