@@ -4,6 +4,7 @@ with a file backend of its own."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import shutil
@@ -16,9 +17,24 @@ import yaml
 from support import REPO
 
 TOOLS = REPO / ".tools" / "bin"
+COMMAND_PLUGIN = "pulumi-resource-command"
+
+
+def command_plugin_dir() -> str:
+    """The plugin cache entry the engine looks for: resource-command-v<the version pulumi_command's
+    pulumi-plugin.json asks for> (sdk/go/common/workspace/plugins.go)."""
+    meta = json.loads(importlib.resources.files("pulumi_command").joinpath("pulumi-plugin.json").read_text())
+    return f"resource-command-v{meta['version']}"
 
 
 def find_tool(name: str) -> str | None:
+    if name == COMMAND_PLUGIN:
+        # scripts/bootstrap installs it in the plugin cache of scripts/env.sh's PULUMI_HOME, not on PATH
+        for home in (os.environ.get("PULUMI_HOME"), str(REPO / ".pulumi-state" / "home")):
+            plugin = Path(home or "") / "plugins" / command_plugin_dir() / name
+            if home and os.access(plugin, os.X_OK):
+                return str(plugin)
+        return shutil.which(name)
     local = TOOLS / name
     return str(local) if local.exists() else shutil.which(name)
 
@@ -79,6 +95,12 @@ def engine_environment(workdir: Path) -> dict[str, str]:
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     env.pop("PULUMI_ACCESS_TOKEN", None)
     (workdir / "state").mkdir(parents=True, exist_ok=True)
+    plugin = find_tool(COMMAND_PLUGIN)
+    if plugin and Path(plugin).parent.name == command_plugin_dir():  # this PULUMI_HOME's cache gets it too
+        cached = workdir / "pulumi-home" / "plugins" / command_plugin_dir()  # a real directory
+        cached.mkdir(parents=True, exist_ok=True)
+        if not (cached / COMMAND_PLUGIN).exists():
+            (cached / COMMAND_PLUGIN).symlink_to(os.path.realpath(plugin))
     return env
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,77 +16,51 @@ from pathlib import Path
 
 import pytest
 
+from engine import COMMAND_PLUGIN, command_plugin_dir, engine_environment, find_tool, missing_tools
+
 REPO = Path(__file__).resolve().parents[2]
-TOOLS_BIN = REPO / ".tools" / "bin"
 VENV = REPO / ".venv"
 PULUMI_VERSION = "v3.274.1"
 COMMAND_VERSION = "1.2.1"
-TOOLS = ("pulumi", "pulumi-language-python", "pulumi-resource-command")
 GREETING = "hello from nats-fly smoke"
 
 
-def _tool(name: str) -> str | None:
-    local = TOOLS_BIN / name
-    if os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which(name)
-
-
-def _plugin_cache_dir() -> Path:
-    home = os.environ.get("PULUMI_HOME") or str(REPO / ".pulumi-state" / "home")
-    return Path(home) / "plugins" / f"resource-command-v{COMMAND_VERSION}"
-
-
-def _missing() -> list[str]:
-    missing = [t for t in TOOLS if not _tool(t)]
-    if "pulumi-resource-command" in missing and (_plugin_cache_dir() / "pulumi-resource-command").exists():
-        missing.remove("pulumi-resource-command")
-    if not (VENV / "bin" / "python").exists():
-        missing.append(".venv")
-    return missing
-
-
-@pytest.fixture
-def smoke_dir():
-    missing = _missing()
+def require_tools() -> None:
+    missing = missing_tools() + ([] if (VENV / "bin" / "python").exists() else [".venv"])
     if missing:
         reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
         if os.environ.get("CI", "").lower() not in ("", "0", "false"):
             pytest.fail(f"CI must run the engine smoke test: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def smoke_dir():
+    require_tools()
     with tempfile.TemporaryDirectory(prefix="nats-fly-smoke-") as tmp:
         yield Path(tmp)
 
 
 class Pulumi:
-    def __init__(self, root: Path):
-        self.cli = _tool("pulumi")
-        self.project = root / "project"
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_ACCESS_TOKEN", "PULUMI_BACKEND_URL")}
-        self.env.update({
-            "PATH": f"{TOOLS_BIN}:{VENV / 'bin'}:{os.environ.get('PATH', '')}",
-            "PULUMI_HOME": str(root / "home"),
-            "PULUMI_BACKEND_URL": f"file://{root / 'state'}",
-            "PULUMI_CONFIG_PASSPHRASE": secrets.token_hex(16),
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        })
-        (root / "state").mkdir()
-        plugins = root / "home" / "plugins"
-        plugins.mkdir(parents=True)
-        if not _tool("pulumi-resource-command"):  # bootstrap left it in the plugin cache instead
-            (plugins / _plugin_cache_dir().name).symlink_to(_plugin_cache_dir())
+    """The CLI on a project in root/project, with engine_environment's offline settings (a file
+    backend, a PULUMI_HOME whose plugin cache holds the command plugin)."""
 
-    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def __init__(self, root: Path):
+        self.cli = find_tool("pulumi")
+        self.project = root / "project"
+        self.env = engine_environment(root)
+        self.env["PULUMI_CONFIG_PASSPHRASE"] = "smoke-passphrase"
+
+    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([self.cli, *args, "--non-interactive"], cwd=self.project, env=self.env,
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        assert result.returncode == 0, (
-            f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        if check:
+            assert result.returncode == 0, (f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
+                                            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
         return result
 
 
-def write_project(root: Path) -> Path:
+def write_project(root: Path, program: str | None = None) -> Path:
     project = root / "project"
     project.mkdir()
     (project / "Pulumi.yaml").write_text(textwrap.dedent(f"""\
@@ -97,7 +71,7 @@ def write_project(root: Path) -> Path:
             toolchain: pip
             virtualenv: {VENV}
         """))
-    (project / "__main__.py").write_text(textwrap.dedent("""\
+    (project / "__main__.py").write_text(program or textwrap.dedent("""\
         import pulumi
         from pulumi_command import local
 
@@ -109,13 +83,26 @@ def write_project(root: Path) -> Path:
 
 
 def test_versions(smoke_dir):
-    out = subprocess.run([_tool("pulumi"), "version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([find_tool("pulumi"), "version"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == PULUMI_VERSION, out
-    command = _tool("pulumi-resource-command")
-    if command:
-        out = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60,
+
+    # The engine's view of the plugin cache: the command plugin at the version pulumi_command asks for.
+    env = engine_environment(smoke_dir)
+    listed = subprocess.run([find_tool("pulumi"), "plugin", "ls", "--json"], env=env, cwd=smoke_dir,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed
+    plugins = [(p["name"], p["kind"], p["version"]) for p in json.loads(listed.stdout or "[]")]
+    assert ("command", "resource", COMMAND_VERSION) in plugins, plugins
+    assert command_plugin_dir() == f"resource-command-v{COMMAND_VERSION}"
+
+    # Like upstream's main (pulumi-go-provider RunProvider -> provider.Main's flag.Parse), the plugin
+    # has no --version flag: it prints the usage and exits 2.
+    command = find_tool(COMMAND_PLUGIN)
+    refused = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60,
                              stdin=subprocess.DEVNULL)
-        assert out.stdout.split()[:1] == [COMMAND_VERSION], out
+    assert refused.returncode == 2, refused
+    assert "flag provided but not defined: -version" in refused.stderr, refused
+    assert refused.stdout == "", refused
 
 
 def test_engine_up_noop_destroy(smoke_dir):
@@ -127,19 +114,23 @@ def test_engine_up_noop_destroy(smoke_dir):
     assert "created" in up.stdout, up.stdout
     outputs = json.loads(pulumi("stack", "output", "--json", timeout=120).stdout)
     assert outputs == {"greeting": GREETING}
+    # The plugin comes from the plugin cache, so the engine has no ambient plugin to warn about.
+    assert "from $PATH" not in up.stdout + up.stderr, up.stdout + up.stderr
 
-    # The engine used our command plugin (an ambient one is named in a warning) at the version
-    # that pulumi_command's pulumi-plugin.json asks for.
-    command = _tool("pulumi-resource-command")
-    if command:
-        assert f"using pulumi-resource-command from $PATH at {command}" in up.stdout + up.stderr
     state = json.loads(pulumi("stack", "export", timeout=120).stdout)
     providers = [r for r in state["deployment"]["resources"] if r["type"] == "pulumi:providers:command"]
     assert [p["inputs"].get("version") for p in providers] == [COMMAND_VERSION]
     assert state["deployment"]["manifest"]["version"] == PULUMI_VERSION
 
-    again = pulumi("up", "--yes", "--expect-no-changes")
+    # The version and path the engine got from the plugin itself (GetPluginInfo), in its -v=7 log.
+    again = pulumi("up", "--yes", "--expect-no-changes", "-v=7", "--logtostderr")
     assert "2 unchanged" in again.stdout, again.stdout
+    assert re.search(r"GetPluginInfo\(\) success \(#version=" + re.escape(COMMAND_VERSION) + r"\)", again.stderr), \
+        again.stderr[-3000:]
+    found = re.search(r'GetPluginPath\(resource, command, [^)]*\): found in cache at ([^"\s]+)', again.stderr)
+    assert found, again.stderr[-3000:]
+    assert Path(found.group(1)) == Path(pulumi.env["PULUMI_HOME"]) / "plugins" / command_plugin_dir() / COMMAND_PLUGIN
+    assert "from $PATH" not in again.stdout + again.stderr
     history = json.loads(pulumi("stack", "history", "--json", timeout=120).stdout)
     assert history[0]["resourceChanges"] == {"same": 2}, history[0]
 
@@ -147,3 +138,30 @@ def test_engine_up_noop_destroy(smoke_dir):
     state = json.loads(pulumi("stack", "export", timeout=120).stdout)
     assert not state["deployment"].get("resources"), state
     pulumi("stack", "rm", "--yes", timeout=120)
+
+
+def test_env_sh_switches_checkouts(tmp_path):
+    """scripts/env.sh, sourced by POSIX sh from one checkout and then another, points the shell at the
+    second one's state; a value of your own is kept, with a note on stderr."""
+    for name in ("a", "b"):
+        (tmp_path / name / "scripts").mkdir(parents=True)
+        shutil.copy(REPO / "scripts" / "env.sh", tmp_path / name / "scripts" / "env.sh")
+    show = 'echo "$PULUMI_BACKEND_URL|$PULUMI_HOME|$PULUMI_CONFIG_PASSPHRASE_FILE|$PATH"'
+    script = f"""
+        cd {tmp_path}/a && . scripts/env.sh && {show}
+        cd {tmp_path}/b && . scripts/env.sh && {show}
+        PULUMI_BACKEND_URL=s3://mine; cd {tmp_path}/a && . scripts/env.sh && {show}
+    """
+    sh = shutil.which("dash") or "/bin/sh"
+    out = subprocess.run([sh, "-c", script], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out
+    a, b, mine = (line.split("|") for line in out.stdout.splitlines())
+    for fields, name in ((a, "a"), (b, "b")):
+        root = tmp_path / name
+        assert fields[:3] == [f"file://{root}/.pulumi-state", f"{root}/.pulumi-state/home",
+                              f"{root}/.pulumi-state/passphrase"]
+        assert fields[3] == f"{root}/.tools/bin:{root}/.venv/bin:/usr/bin:/bin"
+    assert mine[0] == "s3://mine" and mine[1] == f"{tmp_path}/a/.pulumi-state/home"
+    assert "keeping your PULUMI_BACKEND_URL=s3://mine" in out.stderr, out.stderr
+    assert out.stderr.count("env.sh:") == 1, out.stderr
