@@ -97,12 +97,13 @@ def test_versions(smoke_dir):
 
     # Like upstream's main (pulumi-go-provider RunProvider -> provider.Main's flag.Parse), the plugin
     # has no --version flag: it prints the usage and exits 2.
-    command = find_tool(COMMAND_PLUGIN)
-    refused = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
-    assert refused.returncode == 2, refused
-    assert "flag provided but not defined: -version" in refused.stderr, refused
-    assert refused.stdout == "", refused
+    # The same for the Python host, whose upstream main parses its flags with Go's flag package too.
+    for tool in (COMMAND_PLUGIN, "pulumi-language-python"):
+        refused = subprocess.run([find_tool(tool), "--version"], capture_output=True, text=True, timeout=60,
+                                 stdin=subprocess.DEVNULL)
+        assert refused.returncode == 2, refused
+        assert "flag provided but not defined: -version" in refused.stderr, refused
+        assert refused.stdout == "", refused
 
 
 def test_engine_up_noop_destroy(smoke_dir):

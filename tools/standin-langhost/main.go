@@ -1,36 +1,56 @@
 // pulumi-language-python, nats-fly stand-in.
 //
-// A small Python language host: the upstream host module
-// (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3) is not served by the
-// Go module proxy reachable here. It runs programs via the upstream pulumi-language-python-exec
-// shim (shipped in the sdk/v3 module) and the sdk's python/toolchain package, so venv handling
-// (options.virtualenv / toolchain) follows upstream. Features not implemented: typecheckers,
-// policy packs, codegen (GenerateProgram/Project/Package), Pack, Link, RunPlugin, debugging.
+// The Go module proxy reachable here refuses the upstream host module
+// (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, 403), so scripts/bootstrap
+// builds this instead, against sdk/v3 and pkg/v3 at the CLI's version. It follows upstream
+// pulumi:sdk/python/cmd/pulumi-language-python/main.go (read at the newest version the source
+// index holds; named "upstream" below) and uses the same sdk pieces it uses: python/toolchain for
+// virtualenvs and toolchains, the upstream pulumi-language-python-exec shim (sdk module) to run
+// programs, pkg/codegen/python for SDK generation.
+//
+// Implemented: Run, InstallDependencies, GetRequiredPackages, RunPlugin (source-based plugins such
+// as Python component packages), GeneratePackage and Link (what `pulumi package get-schema <dir>`
+// and `pulumi package add <dir>` call), About, GetProgramDependencies, RuntimeOptionsPrompts,
+// Handshake. Refused clearly (Unimplemented, or an error for a typechecker option): typecheckers,
+// debugging (AttachDebugger), Pack, GenerateProgram/GenerateProject, policy packs.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unicode"
 
+	"github.com/blang/semver"
+	codegen "github.com/pulumi/pulumi/pkg/v3/codegen/python"
+	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Stamped with -ldflags "-X main.version=...".
 var version = "3.0.0-dev"
 
-// Exit code of the exec shim after it already reported the error to the engine.
+// The exec shim's exit code after it already showed the user an actionable message.
 const bailExitCode = 32
 
 type host struct {
@@ -39,36 +59,45 @@ type host struct {
 	shim   string
 }
 
+// main parses upstream's flags (Go's flag package, as upstream main: an unknown flag such as
+// --version exits 2 with the usage); the engine address is the first argument after them.
 func main() {
+	flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
+	flag.String("virtualenv", "", "[obsolete] Virtual environment path to use")
+	flag.String("root", "", "[obsolete] Project root path to use")
+	flag.String("typechecker", "", "[obsolete] Use a typechecker to type check")
+	flag.String("toolchain", "pip", "[obsolete] Select the package manager to use for dependency management.")
+	givenExecutor := flag.String("use-executor", "",
+		"Use the given program as the executor instead of looking for one on PATH")
+	flag.Parse()
+	logging.InitLogging(false, 0, false)
 	var engine string
-	for _, a := range os.Args[1:] {
-		switch {
-		case a == "-version" || a == "--version":
-			fmt.Println(strings.TrimPrefix(version, "v") + " (nats-fly stand-in)")
-			return
-		case !strings.HasPrefix(a, "-"):
-			engine = a // the engine address is the last positional argument
+	if args := flag.Args(); len(args) > 0 {
+		engine = args[0]
+	}
+	shim := *givenExecutor
+	if shim == "" {
+		// By default the -exec script is installed next to the language host.
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "fatal: could not determine current executable: %v\n", err)
+			os.Exit(1)
+		}
+		shim = filepath.Join(filepath.Dir(exe), "pulumi-language-python-exec")
+		if _, err := os.Stat(shim); os.IsNotExist(err) {
+			fmt.Fprintf(os.Stderr, "fatal: missing executor %s: %v\n", shim, err)
+			os.Exit(1)
 		}
 	}
-	if engine == "" {
-		fmt.Fprintln(os.Stderr, "fatal: missing engine RPC address argument")
-		os.Exit(1)
-	}
-	exe, err := os.Executable()
-	if err == nil {
-		exe, err = filepath.EvalSymlinks(exe)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "fatal: %v\n", err)
-		os.Exit(1)
-	}
-	h := &host{engine: engine, shim: filepath.Join(filepath.Dir(exe), "pulumi-language-python-exec")}
+	h := &host{engine: engine, shim: shim}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := rpcutil.Healthcheck(ctx, engine, 5*time.Minute, cancel); err != nil {
-		fmt.Fprintf(os.Stderr, "fatal: health check of engine RPC: %v\n", err)
-		os.Exit(1)
+	if engine != "" {
+		if err := rpcutil.Healthcheck(ctx, engine, 5*time.Minute, cancel); err != nil {
+			fmt.Fprintf(os.Stderr, "fatal: could not start health check host RPC server: %v\n", err)
+			os.Exit(1)
+		}
 	}
 	stop := make(chan bool)
 	go func() { <-ctx.Done(); close(stop) }()
@@ -80,41 +109,99 @@ func main() {
 		},
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "fatal: %v\n", err)
+		fmt.Fprintf(os.Stderr, "fatal: could not start language host RPC server: %v\n", err)
 		os.Exit(1)
 	}
 	fmt.Printf("%d\n", handle.Port)
 	if err := <-handle.Done; err != nil {
-		fmt.Fprintf(os.Stderr, "fatal: %v\n", err)
+		fmt.Fprintf(os.Stderr, "fatal: language host RPC stopped serving: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
+// parseOptions is upstream's parseOptions. An absent `toolchain` stays the sdk's zero value, Auto
+// (python/toolchain: uv if a uv.lock is found up from the program, poetry for a poetry.lock, else
+// pip).
+func parseOptions(info *pulumirpc.ProgramInfo) (toolchain.PythonOptions, error) {
 	if info == nil {
-		return nil, errors.New("missing program info")
+		return toolchain.PythonOptions{}, errors.New("missing program info")
 	}
+	o := toolchain.PythonOptions{Root: info.GetRootDirectory(), ProgramDir: info.GetProgramDirectory()}
 	opts := map[string]any{}
 	if info.GetOptions() != nil {
 		opts = info.GetOptions().AsMap()
 	}
-	o := toolchain.PythonOptions{Root: info.GetRootDirectory(), ProgramDir: info.GetProgramDirectory(), Toolchain: toolchain.Pip}
-	if v, ok := opts["virtualenv"].(string); ok {
-		o.Virtualenv = v
+	if v, ok := opts["virtualenv"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return o, errors.New("virtualenv option must be a string")
+		}
+		o.Virtualenv = s
 	}
-	switch tc, _ := opts["toolchain"].(string); tc {
-	case "", "pip":
-	case "poetry":
-		o.Toolchain = toolchain.Poetry
-	case "uv":
-		o.Toolchain = toolchain.Uv
-	default:
-		return nil, fmt.Errorf("unsupported python toolchain %q", tc)
+	if v, ok := opts["typechecker"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return o, errors.New("typechecker option must be a string")
+		}
+		switch s {
+		case "mypy":
+			o.Typechecker = toolchain.TypeCheckerMypy
+		case "pyright":
+			o.Typechecker = toolchain.TypeCheckerPyright
+		default:
+			return o, fmt.Errorf("unsupported typechecker option: %s", s)
+		}
 	}
-	return toolchain.ResolveToolchain(o)
+	if v, ok := opts["toolchain"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return o, errors.New("toolchain option must be a string")
+		}
+		switch s {
+		case "pip":
+			o.Toolchain = toolchain.Pip
+		case "poetry":
+			o.Toolchain = toolchain.Poetry
+		case "uv":
+			o.Toolchain = toolchain.Uv
+		default:
+			return o, fmt.Errorf("unsupported toolchain option: %s", s)
+		}
+	}
+	return o, nil
 }
 
-func (h *host) Handshake(context.Context, *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
+// pluginOptions applies upstream's rule for plugins (RunPlugin, InstallDependencies with IsPlugin):
+// "We don't support running plugins using the global or ambient Python environment", so the pip
+// toolchain's virtualenv defaults to `venv`. Upstream tests Toolchain == Pip; with the sdk's Auto
+// default this applies when Auto resolves to pip (no uv.lock or poetry.lock found).
+func pluginOptions(o toolchain.PythonOptions) toolchain.PythonOptions {
+	if o.Virtualenv != "" {
+		return o
+	}
+	if o.Toolchain == toolchain.Pip || (o.Toolchain == toolchain.Auto && !lockfileAbove(o.ProgramDir)) {
+		o.Virtualenv = "venv"
+	}
+	return o
+}
+
+func lockfileAbove(dir string) bool {
+	for d := dir; ; d = filepath.Dir(d) {
+		for _, f := range []string{"uv.lock", "poetry.lock"} {
+			if _, err := os.Stat(filepath.Join(d, f)); err == nil {
+				return true
+			}
+		}
+		if filepath.Dir(d) == d {
+			return false
+		}
+	}
+}
+
+func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
+	if req.GetEngineAddress() != "" {
+		h.engine = req.GetEngineAddress()
+	}
 	return &pulumirpc.LanguageHandshakeResponse{}, nil
 }
 
@@ -122,159 +209,542 @@ func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: version}, nil
 }
 
+// RuntimeOptionsPrompts asks for nothing; upstream offers toolchain/virtualenv choices to `pulumi new`.
 func (h *host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsRequest) (*pulumirpc.RuntimeOptionsResponse, error) {
 	return &pulumirpc.RuntimeOptionsResponse{}, nil
 }
 
-// Lists the resource plugins declared by installed packages (their pulumi-plugin.json).
-const listPluginsPy = `
-import json, importlib.metadata as md
+// engineWriters are upstream's createEngineWriters: ephemeral engine log messages (info, error).
+func (h *host) engineWriters(ctx context.Context) (io.Writer, io.Writer, io.Closer, error) {
+	conn, err := grpc.NewClient(h.engine, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		rpcutil.GrpcChannelOptions())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("language host could not make connection to engine: %w", err)
+	}
+	client := pulumirpc.NewEngineClient(conn)
+	id := rand.Int31() //nolint:gosec
+	return &logWriter{ctx, client, id, pulumirpc.LogSeverity_INFO},
+		&logWriter{ctx, client, id, pulumirpc.LogSeverity_ERROR}, conn, nil
+}
+
+type logWriter struct {
+	ctx      context.Context
+	client   pulumirpc.EngineClient
+	streamID int32
+	severity pulumirpc.LogSeverity
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	_, err := w.client.Log(w.ctx, &pulumirpc.LogRequest{
+		Message: strings.ToValidUTF8(string(p), "\uFFFD"), Ephemeral: true, StreamId: w.streamID, Severity: w.severity,
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// These packages are known to have no plugin (upstream packagesWithoutPlugins).
+var packagesWithoutPlugins = map[string]bool{
+	"pulumi-policy": true, "pulumi_policy": true, "pulumi-esc-sdk": true, "pulumi_esc_sdk": true,
+}
+
+// Lists the installed distributions with their pulumi-plugin.json, looked up as upstream's
+// readPulumiPluginJSON does: <location>/<name with - as _>/pulumi-plugin.json, name PEP 503-normalized.
+const listPackagesPy = `
+import importlib.metadata as md, json, re
 out = []
 for d in md.distributions():
-    for f in d.files or []:
-        if f.name != "pulumi-plugin.json":
-            continue
-        try:
-            data = json.loads(f.read_text())
-        except Exception:
-            continue
-        if data.get("resource") and data.get("name"):
-            out.append({"name": data["name"], "version": data.get("version") or d.version,
-                        "server": data.get("server") or ""})
+    name = re.sub(r"[-_.]+", "-", (d.metadata["Name"] or "").lower())
+    if not name:
+        continue
+    plugin = None
+    f = d.locate_file(name.replace("-", "_") + "/pulumi-plugin.json")
+    try:
+        plugin = json.loads(open(f).read())
+    except FileNotFoundError:
+        pass
+    except Exception as e:
+        plugin = {"__error__": str(e)}
+    out.append({"name": name, "version": d.version, "plugin": plugin})
 print(json.dumps(out))
 `
 
+type pythonPackage struct {
+	Name    string         `json:"name"`
+	Version string         `json:"version"`
+	Plugin  map[string]any `json:"plugin"`
+}
+
+// GetRequiredPackages is upstream's: make sure the virtualenv exists, list the installed packages,
+// keep the Pulumi ones (a pulumi-plugin.json, or a name starting "pulumi-") and turn each into a
+// package dependency (determinePackageDependency).
 func (h *host) GetRequiredPackages(ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	resp := &pulumirpc.GetRequiredPackagesResponse{}
-	tc, err := resolveToolchain(req.GetInfo())
+	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
-	cmd, err := tc.Command(ctx, "-c", listPluginsPy)
+	tc, err := toolchain.ResolveToolchain(opts)
 	if err != nil {
-		return resp, nil
+		return nil, err
+	}
+	stdout, stderr, closer, err := h.engineWriters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	if err := tc.EnsureVenv(ctx, req.GetInfo().GetProgramDirectory(), false, true, stdout, stderr); err != nil {
+		return nil, err
+	}
+	cmd, err := tc.Command(ctx, "-c", listPackagesPy)
+	if err != nil {
+		return nil, err
 	}
 	out, err := cmd.Output()
 	if err != nil {
-		return resp, nil // e.g. no venv yet: Run reports the real problem
+		return nil, fmt.Errorf("listing the installed python packages: %w", err)
 	}
-	var plugins []struct{ Name, Version, Server string }
-	if err := json.Unmarshal(out, &plugins); err != nil {
-		return resp, nil
+	var pkgs []pythonPackage
+	if err := json.Unmarshal(out, &pkgs); err != nil {
+		return nil, fmt.Errorf("parsing the installed python packages: %w", err)
 	}
-	for _, p := range plugins {
-		v := p.Version
-		if v != "" && !strings.HasPrefix(v, "v") {
-			v = "v" + v
+	sort.Slice(pkgs, func(i, j int) bool { return pkgs[i].Name < pkgs[j].Name })
+	resp := &pulumirpc.GetRequiredPackagesResponse{Packages: []*pulumirpc.PackageDependency{}}
+	for _, p := range pkgs {
+		if p.Plugin == nil && !strings.HasPrefix(p.Name, "pulumi-") || packagesWithoutPlugins[p.Name] {
+			continue
 		}
-		resp.Packages = append(resp.Packages, &pulumirpc.PackageDependency{
-			Kind: "resource", Name: p.Name, Version: v, Server: p.Server,
-		})
+		dep, err := packageDependency(p)
+		if err != nil {
+			return nil, err
+		}
+		if dep != nil {
+			resp.Packages = append(resp.Packages, dep)
+		}
 	}
 	return resp, nil
 }
 
+func packageDependency(p pythonPackage) (*pulumirpc.PackageDependency, error) {
+	var name, ver, server string
+	var param *pulumirpc.PackageParameterization
+	if p.Plugin != nil {
+		if e, ok := p.Plugin["__error__"].(string); ok {
+			return nil, errors.New(e)
+		}
+		if res, _ := p.Plugin["resource"].(bool); !res {
+			return nil, nil // resource: false says the package has no plugin
+		}
+		name, _ = p.Plugin["name"].(string)
+		ver, _ = p.Plugin["version"].(string)
+		server, _ = p.Plugin["server"].(string)
+		if pm, ok := p.Plugin["parameterization"].(map[string]any); ok {
+			param = &pulumirpc.PackageParameterization{}
+			param.Name, _ = pm["name"].(string)
+			param.Version, _ = pm["version"].(string)
+			if v, ok := pm["value"].(string); ok { // plugin.PulumiPluginJSON's []byte: base64 in the JSON
+				b, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					return nil, fmt.Errorf("%s: parameterization value: %w", p.Name, err)
+				}
+				param.Value = b
+			}
+		}
+	}
+	if name == "" {
+		name = strings.TrimPrefix(p.Name, "pulumi-")
+	}
+	if ver == "" {
+		v, err := pluginVersion(p.Version)
+		if err != nil {
+			return nil, nil // the plugin version cannot be told from the package version: skip it
+		}
+		ver = v
+	}
+	if !strings.HasPrefix(ver, "v") {
+		ver = "v" + ver
+	}
+	return &pulumirpc.PackageDependency{Name: name, Version: ver, Kind: "resource", Server: server,
+		Parameterization: param}, nil
+}
+
+// pluginVersion is upstream's determinePluginVersion: a PEP 440 version N(.N)*[{a|b|rc}N][.postN][.devN]
+// as a plugin version (at least 3 segments; 1.2.3a4 -> 1.2.3-alpha.4; .post/.dev -> +postN/devN).
+func pluginVersion(v string) (string, error) {
+	if v == "" {
+		return "", errors.New("cannot parse empty string")
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] > unicode.MaxASCII {
+			return "", fmt.Errorf("byte %d is not ascii", i)
+		}
+	}
+	num := func(s string) (string, string) {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return s[:i], s[i:]
+	}
+	if n, rest := num(v); n != "" && strings.HasPrefix(rest, "!") {
+		return "", errors.New("epochs are not supported")
+	}
+	var segs []string
+	rest, dot := v, false
+	for {
+		var n string
+		if n, rest = num(rest); n == "" {
+			break
+		}
+		dot = false
+		segs = append(segs, n)
+		if !strings.HasPrefix(rest, ".") {
+			break
+		}
+		rest, dot = rest[1:], true
+	}
+	if dot {
+		rest = "." + rest
+	}
+	for len(segs) < 3 {
+		segs = append(segs, "0")
+	}
+	if rest == "" {
+		return strings.Join(segs, "."), nil
+	}
+	var pre, post, dev string
+	switch {
+	case rest[0] == 'a':
+		pre, rest = num(rest[1:])
+		pre = "-alpha." + pre
+	case rest[0] == 'b':
+		pre, rest = num(rest[1:])
+		pre = "-beta." + pre
+	case strings.HasPrefix(rest, "rc"):
+		pre, rest = num(rest[2:])
+		pre = "-rc." + pre
+	}
+	if strings.HasPrefix(rest, ".post") {
+		post, rest = num(rest[5:])
+		post = "+post" + post
+	}
+	if strings.HasPrefix(rest, ".dev") {
+		dev, rest = num(rest[4:])
+		join := ""
+		if post == "" {
+			join = "+"
+		}
+		dev = join + "dev" + dev
+	}
+	if rest != "" {
+		return "", fmt.Errorf("'%s' still unparsed", rest)
+	}
+	return strings.Join(segs, ".") + pre + post + dev, nil
+}
+
+// Run is upstream's Run: `python <exec shim> --monitor … <entry point> <args>` through the
+// toolchain, after checking its virtualenv; PULUMI_CONFIG/PULUMI_CONFIG_SECRET_KEYS in the
+// environment; exit code 32 means the program already reported its error (bail).
 func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
-		return &pulumirpc.RunResponse{Error: err.Error()}, nil
+		return nil, err
 	}
-	if err := tc.ValidateVenv(ctx); err != nil {
-		return &pulumirpc.RunResponse{Error: fmt.Sprintf(
-			"%v\nrun `pulumi install` (or create the virtualenv) first", err)}, nil
+	if req.GetAttachDebugger() {
+		return &pulumirpc.RunResponse{Error: "debugging is not supported by the nats-fly stand-in of pulumi-language-python"}, nil
 	}
-	program := req.GetProgram()
-	if info := req.GetInfo(); info != nil && info.GetEntryPoint() != "" {
-		program = filepath.Join(info.GetProgramDirectory(), info.GetEntryPoint())
+	if opts.Typechecker != toolchain.TypeCheckerNone {
+		return nil, errors.New("the typechecker option is not supported by the nats-fly stand-in of pulumi-language-python")
 	}
-	args := []string{"-u", h.shim,
-		"--monitor", req.GetMonitorAddress(),
-		"--engine", h.engine,
-		"--project", req.GetProject(),
-		"--stack", req.GetStack(),
-		"--pwd", req.GetPwd(),
-		"--parallel", strconv.Itoa(int(req.GetParallel())),
-		"--dry_run", strconv.FormatBool(req.GetDryRun()),
+	var args []string
+	arg := func(k, v string) {
+		if v != "" {
+			args = append(args, "--"+k, v)
+		}
 	}
-	if req.GetOrganization() != "" {
-		args = append(args, "--organization", req.GetOrganization())
-	}
-	if root := req.GetInfo().GetRootDirectory(); root != "" {
-		args = append(args, "--root_directory", root)
-	}
-	args = append(args, program)
+	arg("monitor", req.GetMonitorAddress())
+	arg("engine", h.engine)
+	arg("project", req.GetProject())
+	arg("root_directory", req.GetInfo().GetRootDirectory())
+	arg("stack", req.GetStack())
+	arg("pwd", req.GetPwd())
+	arg("dry_run", strconv.FormatBool(req.GetDryRun()))
+	arg("parallel", strconv.Itoa(int(req.GetParallel())))
+	arg("organization", req.GetOrganization())
+	args = append(append([]string{h.shim}, args...), req.GetInfo().GetEntryPoint())
 	args = append(args, req.GetArgs()...)
 
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := tc.ValidateVenv(ctx); err != nil {
+		return nil, err
+	}
 	cmd, err := tc.Command(ctx, args...)
 	if err != nil {
-		return &pulumirpc.RunResponse{Error: err.Error()}, nil
-	}
-	cfg := req.GetConfig()
-	if cfg == nil {
-		cfg = map[string]string{}
-	}
-	config, err := json.Marshal(cfg)
-	if err != nil {
 		return nil, err
 	}
-	secretKeys := req.GetConfigSecretKeys()
-	if secretKeys == nil {
-		secretKeys = []string{}
-	}
-	keys, err := json.Marshal(secretKeys)
-	if err != nil {
-		return nil, err
-	}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	env := cmd.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	cmd.Env = append(env, "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(keys),
-		"PYTHONUNBUFFERED=1")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if cfg := req.GetConfig(); cfg != nil {
+		b, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("failed to serialize configuration: %w", err)
+		}
+		env = append(env, "PULUMI_CONFIG="+string(b))
+	}
+	keys := "[]"
+	if k := req.GetConfigSecretKeys(); k != nil {
+		b, err := json.Marshal(k)
+		if err != nil {
+			return nil, fmt.Errorf("failed to serialize configuration secret keys: %w", err)
+		}
+		keys = string(b)
+	}
+	cmd.Env = append(env, "PULUMI_CONFIG_SECRET_KEYS="+keys)
 	if err := cmd.Run(); err != nil {
+		_ = os.Stdout.Sync()
+		_ = os.Stderr.Sync()
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
-			if exitErr.ExitCode() == bailExitCode {
-				return &pulumirpc.RunResponse{Bail: true}, nil
+			if status, ok := exitErr.Sys().(syscall.WaitStatus); ok {
+				switch status.ExitStatus() {
+				case 0:
+					return &pulumirpc.RunResponse{Error: fmt.Sprintf("program exited unexpectedly: %v", exitErr)}, nil
+				case bailExitCode:
+					return &pulumirpc.RunResponse{Bail: true}, nil
+				default:
+					return &pulumirpc.RunResponse{Error: fmt.Sprintf(
+						"program exited with non-zero exit code: %d", status.ExitStatus())}, nil
+				}
 			}
-			return &pulumirpc.RunResponse{Error: fmt.Sprintf(
-				"Program exited with non-zero exit code: %d", exitErr.ExitCode())}, nil
+			return &pulumirpc.RunResponse{Error: fmt.Sprintf("program exited unexpectedly: %v", exitErr)}, nil
 		}
-		return &pulumirpc.RunResponse{Error: err.Error()}, nil
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf(
+			"problem executing program (could not run language executor): %v", err)}, nil
 	}
 	return &pulumirpc.RunResponse{}, nil
 }
 
-type streamWriter struct {
-	stream pulumirpc.LanguageRuntime_InstallDependenciesServer
-	stderr bool
-}
-
-func (w streamWriter) Write(p []byte) (int, error) {
-	b := append([]byte(nil), p...)
-	msg := &pulumirpc.InstallDependenciesResponse{Stdout: b}
-	if w.stderr {
-		msg = &pulumirpc.InstallDependenciesResponse{Stderr: b}
-	}
-	return len(p), w.stream.Send(msg)
-}
-
-func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, stream pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
-	tc, err := resolveToolchain(req.GetInfo())
+// InstallDependencies is upstream's: for a plugin, the pip virtualenv defaults to `venv`.
+func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, server pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
+	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
 		return err
 	}
-	dir := req.GetDirectory()
-	if dir == "" {
-		dir = req.GetInfo().GetProgramDirectory()
+	if req.GetIsPlugin() {
+		opts = pluginOptions(opts)
 	}
-	return tc.InstallDependencies(stream.Context(), dir,
-		req.GetUseLanguageVersionTools(), true, streamWriter{stream, false}, streamWriter{stream, true})
+	closer, stdout, stderr, err := rpcutil.MakeInstallDependenciesStreams(server, req.GetIsTerminal())
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	_, _ = stdout.Write([]byte("Installing dependencies...\n\n"))
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return err
+	}
+	if err := tc.InstallDependencies(server.Context(), req.GetInfo().GetProgramDirectory(),
+		req.GetUseLanguageVersionTools(), true, stdout, stderr); err != nil {
+		return err
+	}
+	_, _ = stdout.Write([]byte("Finished installing dependencies\n\n"))
+	return closer.Close()
+}
+
+// RunPlugin is upstream's: a plugin runs in its own virtualenv (pluginOptions), from its
+// directory's __main__.py (`python <plugin dir> <args>`), or, without one, as
+// `python -m pulumi.run.plugin <pyproject name> <args>` when its pulumi package has that module
+// and the directory is a buildable package. Its stdout/stderr stream back; its exit code ends the
+// stream. The engine's environment (req.Env) is appended to the toolchain's.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	opts, err := parseOptions(req.GetInfo())
+	if err != nil {
+		return err
+	}
+	if req.GetAttachDebugger() {
+		return errors.New("debugging is not supported by the nats-fly stand-in of pulumi-language-python")
+	}
+	opts = pluginOptions(opts)
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return err
+	}
+	hasMainPy := true
+	if _, err := os.Stat(filepath.Join(opts.Root, "__main__.py")); err != nil {
+		if !os.IsNotExist(err) {
+			return fmt.Errorf("looking for __main__.py: %w", err)
+		}
+		hasMainPy = false
+	}
+	hasPluginRunModule := true
+	check, err := tc.Command(server.Context(), "-c", "import pulumi.run.plugin")
+	if err != nil {
+		return err
+	}
+	if out, err := check.CombinedOutput(); err != nil && strings.Contains(string(out), "ModuleNotFoundError") {
+		hasPluginRunModule = false
+	}
+	var cmd *exec.Cmd
+	if hasPluginRunModule && !hasMainPy {
+		buildable, err := toolchain.IsBuildablePackage(opts.Root)
+		if err != nil {
+			return fmt.Errorf("checking if plugin is a buildable package: %w", err)
+		}
+		if !buildable {
+			return errors.New("plugin is not runnable, it provides neither __main__.py nor a buildable pyproject.toml")
+		}
+		pyproject, err := toolchain.LoadPyproject(opts.Root)
+		if err != nil {
+			return fmt.Errorf("loading pyproject: %w", err)
+		}
+		if cmd, err = tc.ModuleCommand(server.Context(), "pulumi.run.plugin",
+			append([]string{pyproject.Project.Name}, req.GetArgs()...)...); err != nil {
+			return err
+		}
+	} else if cmd, err = tc.Command(server.Context(),
+		append([]string{req.GetInfo().GetProgramDirectory()}, req.GetArgs()...)...); err != nil {
+		return err
+	}
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	cmd.Dir = req.GetPwd()
+	cmd.Env = append(cmd.Env, req.GetEnv()...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			if status, ok := exitErr.Sys().(syscall.WaitStatus); ok {
+				return server.Send(&pulumirpc.RunPluginResponse{
+					Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(status.ExitStatus())}, //nolint:gosec
+				})
+			}
+			return fmt.Errorf("program exited unexpectedly: %w", exitErr)
+		}
+		return fmt.Errorf("problem executing plugin program (could not run language executor): %w", err)
+	}
+	return closer.Close()
+}
+
+// GeneratePackage is upstream's: bind the schema (dangling references allowed) with the engine's
+// schema loader, generate the Python SDK with pkg/codegen/python and write it into req.Directory.
+func (h *host) GeneratePackage(_ context.Context, req *pulumirpc.GeneratePackageRequest) (*pulumirpc.GeneratePackageResponse, error) {
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
+	if err != nil {
+		return nil, err
+	}
+	defer loader.Close()
+	var spec schema.PackageSpec
+	if err := json.Unmarshal([]byte(req.GetSchema()), &spec); err != nil {
+		return nil, err
+	}
+	pkg, diags, err := schema.BindSpec(spec, schema.NewCachedLoader(loader), schema.ValidationOptions{
+		AllowDanglingReferences: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rpcDiags := plugin.HclDiagnosticsToRPCDiagnostics(diags)
+	if diags.HasErrors() {
+		return &pulumirpc.GeneratePackageResponse{Diagnostics: rpcDiags}, nil
+	}
+	files, err := codegen.GeneratePackage("pulumi-language-python", pkg, req.GetExtraFiles(), schema.NewCachedLoader(loader))
+	if err != nil {
+		return nil, err
+	}
+	for name, data := range files {
+		out := filepath.Join(req.GetDirectory(), name)
+		if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+			return nil, fmt.Errorf("could not create output directory %s: %w", filepath.Dir(name), err)
+		}
+		if err := os.WriteFile(out, data, 0o600); err != nil {
+			return nil, fmt.Errorf("could not write output file %s: %w", name, err)
+		}
+	}
+	return &pulumirpc.GeneratePackageResponse{Diagnostics: rpcDiags}, nil
+}
+
+// Link adds each generated SDK to the program's dependency file with the toolchain's LinkPackages
+// (python/toolchain: pip rewrites requirements.txt, replacing a line naming the same package;
+// poetry and uv add a path dependency), keyed by the SDK's Python package name: the schema's
+// language.python.packageName, else codegen's PyPack(namespace, name), as GeneratePackage names
+// it. The CLI then calls InstallDependencies. The instructions name the module to import, as the
+// CLI printed them before Link moved into the language hosts (the LinkResponse doc's example:
+// `import my_namespace_mypkg as mypkg`); the upstream Python Link source was not available to
+// check its exact wording.
+func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
+	opts, err := parseOptions(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return nil, err
+	}
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
+	if err != nil {
+		return nil, err
+	}
+	defer loader.Close()
+	packages := map[string]string{}
+	var imports []string
+	for _, dep := range req.GetPackages() {
+		desc := &schema.PackageDescriptor{Name: dep.GetPackage().GetName()}
+		if v := dep.GetPackage().GetVersion(); v != "" {
+			sv, err := semver.ParseTolerant(v)
+			if err != nil {
+				return nil, fmt.Errorf("package %s: version %q: %w", desc.Name, v, err)
+			}
+			desc.Version = &sv
+		}
+		if p := dep.GetPackage().GetParameterization(); p != nil {
+			sv, err := semver.ParseTolerant(p.GetVersion())
+			if err != nil {
+				return nil, fmt.Errorf("package %s: parameterization version %q: %w", desc.Name, p.GetVersion(), err)
+			}
+			desc.Parameterization = &schema.ParameterizationDescriptor{Name: p.GetName(), Version: sv, Value: p.GetValue()}
+		}
+		pkg, err := loader.LoadPackageV2(ctx, desc)
+		if err != nil {
+			return nil, fmt.Errorf("loading the schema of %s: %w", desc.Name, err)
+		}
+		if err := pkg.ImportLanguages(map[string]schema.Language{"python": codegen.Importer}); err != nil {
+			return nil, err
+		}
+		info, _ := pkg.Language["python"].(codegen.PackageInfo)
+		pyPkg := info.PackageName
+		if pyPkg == "" {
+			pyPkg = codegen.PyPack(pkg.Namespace, pkg.Name)
+		}
+		packages[pyPkg] = dep.GetPath()
+		imports = append(imports, fmt.Sprintf("  import %s as %s", strings.ReplaceAll(pyPkg, "-", "_"),
+			strings.ReplaceAll(pkg.Name, "-", "_")))
+	}
+	if err := tc.LinkPackages(ctx, packages); err != nil {
+		return nil, err
+	}
+	sort.Strings(imports)
+	return &pulumirpc.LinkResponse{ImportInstructions: "You can then import the SDK in your Python code with:\n\n" +
+		strings.Join(imports, "\n") + "\n"}, nil
 }
 
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	opts := toolchain.PythonOptions{Toolchain: toolchain.Pip} // upstream: no Info means the default python
+	if req.GetInfo() != nil {
+		var err error
+		if opts, err = parseOptions(req.GetInfo()); err != nil {
+			return nil, err
+		}
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -286,13 +756,17 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 }
 
 func (h *host) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest) (*pulumirpc.GetProgramDependenciesResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	opts, err := parseOptions(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
 	if err != nil {
 		return nil, err
 	}
 	deps, err := tc.ListPackages(ctx, req.GetTransitiveDependencies())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("failed to get python dependencies: %w", err)
 	}
 	resp := &pulumirpc.GetProgramDependenciesResponse{}
 	for _, d := range deps {
