@@ -102,7 +102,11 @@ class Network:
         netns.add(ns, resolv_conf=f"nameserver {DNS_IP}\n", hosts=hosts)
         veth = f"m{machine_id[:12]}"
         bridge = f"br-{region}"
+        # A private IPv4 is reused after its Machine is destroyed: forget the hub's neighbour entry
+        # for it, or checks and the proxy keep sending to the old Machine's MAC until the entry
+        # expires (REACHABLE lasts 15-45 s): a new Machine's checks then fail for ~40 s.
         netns.ip_batch(self.hub, [
+            f"neigh flush to {address.v4}",
             f"link add {veth} type veth peer name eth0 netns {ns}",
             f"link set {veth} master {bridge} up",
         ])
