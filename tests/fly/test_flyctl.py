@@ -15,6 +15,19 @@ def run(standin, *argv, **kw):
     return standin.flyctl(*argv, **kw)
 
 
+@pytest.fixture(scope="module")
+def example(standin, tmp_path_factory):
+    """fly-apps/nats-cluster's config deployed with flyctl alone (one Machine in ord), so these
+    tests of the stand-in do not depend on the components (whose fly.toml is changing)."""
+    app = "cli-example"
+    context = fh.render_example(tmp_path_factory.mktemp("example") / "ctx", app, "ord")
+    assert run(standin, "apps", "create", app, "--org", "personal").returncode == 0
+    proc = run(standin, "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false", "--yes",
+               "--app", app, cwd=str(context))
+    assert proc.returncode == 0, proc.stderr
+    return app
+
+
 def test_token_is_required(standin):
     env = {k: v for k, v in standin.env().items() if k not in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN")}
     proc = run(standin, "status", "--app", "x", "--json", env=env)
@@ -107,21 +120,20 @@ def test_invocation_log(standin):
     assert all(e["mutates"] is False for e in entries if e["command"] == "status")
 
 
-def test_scale_count_rules_and_capacity_fault(standin, apps):
-    prod = apps.get("prod")
+def test_scale_count_rules_and_capacity_fault(standin, example):
     no_release = run(standin, "scale", "count", "2", "--region", "ord", "--app", "cli-app", "--yes")
     assert "this app has no complete releases. Run `fly deploy` to create one" in no_release.stderr
-    bad = run(standin, "scale", "count", "ams=2,syd=1", "--app", prod.app, "--yes")
+    bad = run(standin, "scale", "count", "ams=2,syd=1", "--app", example, "--yes")
     assert bad.stderr == "Error: 'ams=2,syd=1' is not a valid process=count option\n"
-    count = lambda: len(standin.machines(prod.app))  # noqa: E731
+    count = lambda: len(standin.machines(example))  # noqa: E731
     before = count()
-    no_yes = run(standin, "scale", "count", "2", "--region", "syd", "--app", prod.app)
+    no_yes = run(standin, "scale", "count", "2", "--region", "ord", "--app", example)
     assert no_yes.stderr.endswith("Error: --yes flag must be specified when not running interactively\n")
-    assert "+1 machines for group 'app' on region 'syd'" in no_yes.stdout and count() == before
-    same = run(standin, "scale", "count", "1", "--region", "syd", "--app", prod.app, "--yes")
+    assert "+1 machines for group 'app' on region 'ord'" in no_yes.stdout and count() == before
+    same = run(standin, "scale", "count", "1", "--region", "ord", "--app", example, "--yes")
     assert same.stdout == "App already scaled to desired state. No need for changes\n"
-    standin.fail_next("scale count", region="syd")
-    full = run(standin, "scale", "count", "2", "--region", "syd", "--app", prod.app, "--yes")
+    standin.fail_next("scale count", region="ord")
+    full = run(standin, "scale", "count", "2", "--region", "ord", "--app", example, "--yes")
     assert full.returncode == 1 and "insufficient resources available to fulfill request" in full.stderr
     assert count() == before
 
@@ -136,13 +148,12 @@ def test_deploy_refuses_another_nats_version(standin, tmp_path):
     assert proc.returncode == 1 and "does not match the pinned nats-server v2.12.8" in proc.stderr
 
 
-def test_machine_list_is_snake_case(standin, apps):
-    prod = apps.get("prod")
-    machines = fh.machine_list(standin, prod.app)
+def test_machine_list_is_snake_case(standin, example):
+    machines = fh.machine_list(standin, example)
     assert machines and {"id", "name", "state", "region", "instance_id", "private_ip", "created_at",
                          "updated_at", "config", "image_ref", "checks", "host_status"} <= set(machines[0])
     assert machines[0]["config"]["metadata"]["fly_platform_version"] == "v2"
-    assert machines[0]["config"]["stop_config"] == {"timeout": "60s", "signal": "SIGUSR2"}
+    assert machines[0]["config"]["stop_config"] == {"timeout": "5s", "signal": "SIGINT"}  # fly.toml defaults
 
 
 def test_artificial_latency(standin):

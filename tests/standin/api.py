@@ -175,6 +175,20 @@ class StandIn:
         """Restore the region's link (see link_down)."""
         return self.call("set_link", region=region, up=True)
 
+    def settings(self, **values) -> dict:
+        """Change daemon settings, e.g. accept_sigusr2=True, create_delay_s=2, lease_wait_s=5,
+        zones={"ord": 2}, zones_default=4 (daemon.Daemon.settings lists them). -> all settings."""
+        return self.call("settings", **values)
+
+    def make_token(self, kind: str, app: str | None = None, org: str | None = None) -> str:
+        """A new token: "user" (everything, like the default stand-in-token), "org" (the apps of
+        `org`, default "personal"), "deploy" (the one existing `app`). Use it as FLY_API_TOKEN."""
+        return self.call("make_token", kind=kind, app=app, org=org)
+
+    def leases(self) -> dict:
+        """Machine id -> {owner, expires_at} of the leases held now."""
+        return self.call("leases")
+
     def next_machine_ids(self, ids: list[str]) -> None:
         """The next Machines created get exactly these IDs (14 hex digits each)."""
         self.call("next_machine_ids", ids=ids)

@@ -18,6 +18,11 @@ YES = {"yes": ("bool", "y")}
 CAPACITY = ("failed to launch VM: aborted: insufficient resources available to fulfill request: "
             "could not reserve resource for machine: insufficient memory available to fulfill request")
 NON_INTERACTIVE = "yes flag must be specified when not running interactively"
+# What the API answers a token that does not reach the app: fly-go flaps/flaps_apps.go
+# AppNameAvailable reads the error text "unauthorized" as "the app exists, in an org we do not
+# have access to". (GraphQL-backed commands may word it otherwise, e.g. "Not authorized to
+# deploy this app." in superfly/fly-pr-review-apps#60; the stand-in uses the one text.)
+UNAUTHORIZED = "unauthorized"
 
 
 class FlyError(Exception):
@@ -103,6 +108,29 @@ class Context:
         self.env = request.get("env", {})
         self._send = send
         self.flags: dict = {}
+        self.token: dict = {"kind": "user"}  # set by the daemon from the caller's token
+
+    # --- what the caller's token may touch (see daemon.Daemon.token_scope) ---
+
+    @property
+    def owner(self) -> str:
+        """Who a lease taken by this call is held by, as the API names it."""
+        return self.token.get("owner", "stand-in@tokens.fly.io")
+
+    def authorize_app(self, app) -> None:
+        """A deploy token reaches its one app; an org token the apps of its org."""
+        kind = self.token.get("kind")
+        if kind == "deploy" and app.name != self.token.get("app"):
+            raise FlyError(UNAUTHORIZED)
+        if kind == "org" and app.org != self.token.get("org"):
+            raise FlyError(UNAUTHORIZED)
+
+    def authorize_org(self, org: str | None) -> None:
+        """Org-wide actions (apps create, apps list): not for a deploy token, which is "limited to
+        managing a single app" (internal/command/tokens/create.go newDeploy)."""
+        kind = self.token.get("kind")
+        if kind == "deploy" or (kind == "org" and org is not None and org != self.token.get("org")):
+            raise FlyError(UNAUTHORIZED)
 
     def out(self, text: str = "") -> None:
         self._send("out", text + "\n")
@@ -141,6 +169,7 @@ class Context:
         app = self.state.apps.get(name)
         if app is None:
             raise FlyError(f'Could not find App "{name}"')
+        self.authorize_app(app)
         return app
 
 

@@ -2,8 +2,10 @@
 hands its argv to the stand-in daemon and prints what comes back. Stdlib only.
 
 Stdin is read only by the commands that consume it (`secrets import`,
-`secrets set K=-`), and the token is reported as present or not, never sent.
+`secrets set K=-`). The token itself is never sent: only its SHA-256, by which the daemon
+knows a token made with `StandIn.make_token` (and so its scope).
 """
+import hashlib
 import json
 import os
 import socket
@@ -28,7 +30,8 @@ def main() -> None:
     if _reads_stdin(argv) and sys.stdin is not None and not sys.stdin.isatty():
         stdin = sys.stdin.read()
     env = {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
-    env["token"] = bool(os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN"))
+    token = os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN") or ""
+    env["token"] = hashlib.sha256(token.encode()).hexdigest() if token else ""
     request = {"op": "flyctl", "argv": argv, "cwd": os.getcwd(), "env": env, "stdin": stdin,
                "tty": os.isatty(0) and os.isatty(1)}
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -5,6 +5,7 @@ import random
 import re
 import secrets as pysecrets
 
+from . import dotenv, zones
 from . import state as st
 from .cli import APP, JSON, YES, Command, Context, FlyError
 from .regions import known as known_region
@@ -40,6 +41,7 @@ async def apps_create(ctx: Context, flags, args):
     org = flags.get("org") or ctx.env.get("FLY_ORG")
     if not org:
         raise FlyError("org slug must be specified when not running interactively")
+    ctx.authorize_org(org)  # a deploy token cannot create apps (tokens/create.go: "a single app")
     if name in ctx.state.apps or name in ctx.state.taken:
         raise FlyError("Validation failed: Name has already been taken")
     if not NAME_RE.match(name):
@@ -62,19 +64,22 @@ async def apps_destroy(ctx: Context, flags, args):
         app = ctx.state.apps.get(name)
         if app is None:
             raise FlyError(f'Could not find App "{name}"')
-        async with ctx.daemon.lease(name):
-            for m in ctx.state.app_machines(name):
-                await ctx.runtime.destroy(m, kill=True)
-            for v in ctx.state.app_volumes(name):
-                del ctx.state.volumes[v.id]
-                ctx.daemon.forget_volume(v.id)
-            del ctx.state.apps[name]
-            ctx.daemon.proxy.forget(name)
-            ctx.state.save()
+        ctx.authorize_app(app)
+        for m in ctx.state.app_machines(name):
+            await ctx.runtime.destroy(m, kill=True)
+        for v in ctx.state.app_volumes(name):
+            del ctx.state.volumes[v.id]
+            ctx.daemon.forget_volume(v.id)
+        del ctx.state.apps[name]
+        ctx.daemon.proxy.forget(name)
+        ctx.state.save()
         ctx.out(f"Destroyed app {name}")
 
 
 async def apps_list(ctx: Context, flags, args):
+    # An app-scoped deploy token cannot list apps (simonw/datasette.io#188: "flyctl apps list --json
+    # Fails for an unscoped auth token" -- the app-scoped deploy tokens meant; the text is not shown).
+    ctx.authorize_org(None)
     rows = [{"ID": a.name, "Name": a.name, "Status": st.status_json(a, ctx.state.app_machines(a.name))["Status"],
              "Deployed": a.complete_release() is not None, "Organization": {"Slug": a.org}}
             for a in ctx.state.apps.values()]
@@ -152,37 +157,13 @@ async def ips_release(ctx: Context, flags, args):
 # --- secrets ----------------------------------------------------------------------------
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """flyctl's `secrets import` parser: NAME=VALUE lines, `#` comments, one pair of
-    quotes stripped, triple-double-quoted multi-line values, unquoted values cut at `#`."""
-    out, lines, i = {}, text.splitlines(), 0
-    while i < len(lines):
-        line = lines[i].strip()
-        i += 1
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            raise FlyError(f"Secrets must be provided as NAME=VALUE pairs ({line[:20]!r} is invalid)")
-        key, value = (part.strip() for part in line.split("=", 1))
-        if value.startswith('"""'):
-            body = value[3:]
-            if body.endswith('"""') and len(body) >= 3:
-                value = body[:-3]
-            else:
-                parts = [body]
-                while i < len(lines) and not lines[i].rstrip().endswith('"""'):
-                    parts.append(lines[i])
-                    i += 1
-                if i >= len(lines):
-                    raise FlyError(f"unterminated multi-line value for {key}")
-                parts.append(lines[i].rstrip()[:-3])
-                i += 1
-                value = "\n".join(parts)
-        elif len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        else:
-            value = value.split("#", 1)[0].strip()
-        out[key] = value
-    return out
+    """flyctl's `secrets import` parser (dotenv.py, a port of internal/command/secrets/parser.go)."""
+    try:
+        return dotenv.parse(text)
+    except dotenv.ParseError as e:
+        raise FlyError(f"Failed to parse secrets from stdin: {e}") from None
+    except dotenv.GoPanic as e:
+        raise FlyError(str(e), code=2) from None
 
 
 async def _apply_secrets(ctx: Context, app: st.App, flags) -> None:
@@ -208,9 +189,8 @@ async def secrets_import(ctx: Context, flags, args):
 async def _update_secrets(ctx: Context, app: st.App, values: dict, flags) -> None:
     if not values:
         raise FlyError("requires at least one SECRET=VALUE pair")
-    async with ctx.daemon.lease(app.name):
-        app.secrets.update(values)
-        await _apply_secrets(ctx, app, flags)
+    app.secrets.update(values)
+    await _apply_secrets(ctx, app, flags)
 
 
 async def secrets_set(ctx: Context, flags, args):
@@ -232,10 +212,9 @@ async def secrets_unset(ctx: Context, flags, args):
     app = ctx.app()
     if not args:
         raise FlyError("requires at least 1 arg(s), only received 0")
-    async with ctx.daemon.lease(app.name):
-        for key in args:
-            app.secrets.pop(key, None)
-        await _apply_secrets(ctx, app, flags)
+    for key in args:
+        app.secrets.pop(key, None)
+    await _apply_secrets(ctx, app, flags)
 
 
 async def secrets_list(ctx: Context, flags, args):
@@ -303,13 +282,18 @@ async def machine_stop(ctx: Context, flags, args):
     app = ctx.app()
     if not args:
         raise FlyError("requires at least 1 arg(s), only received 0")
-    for machine_id in args:
-        m = _machine(ctx, app, machine_id)
-        ctx.out(f"Sending kill signal to machine {m.id}...")
-        if m.state in ("started", "starting"):
-            await ctx.runtime.stop(m, sig=flags.get("signal"), timeout=flags.get("timeout"))
-            ctx.state.save()
-        ctx.out(f"{m.id} has been successfully stopped")
+    machines = [_machine(ctx, app, machine_id) for machine_id in args]
+    from .cmd_deploy import lease_machines, release_leases
+    held = await lease_machines(ctx, machines)  # machine/stop.go: mach.AcquireLeases before stopping
+    try:
+        for m in machines:
+            ctx.out(f"Sending kill signal to machine {m.id}...")
+            if m.state in ("started", "starting"):
+                await ctx.runtime.stop(m, sig=flags.get("signal"), timeout=flags.get("timeout"))
+                ctx.state.save()
+            ctx.out(f"{m.id} has been successfully stopped")
+    finally:
+        release_leases(ctx, held)
 
 
 async def machine_destroy(ctx: Context, flags, args):
@@ -317,20 +301,31 @@ async def machine_destroy(ctx: Context, flags, args):
     app = ctx.app()
     if not args:
         raise FlyError("requires at least 1 arg(s), only received 0")
+    from .cmd_deploy import lease_machines, release_leases
     for machine_id in args:
         m = _machine(ctx, app, machine_id)
-        if m.state not in ("stopped", "created", "failed", "suspended") and not flags.get("force"):
-            raise FlyError(f"machine {m.id} is in a {m.state} state and cannot be destroyed since it is not "
-                           f"stopped, either stop first or use --force flag")
-        ctx.out(f"machine {m.id} was found and is currently in {m.state} state, attempting to destroy...")
-        await ctx.runtime.destroy(m, kill=True)
-        ctx.state.save()
-        ctx.out(f"{m.id} has been destroyed")
+        held = await lease_machines(ctx, [m])  # the Machine is leased while it is destroyed (fly.md section 7)
+        try:
+            if m.state not in ("stopped", "created", "failed", "suspended") and not flags.get("force"):
+                raise FlyError(f"machine {m.id} is in a {m.state} state and cannot be destroyed since it is not "
+                               f"stopped, either stop first or use --force flag")
+            ctx.out(f"machine {m.id} was found and is currently in {m.state} state, attempting to destroy...")
+            await ctx.runtime.destroy(m, kill=True)
+            ctx.state.save()
+            ctx.out(f"{m.id} has been destroyed")
+        finally:
+            release_leases(ctx, held)
 
 
-def new_volume(ctx: Context, app: str, name: str, region: str, size: int) -> st.Volume:
+def new_volume(ctx: Context, app: str, name: str, region: str, size: int, unique: bool) -> st.Volume:
+    """The API's volume create: a zone of the region (zones.py), unique among the app's volumes of
+    that name in the region when asked, else "failed to create volume: aborted: no capacity"."""
+    siblings = [v for v in ctx.state.app_volumes(app) if v.name == name and v.region == region]
+    zone = zones.place(ctx.daemon.settings, region, siblings, unique)
+    if zone is None:
+        raise FlyError(zones.NO_CAPACITY)
     vol = st.Volume(id="vol_" + pysecrets.token_hex(8).replace("0", "r")[:16], name=name, app=app,
-                    region=region, size_gb=size, created_at=st.now_iso(), zone=pysecrets.token_hex(2))
+                    region=region, size_gb=size, created_at=st.now_iso(), zone=zone)
     ctx.state.volumes[vol.id] = vol
     return vol
 
@@ -346,14 +341,17 @@ async def volumes_create(ctx: Context, flags, args):
         raise FlyError(f"region {region} not found")
     if not re.fullmatch(r"[a-z0-9_]{1,30}", name):
         raise FlyError("Volume name must consist of lowercase letters, numbers and underscores, 30 characters at most")
-    if not any(v.name == name for v in ctx.state.app_volumes(app.name)):
+    # volumes/create.go confirmVolumeCreate: no question with --yes, with --count > 1, or when a
+    # volume of that name exists; --size defaults to 3; --require-unique-zone defaults to true.
+    if flags.get("count", 1) <= 1 and not any(v.name == name for v in ctx.state.app_volumes(app.name)):
         ctx.require_yes()
-    vols = [new_volume(ctx, app.name, name, region, flags.get("size", 1)) for _ in range(flags.get("count", 1))]
-    ctx.state.save()
-    if flags.get("json"):
-        ctx.json(st.volume_json(vols[0]) if len(vols) == 1 else [st.volume_json(v) for v in vols])
-        return
-    for v in vols:
+    unique = flags.get("require-unique-zone", True)
+    for _ in range(flags.get("count", 1)):  # one create request each, printed as made; an error stops the rest
+        v = new_volume(ctx, app.name, name, region, flags.get("size", 3), unique)
+        ctx.state.save()
+        if flags.get("json"):
+            ctx.json(st.volume_json(v))  # render.JSON per volume: --count 2 prints two documents
+            continue
         ctx.out(f"                  ID: {v.id}\n                Name: {v.name}\n                 App: {app.name}\n"
                 f"              Region: {v.region}\n                Zone: {v.zone}\n             Size GB: {v.size_gb}\n"
                 f"           Encrypted: true\n          Created at: {v.created_at}\n  Snapshot retention: 5")
@@ -386,6 +384,44 @@ async def volumes_destroy(ctx: Context, flags, args):
         ctx.daemon.forget_volume(vol_id)
         ctx.state.save()
         ctx.out(f"Destroyed volume ID: {vol_id} name: {vol.name}")
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+def _print_token(ctx: Context, flags, token: str) -> None:
+    if flags.get("json"):
+        ctx.json({"token": token})
+    else:
+        ctx.out(token)
+
+
+async def tokens_create_deploy(ctx: Context, flags, args):
+    """internal/command/tokens/create.go runDeploy: the app is looked up by name first (so a token
+    for an app not created yet cannot be made: "failed retrieving app %s: %w", the API's "app not
+    found", fly-go flaps/flaps_apps.go); the token is "limited to managing a single app"."""
+    try:
+        name = ctx.app_name()
+    except FlyError:
+        name = ""
+    app = ctx.state.apps.get(name)
+    if app is None:
+        raise FlyError(f"failed retrieving app {name}: app not found")
+    try:
+        ctx.authorize_app(app)
+    except FlyError as e:
+        raise FlyError(f"failed retrieving app {name}: {e}") from None
+    _print_token(ctx, flags, ctx.daemon.make_token("deploy", app=name))
+
+
+async def tokens_create_org(ctx: Context, flags, args):
+    """runOrg: an org deploy token ("limited to managing a single org and its resources"). Without
+    an org and a terminal: runOrg's "failed retrieving org %w" around prompt.go's
+    errOrgSlugRequired (the stand-in's composition of the two real texts)."""
+    org = flags.get("org") or ctx.env.get("FLY_ORG") or (args[0] if args else None)
+    if not org:
+        raise FlyError("failed retrieving org org slug must be specified when not running interactively")
+    ctx.authorize_org(org)
+    _print_token(ctx, flags, ctx.daemon.make_token("org", org=org))
 
 
 async def version(ctx: Context, flags, args):
@@ -426,5 +462,9 @@ COMMANDS = [
             "no-encryption": ("bool", None)}, volumes_create, True, _VOLUME),
     Command(("volumes", "list"), {**APP, **JSON, "all": ("bool", None)}, volumes_list, False, _VOLUME),
     Command(("volumes", "destroy"), {**APP, **YES}, volumes_destroy, True, _VOLUME),
+    Command(("tokens", "create", "deploy"), {**APP, **JSON, "name": ("str", "n"), "expiry": ("str", "x")},
+            tokens_create_deploy, True),
+    Command(("tokens", "create", "org"), {**JSON, "org": ("str", "o"), "name": ("str", "n"),
+            "expiry": ("str", "x")}, tokens_create_org, True),
     Command(("version",), {**JSON}, version, False),
 ]

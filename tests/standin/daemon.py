@@ -11,18 +11,22 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 from . import cmd_apps, cmd_deploy, dns, image, netns, tlsca
 from .cli import CAPACITY, Context, FlyError, parse, resolve
+from .leases import Leases
 from .machines import Runtime
 from .network import DNS_IP, Network
 from .proxy import Proxy
@@ -37,13 +41,26 @@ class Daemon:
     def __init__(self, root: Path, run_id: str):
         self.root = root
         self.run_id = run_id
-        self.settings = {"dns_delay": 0.0, "check_interval_max": None, "latency_ms": 0}
+        self.settings = {
+            "dns_delay": 0.0, "check_interval_max": None, "latency_ms": 0,
+            # Fly's Machines API refuses stop_config.signal SIGUSR2 (flyctl#4721); True accepts it.
+            "accept_sigusr2": False,
+            # Seconds each Machine create takes (Fly: a few); 0 = at once.
+            "create_delay_s": 0.0,
+            # How long flyctl retries a held lease: fly-go flaps/retry.go MaxElapsedTime, 1 minute.
+            "lease_wait_s": 60.0,
+            # Hardware zones per region for volume placement (zones.py): region -> count, else default.
+            "zones": {}, "zones_default": 4,
+        }
         self.next_ids: list[str] = []
         self.state = State(root / "state.json")
         self.network = Network(run_id)
         self.faults: list[dict] = []
         self.first_seen: dict[str, float] = {}  # Machine id -> monotonic time it was made (all.vms)
-        self.leases: dict[str, asyncio.Lock] = {}
+        self.leases = Leases(self.settings)
+        # Tokens by SHA-256 (the client never sends a token). The default token is a user's
+        # own login: it reaches every app and org, as before scopes existed.
+        self.tokens: dict[str, dict] = {self._digest("stand-in-token"): {"kind": "user"}}
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
         nats_server = Path(os.environ.get("NFLY_NATS_SERVER") or Path(sys.executable).with_name("nats-server"))
@@ -98,8 +115,32 @@ class Daemon:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def lease(self, app: str) -> asyncio.Lock:
-        return self.leases.setdefault(app, asyncio.Lock())
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def token_scope(self, digest: str) -> dict:
+        """A known token's scope; any other token is treated as a user's own login (Fly would
+        refuse a token it did not issue; the stand-in's tests use arbitrary ones)."""
+        scope = dict(self.tokens.get(digest) or {"kind": "user"})
+        scope["owner"] = f"{uuid.UUID(digest[:32])}@tokens.fly.io"
+        return scope
+
+    def make_token(self, kind: str, app: str | None = None, org: str | None = None) -> str:
+        """A new token: "user" (everything), "org" (the apps of one org), "deploy" (one existing app)."""
+        if kind == "deploy":
+            if app not in self.state.apps:
+                raise FlyError(f"failed retrieving app {app}: app not found")
+            scope = {"kind": "deploy", "app": app, "org": self.state.apps[app].org}
+        elif kind == "org":
+            scope = {"kind": "org", "org": org or "personal"}
+        elif kind == "user":
+            scope = {"kind": "user"}
+        else:
+            raise ValueError(f"unknown token kind {kind!r}; known: user, org, deploy")
+        token = "FlyV1 fm2_" + secrets.token_urlsafe(32)
+        self.tokens[self._digest(token)] = scope
+        return token
 
     def _records(self) -> list[dns.Record]:
         now = time.monotonic()
@@ -159,8 +200,11 @@ class Daemon:
             command_name, mutates = " ".join(command.path), command.mutates
             flags, args = parse(rest, command.flags)
             ctx.flags = flags
-            if not (request.get("env", {}).get("token") or flags.get("access-token")):
+            digest = (self._digest(flags["access-token"]) if flags.get("access-token")
+                      else request.get("env", {}).get("token"))
+            if not digest:
                 raise FlyError("No access token available. Please login with 'flyctl auth login'")
+            ctx.token = self.token_scope(digest)
             if command_name not in ("deploy", "scale count"):
                 self.check_fault(command_name, [flags.get("region")] if flags.get("region") else [])
             task = asyncio.create_task(command.handler(ctx, flags, args))
@@ -173,7 +217,8 @@ class Daemon:
                 watcher.cancel()
                 code = task.result() or 0
         except FlyError as e:
-            send("err", f"Error: {e}\n")
+            # A Go runtime panic is printed as such, exit status 2; everything else as cobra does.
+            send("err", f"{e}\n" if str(e).startswith("panic: ") else f"Error: {e}\n")
             code = e.code
         except asyncio.CancelledError:
             code = 127
@@ -258,6 +303,14 @@ class Daemon:
                     return {"id": m.id, "region": m.region, "server_id": None, "remotes": [], "connections": {}}
             machines = [m for m in state.app_machines(args["app"]) if m.state == "started"]
             return list(await asyncio.gather(*(routez(m) for m in machines)))
+        if method == "make_token":
+            try:
+                return self.make_token(args["kind"], args.get("app"), args.get("org"))
+            except FlyError as e:
+                raise RuntimeError(str(e)) from None
+        if method == "leases":
+            return {mid: {"owner": lease.owner, "expires_at": lease.expires_iso()}
+                    for mid, lease in self.leases.held.items() if lease.live()}
         if method == "next_machine_ids":
             self.next_ids.extend(args["ids"])
             return len(self.next_ids)
