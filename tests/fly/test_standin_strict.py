@@ -346,11 +346,14 @@ def fh_wait_started(standin, app: str, count: int, timeout: float = 30) -> None:
 
 # --- 7. tokens ------------------------------------------------------------------------------------
 
-def test_a_deploy_token_manages_its_one_app(standin, example):
+def test_a_deploy_token_manages_its_one_app(standin, example, tmp_path):
     ex = example("strict-tokens")
     other = example("strict-tokens-other")
     missing = run(standin, "tokens", "create", "deploy", "-a", "strict-not-yet")
     assert (missing.returncode, missing.stderr) == (1, "Error: failed retrieving app strict-not-yet: app not found\n")
+    (tmp_path / "fly.toml").write_text('app = "strict-not-yet"\n')  # without -a: the app named by fly.toml
+    from_toml = run(standin, "tokens", "create", "deploy", cwd=str(tmp_path))
+    assert (from_toml.returncode, from_toml.stderr) == (1, missing.stderr)
     with pytest.raises(StandInError, match="app not found"):
         standin.make_token("deploy", app="strict-not-yet")
     made = run(standin, "tokens", "create", "deploy", "-a", ex.app, "--json")
