@@ -5,10 +5,16 @@ import pulumi
 from nats_fly import NatsCluster, SettingsError
 from nats_fly.stack_config import from_pulumi
 
+# The Python host's "already shown to the user" exit status: the engine adds nothing to our lines
+# (a RunError would end with "an unhandled error occurred: Program exited with non-zero exit code: 1").
+SHOWN = 32
+
 try:
     cluster = NatsCluster("nats", from_pulumi())
 except SettingsError as error:
-    raise pulumi.RunError(str(error)) from None
+    for problem in error.problems:
+        pulumi.log.error(problem)
+    raise SystemExit(SHOWN) from None
 
 pulumi.export("app", cluster.app_name)
 pulumi.export("hostname", cluster.hostname)

@@ -149,7 +149,7 @@ def main() -> None:
             if delayed_runs:
                 plan.append((9, 3, 3.0, delayed_runs))
             for total, per, dns_delay, n in plan:
-                scale = [pool.submit(fh.sh, standin, flyctl.scale(app, region, per))
+                scale = [pool.submit(fh.sh, standin, flyctl.sh(flyctl.scale_argv(app, region, per)))
                          for app in apps.values() for region in common.REGIONS]
                 for f in scale:
                     f.result()

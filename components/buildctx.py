@@ -4,6 +4,7 @@ and fly.toml, with one content hash that tells when a deploy must run again."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from importlib import resources
@@ -29,6 +30,34 @@ def build_context(s: Settings) -> dict[str, str]:
     files["nats.conf"] = natsconf.render(natsconf.fly_conf(s))
     files["fly.toml"] = flytoml.render(flytoml.fly_toml(s))
     return files
+
+
+def read(folder: str | os.PathLike) -> dict[str, str]:
+    """A build context folder as written by `write` (or `nats-fly render`)."""
+    names = [*STATIC_FILES, "nats.conf", "fly.toml"]
+    missing = [n for n in names if not (Path(folder) / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a build context: {', '.join(missing)} missing")
+    return {name: (Path(folder) / name).read_text() for name in names}
+
+
+def to_stdin(files: dict[str, str]) -> str:
+    """The context as the deploy reads it on stdin (see from_stdin)."""
+    return json.dumps({"files": files}, sort_keys=True)
+
+
+def from_stdin(text: str) -> dict[str, str]:
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("stdin is not a build context ({\"files\": {name: text}})") from None
+    if not isinstance(files, dict) or not all(isinstance(v, str) and "/" not in k for k, v in files.items()):
+        raise ValueError("stdin is not a build context ({\"files\": {name: text}})")
+    return files
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def content_hash(files: dict[str, str]) -> str:

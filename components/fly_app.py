@@ -1,7 +1,5 @@
 """FlyApp: the Fly app itself, its public IPs and its secrets."""
 
-from __future__ import annotations
-
 from typing import TypedDict
 
 import pulumi

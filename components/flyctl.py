@@ -87,11 +87,17 @@ def deploy_argv(app: str, strategy: str) -> list[str]:
                 "--wait-timeout", DEPLOY_WAIT, "--strategy", strategy, app=app, yes=True)
 
 
-def deploy(python: str, app: str, directory: str) -> str:
-    """The deploy of the build context in `directory`, through `python -m nats_fly fly deploy`: it
-    lists the app's Machines when it runs and picks the strategy (flyops.deploy_strategy), then runs
-    deploy_argv there."""
-    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app, "--dir", directory])
+def deploy(python: str, app: str, directory: str | None = None) -> str:
+    """The deploy, through `python -m nats_fly fly deploy`: it writes the build context it reads on stdin
+    (or takes `directory`) into a folder of its own, lists the app's Machines and picks the strategy
+    (flyops.deploy_strategy), then runs deploy_argv there."""
+    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app, *(["--dir", directory] if directory else [])])
+
+
+def probe(python: str, app: str, jetstream: bool) -> str:
+    """What NatsCluster asks before a Fly preview or up (read-only): is flyctl there, is there a token,
+    and does the live app hold what this stack can reach from where it is (flyops.probe)."""
+    return sh([python, "-m", "nats_fly", "fly", "probe", "--app", app, "--jetstream", str(jetstream).lower()])
 
 
 def python() -> str:
@@ -112,10 +118,6 @@ def scale_argv(app: str, region: str, count: int) -> list[str]:
     return argv("scale", "count", str(count), "--region", region, app=app, yes=True)
 
 
-def scale(app: str, region: str, count: int) -> str:
-    return sh(scale_argv(app, region, count))
-
-
 def volumes_list(app: str) -> list[str]:
     return argv("volumes", "list", app=app, json=True)
 
@@ -129,13 +131,16 @@ def volumes_destroy(app: str, volume_id: str) -> list[str]:
     return argv("volumes", "destroy", volume_id, app=app, yes=True)
 
 
-def converge_region(python: str, app: str, region: str, count: int, volume: str, size_gb: int) -> str:
-    """A region with JetStream: volumes first (one per Machine; `volumes create` is not idempotent,
-    so flyops looks first), surplus Machines stopped (lame duck), removed from JetStream and destroyed,
-    then the count, then the surplus unattached volumes go. The system password and the client URL
-    come from the environment (NATS_SYS_PASSWORD, NATS_FLY_URL), never argv."""
-    return sh([python, "-m", "nats_fly", "fly", "region", "--app", app, "--region", region,
-               "--count", str(count), "--volume", volume, "--size", str(size_gb)])
+def converge_region(python: str, app: str, region: str, count: int, volume: tuple[str, int] | None = None) -> str:
+    """A region's Machine count through flyops, one region of the app at a time (`scale count` leases
+    every Machine of the app). With JetStream (`volume`: name and size): volumes first (one per Machine;
+    `volumes create` is not idempotent, so flyops looks first), surplus Machines stopped (lame duck),
+    removed from JetStream and destroyed, then the count, then the surplus unattached volumes go. The
+    system password and the client URL come from the environment (NATS_SYS_PASSWORD, NATS_FLY_URL)."""
+    args = [python, "-m", "nats_fly", "fly", "region", "--app", app, "--region", region, "--count", str(count)]
+    if volume:
+        args += ["--volume", volume[0], "--size", str(volume[1])]
+    return sh(args)
 
 
 def machine_list(app: str) -> list[str]:
@@ -155,21 +160,28 @@ def machine_destroy(app: str, machine_id: str) -> list[str]:
 def tls_marker_cert(app: str) -> str:
     """A self-signed certificate and key on stdout. It only lets nats-server advertise
     TLS as available to TLS-first clients behind Fly's tls handler, which terminates TLS."""
-    return sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-               "-nodes", "-days", "3650", "-subj", f"/CN={app}.fly.dev",
-               "-keyout", "/dev/stdout", "-out", "/dev/stdout"]) + " 2>/dev/null"
+    missing = ("nats-fly: openssl is not on PATH; it makes the TLS marker certificate "
+               "(install it: apt-get install openssl, brew install openssl)")
+    return (f"command -v openssl >/dev/null 2>&1 || {{ echo {shlex.quote(missing)} >&2; exit 127; }}\n"
+            + sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-days", "3650", "-subj", f"/CN={app}.fly.dev",
+                  "-keyout", "/dev/stdout", "-out", "/dev/stdout"]))
 
 
 # The local platform runs nats-server processes through the same kind of Commands.
 
-def local_ensure(python: str, name: str, conf: str, state_dir: str, client_port: int, http_port: int) -> str:
-    return sh([python, "-m", "nats_fly", "local", "ensure", "--name", name, "--conf", conf,
-               "--state-dir", state_dir, "--client-port", str(client_port), "--http-port", str(http_port)])
+def local_ports(python: str, servers: list[str]) -> str:
+    return sh([python, "-m", "nats_fly", "local", "ports", "--servers", ",".join(servers)])
 
 
-def local_stop(python: str, name: str, conf: str, state_dir: str) -> str:
-    return (sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
-            + " && " + sh(["rm", "-f", conf]))
+def local_ensure(python: str, name: str, state_dir: str, client_port: int, http_port: int) -> str:
+    """Start (reload, restart) one server with the conf on stdin (natsconf's JSON form)."""
+    return sh([python, "-m", "nats_fly", "local", "ensure", "--name", name, "--state-dir", state_dir,
+               "--client-port", str(client_port), "--http-port", str(http_port)])
+
+
+def local_stop(python: str, name: str, state_dir: str) -> str:
+    return sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
 
 
 def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool) -> str:

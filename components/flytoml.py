@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from typing import Any, Iterable
 
 from .natsconf import DATA_DIR
@@ -58,6 +60,18 @@ def fly_toml(s: Settings) -> dict[str, Any]:
         conf["mounts"] = [{"source": VOLUME_NAME, "destination": DATA_DIR,
                            "initial_size": f"{s.volume_size_gb}gb"}]
     return conf
+
+
+def loads(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def gigabytes(value: Any) -> int:
+    """A mount's initial_size as fly.toml writes it ("10gb", "10GB", 10) in GB."""
+    match = re.fullmatch(r"\s*(\d+)\s*(gb|g)?\s*", str(value), re.I)
+    if not match:
+        raise ValueError(f"initial_size {value!r} is not a size in GB")
+    return int(match.group(1))
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -1,10 +1,13 @@
 """The local platform's process manager: runs, reloads and stops nats-server processes.
 
-Pulumi ``local.Command``s call it (``ensure`` on create and update, ``stop`` on delete), so every
-command is idempotent and a failed one leaves no process behind. Each server has, in
-``--state-dir``: ``NAME.pid`` (written by nats-server), ``NAME.log`` (its stdout and stderr),
-``NAME.applied.conf`` (the conf it runs, to compare with next time), ``NAME.json`` (what it was
-started with: conf path, binary, ports, a digest of the environment the conf refers to) and
+Pulumi ``local.Command``s call it (``ensure`` on create and update, ``stop`` on delete, ``ports``
+once per cluster), so every command is idempotent and a failed one leaves no process behind.
+``ensure`` reads the server's conf as JSON data on stdin (nats_fly.natsconf's form: no secret in
+it, only markers), fills in the secrets it names from the environment, and writes the conf file
+itself. Each server has, in ``--state-dir`` (mode 0700; every file in it 0600): ``NAME.conf``,
+``NAME.pid`` (written by nats-server), ``NAME.log`` (its stdout and stderr), ``NAME.applied.json``
+(the conf data it runs, to compare with next time), ``NAME.json`` (what it was started with:
+binary, ports, a digest of the environment the conf refers to, the repair generation) and
 ``NAME.lock``. ``stop`` removes them all. Rootless: it needs only the state directory and the
 ports the conf names.
 """
@@ -44,7 +47,12 @@ it waits lame_duck_grace_period, then closes its clients at most a second apart.
 therefore want a short grace period."""
 RELOAD_WAIT = 5.0
 STOP_TERM_WAIT = 5.0
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# What nats-server 2.12 applies on SIGHUP without dumping the old and new options to its log (a
+# refused reload prints them, credentials included): anything else restarts the server instead.
+RELOADABLE = ("cluster.routes", "accounts", "max_connections")
+GENERATION_ENV = "NATS_FLY_GENERATION"
+STATE_DIR_NAME = "local"  # a cluster keeps its servers in <workDir>/local
 
 
 class LocalRunError(Exception):
@@ -58,28 +66,36 @@ class Server:
     name: str
     state_dir: Path
 
+    def _file(self, suffix: str) -> Path:
+        return self.state_dir / f"{self.name}{suffix}"
+
+    @property
+    def conf_file(self) -> Path:
+        return self._file(".conf")
+
     @property
     def pid_file(self) -> Path:
-        return self.state_dir / f"{self.name}.pid"
+        return self._file(".pid")
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / f"{self.name}.log"
+        return self._file(".log")
 
     @property
     def applied_conf(self) -> Path:
-        return self.state_dir / f"{self.name}.applied.conf"
+        return self._file(".applied.json")
 
     @property
     def state_file(self) -> Path:
-        return self.state_dir / f"{self.name}.json"
+        return self._file(".json")
 
     @property
     def lock_file(self) -> Path:
-        return self.state_dir / f"{self.name}.lock"
+        return self._file(".lock")
 
     def files(self) -> list[Path]:
-        return [self.pid_file, self.log_file, self.applied_conf, self.state_file, self.lock_file]
+        return [self.conf_file, self.pid_file, self.log_file, self.applied_conf, self.state_file, self.lock_file,
+                self._file(".conf.new")]
 
 
 def nats_server_binary() -> Path:
@@ -149,18 +165,54 @@ def varz(port: int) -> dict:
 
 
 def log_tail(server: Server, lines: int = 15) -> str:
+    """The log's last lines, with every secret of the environment blanked (they reach Pulumi's output)."""
     try:
-        return "\n".join(server.log_file.read_text(errors="replace").splitlines()[-lines:])
+        text = server.log_file.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    for name, value in os.environ.items():
+        if name.startswith("NATS_") and "PASSWORD" in name and len(value) >= 4:
+            text = text.replace(value, "****")
+    return "\n".join(text.splitlines()[-lines:])
 
 
-def validate_conf(binary: Path, conf: Path) -> None:
-    if not conf.is_file():
-        raise LocalRunError(f"--conf {conf}: no such file")
+def private_dir(path: Path) -> Path:
+    """Make `path` (and missing parents) readable by its owner only: it holds confs with the route
+    password, logs and pid files."""
+    missing = []
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def conf_text(data: dict) -> str:
+    """The conf file's text: `data` (natsconf's JSON form) with its secrets filled in from the environment."""
+    from . import natsconf
+    conf = natsconf.from_json(data)
+    missing = sorted(name for name in natsconf.Secret.names(data) if not os.environ.get(name))
+    if missing:
+        raise LocalRunError(f"the conf needs {', '.join(missing)} in the environment, which lacks it")
+    # The environment holds each value as nats-server reads a $VARIABLE: a quoted conf string.
+    values = {name: natsconf.conf_string_value(os.environ[name]) for name in natsconf.Secret.names(data)}
+    return natsconf.render(natsconf.Secret.fill(conf, values))
+
+
+def validate_conf(binary: Path, conf: Path, name: str) -> None:
     test = subprocess.run([str(binary), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
     if test.returncode != 0:
-        raise LocalRunError(f"--conf {conf} is invalid: {(test.stderr or test.stdout).strip()}")
+        raise LocalRunError(f"the conf for {name} is invalid: {(test.stderr or test.stdout).strip()}")
 
 
 @contextlib.contextmanager
@@ -168,7 +220,7 @@ def locked(server: Server) -> Iterator[None]:
     """One command at a time per server. Pulumi runs Commands in parallel, and other servers'
     commands go on meanwhile. `stop` deletes the lock file while holding it, so a waiter that
     then gets the lock of a deleted file tries again on the new one."""
-    server.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(server.state_dir)
     while True:
         fd = os.open(server.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -185,7 +237,7 @@ def locked(server: Server) -> Iterator[None]:
         os.close(fd)
 
 
-def start(server: Server, binary: Path, conf: Path, client_port: int, http_port: int, wait: float) -> int:
+def start(server: Server, binary: Path, client_port: int, http_port: int, wait: float) -> int:
     for what, port in (("client", client_port), ("http", http_port)):
         if port_in_use(port):
             raise LocalRunError(
@@ -193,17 +245,20 @@ def start(server: Server, binary: Path, conf: Path, client_port: int, http_port:
                 f"{server.name} was not started"
             )
     server.pid_file.unlink(missing_ok=True)
-    with open(server.log_file, "ab") as log:
+    fd = os.open(server.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(server.log_file, 0o600)
+    with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(
-            [str(binary), "-c", str(conf), "--pid", str(server.pid_file)],
+            [str(binary), "-c", str(server.conf_file), "--pid", str(server.pid_file)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=server.state_dir,
+            umask=0o077,  # its pid file and JetStream store: owner only
         )
     try:
         wait_healthy(server, process, http_port, wait)
         actual = varz(http_port)["port"]
         if actual != client_port:
-            raise LocalRunError(f"{server.name}: {conf} listens for clients on port {actual}, "
+            raise LocalRunError(f"{server.name}: its conf listens for clients on port {actual}, "
                                 f"but --client-port is {client_port}")
     except BaseException:
         terminate(process.pid, server)  # a failed start leaves nothing running
@@ -229,6 +284,20 @@ def wait_healthy(server: Server, process: subprocess.Popen, http_port: int, wait
         time.sleep(0.05)
 
 
+def changed_paths(old: object, new: object, path: str = "") -> set[str]:
+    """The dotted paths at which two confs (JSON data) differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: set[str] = set()
+        for key in old.keys() | new.keys():
+            found |= changed_paths(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        return found
+    return set() if old == new else {path}
+
+
+def reloadable(old: dict, new: dict) -> bool:
+    return all(any(p == r or p.startswith(r + ".") for r in RELOADABLE) for p in changed_paths(old, new))
+
+
 def reload(server: Server, pid: int, http_port: int) -> str | None:
     """SIGHUP the server and wait for the verdict: None once it took, else the server's reason.
 
@@ -245,7 +314,7 @@ def reload(server: Server, pid: int, http_port: int) -> str | None:
             log.seek(log_size)
             refused = re.search(rb"Failed to reload server configuration: ([^:\n]*)", log.read())
         if refused:
-            # Only up to the first colon: the rest dumps old and new options, secrets included.
+            # Only up to the first colon: the rest dumps old and new options.
             return refused.group(1).decode(errors="replace")
     return f"no reload seen in /varz within {RELOAD_WAIT:g}s"
 
@@ -279,62 +348,79 @@ def terminate(pid: int, server: Server, lame_duck_wait: float | None = None) -> 
     raise LocalRunError(f"{server.name}: pid {pid} survived SIGKILL")
 
 
-def ensure(name: str, conf: Path, state_dir: Path, client_port: int, http_port: int, wait: float = 10.0) -> dict:
-    """Make NAME run CONF: start it, reload it, restart it, or leave it be. Returns the JSON line."""
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: int, wait: float = 10.0,
+           generation: int = 0) -> dict:
+    """Make NAME run `conf` (natsconf's JSON form): start it, reload it, restart it, or leave it be.
+    Returns the JSON line."""
     server = Server(check_name(name), state_dir.resolve())
-    conf = conf.resolve()
     binary = nats_server_binary()
-    validate_conf(binary, conf)
-    text = conf.read_text()
-    wanted = {"conf": str(conf), "binary": str(binary), "client_port": client_port,
-              "http_port": http_port, "environment": environment_digest(text)}
+    text = conf_text(conf)
+    wanted = {"binary": str(binary), "client_port": client_port, "http_port": http_port,
+              "environment": environment_digest(conf)}
     with locked(server):
+        staged = server._file(".conf.new")
+        write_private(staged, text)
+        try:
+            validate_conf(binary, staged, server.name)
+        except LocalRunError:
+            staged.unlink(missing_ok=True)
+            raise
         pid = running_pid(server)
         action = "started"
         if pid is not None:
-            applied = server.applied_conf.read_text() if server.applied_conf.exists() else None
-            state = json.loads(server.state_file.read_text()) if server.state_file.exists() else None
-            if state != wanted:
-                why = "changed: " + ", ".join(key for key in wanted if (state or {}).get(key) != wanted[key])
-            elif applied == text:
+            applied = _read_json(server.applied_conf)
+            state = _read_json(server.state_file) or {}
+            started_with = {k: state.get(k) for k in wanted}
+            if started_with != wanted:
+                why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
+            elif applied == conf:
                 why, action = None, "unchanged"
-            else:
+            elif applied is not None and reloadable(applied, conf):
+                os.replace(staged, server.conf_file)
                 why = reload(server, pid, http_port)
                 action = "reloaded"
+            else:
+                changed = sorted(changed_paths(applied or {}, conf))
+                why = "not reloadable: " + ", ".join(changed[:6]) + ("..." if len(changed) > 6 else "")
             if why is not None:
                 print(f"{name}: restarting: {why}", file=sys.stderr)
                 terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
                 action = "restarted"
+        if staged.exists():
+            os.replace(staged, server.conf_file)
         if action in ("started", "restarted"):
             try:
-                pid = start(server, binary, conf, client_port, http_port, wait)
+                pid = start(server, binary, client_port, http_port, wait)
             except BaseException:
-                for path in (server.applied_conf, server.state_file, server.lock_file):
+                for path in (server.applied_conf, server.state_file, server.lock_file, server.conf_file):
                     path.unlink(missing_ok=True)  # nothing runs: only the log stays, to be read
                 raise
-        write_private(server.applied_conf, text)  # a conf may hold passwords
-        server.state_file.write_text(json.dumps(wanted))
+        write_private(server.applied_conf, json.dumps(conf))
+        write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
     return {"name": name, "pid": pid, "client_url": f"nats://127.0.0.1:{client_port}", "action": action}
 
 
-def environment_digest(text: str) -> str:
-    """A digest of the environment variables the conf refers to ($NAME: passwords, mostly).
+def environment_digest(conf: dict) -> str:
+    """A digest of the environment variables the conf refers to ($NAME and secret markers).
 
     A reload re-reads the file but not the environment, which the process got at its start:
     a changed value takes a restart. Only the digest is kept, never a value."""
-    names = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)))
+    from . import natsconf
+    names = sorted(natsconf.environment_names(conf))
     pairs = json.dumps([(name, os.environ.get(name)) for name in names])
     return hashlib.sha256(pairs.encode()).hexdigest()
 
 
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-
-
 def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
-    """Stop NAME (lame duck first) and remove its files. Succeeds when it is not running."""
+    """Stop NAME (lame duck first) and remove its files; the state folder goes with its last server.
+    Succeeds when it is not running."""
     server = Server(check_name(name), state_dir.resolve())
     if not server.state_dir.exists():
         return {"name": name, "action": "absent"}
@@ -344,14 +430,55 @@ def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
             terminate(pid, server, lame_duck_wait=timeout)
         for path in server.files():
             path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: other servers (or their JetStream stores) remain
+        server.state_dir.rmdir()
+        if server.state_dir.name == STATE_DIR_NAME:  # <workDir>/local: the cluster's own folder goes too
+            server.state_dir.parent.rmdir()
     return {"name": name, "action": "absent" if pid is None else "stopped"}
+
+
+def observed_generation(state_dir: Path, name: str) -> int:
+    """The repair generation a server's Command should carry: the one it runs with while it runs (or
+    never ran), one more once it has died (killed, crashed), so `pulumi up` starts it again. Reads only."""
+    server = Server(check_name(name), Path(state_dir).resolve())
+    state = _read_json(server.state_file)
+    if state is None:
+        return 0
+    generation = int(state.get("generation", 0))
+    return generation if running_pid(server) is not None else generation + 1
+
+
+def choose_ports(servers: list[str], previous: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Four loopback ports per server: a server keeps the ones it has; a new one gets ports free now
+    (the kernel's pick, held together so none repeats) and not given to another server."""
+    layout = {name: list(previous[name]) for name in servers if len(previous.get(name) or []) == 4}
+    taken = {port for ports in layout.values() for port in ports}
+    held: list[socket.socket] = []
+    try:
+        for name in servers:
+            if name in layout:
+                continue
+            ports = []
+            while len(ports) < 4:
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                held.append(sock)
+                port = sock.getsockname()[1]
+                if port not in taken:
+                    taken.add(port)
+                    ports.append(port)
+            layout[name] = ports
+    finally:
+        for sock in held:
+            sock.close()
+    return {name: layout[name] for name in servers}
 
 
 def status(state_dir: Path) -> list[dict]:
     rows = []
     for pid_file in sorted(state_dir.resolve().glob("*.pid")):
         server = Server(pid_file.stem, state_dir.resolve())
-        state = json.loads(server.state_file.read_text()) if server.state_file.exists() else {}
+        state = _read_json(server.state_file) or {}
         pid = running_pid(server)
         rows.append({
             "name": server.name,
@@ -363,7 +490,7 @@ def status(state_dir: Path) -> list[dict]:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise LocalRunError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names files)")
     return name
 
@@ -371,9 +498,8 @@ def check_name(name: str) -> str:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="nats_fly local", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
-    ensure_cmd = commands.add_parser("ensure", help="start, reload or restart a server to run --conf")
+    ensure_cmd = commands.add_parser("ensure", help="start, reload or restart a server to run the conf on stdin")
     ensure_cmd.add_argument("--name", required=True)
-    ensure_cmd.add_argument("--conf", required=True, type=Path)
     ensure_cmd.add_argument("--state-dir", required=True, type=Path)
     ensure_cmd.add_argument("--client-port", required=True, type=int)
     ensure_cmd.add_argument("--http-port", required=True, type=int)
@@ -383,6 +509,9 @@ def parser() -> argparse.ArgumentParser:
     stop_cmd.add_argument("--state-dir", required=True, type=Path)
     stop_cmd.add_argument("--timeout", type=float, default=LAME_DUCK_WAIT,
                           help=f"seconds of lame duck before SIGTERM (default {LAME_DUCK_WAIT:g})")
+    ports_cmd = commands.add_parser("ports", help="print {server: [client, cluster, gateway, monitor]}: kept "
+                                                  "from $PULUMI_COMMAND_STDOUT, new ones chosen free")
+    ports_cmd.add_argument("--servers", required=True, help="comma-separated server names")
     status_cmd = commands.add_parser("status", help="list the servers of a state directory as JSON")
     status_cmd.add_argument("--state-dir", required=True, type=Path)
     return top
@@ -392,9 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "ensure":
-            result = ensure(args.name, args.conf, args.state_dir, args.client_port, args.http_port, args.wait)
+            try:
+                conf = json.loads(sys.stdin.read())
+            except ValueError as error:
+                raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
+            result = ensure(args.name, conf, args.state_dir, args.client_port, args.http_port, args.wait,
+                            int(os.environ.get(GENERATION_ENV) or 0))
         elif args.command == "stop":
             result = stop(args.name, args.state_dir, args.timeout)
+        elif args.command == "ports":
+            previous = _previous_layout(os.environ.get("PULUMI_COMMAND_STDOUT", ""))
+            result = choose_ports([n for n in args.servers.split(",") if n], previous)
         else:
             result = status(args.state_dir)
     except (LocalRunError, OSError) as error:
@@ -402,3 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(result))
     return 0
+
+
+def _previous_layout(text: str) -> dict[str, list[int]]:
+    try:
+        layout = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return layout if isinstance(layout, dict) else {}

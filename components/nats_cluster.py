@@ -1,68 +1,99 @@
 """NatsCluster: the face of the library. Settings in; a global NATS cluster out."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the multi-language provider reads these annotations
+# as types (pulumi.provider.experimental's analyzer), not as strings.
 import hashlib
-import re
-import sys
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, Mapping, NotRequired, Optional, TypedDict
 
 import pulumi
 from pulumi_command import local
 
-from . import flyctl, flyops, natsconf, settings as settings_mod
-from .fly_app import FlyApp, FlyAppArgs
-from .nats_image import NatsImage, NatsImageArgs
-from .nats_region import NatsRegion, NatsRegionArgs
-from .settings import Settings
-
-_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.S)
+from . import flyctl, natsconf, settings as settings_mod
+from .passwords import ClusterSecrets
+from .platform import Built, secret_outputs
+from .settings import NAMESPACE, Settings, SettingsError
 
 
-class NatsClusterArgs(TypedDict, total=False):
-    """The stack config keys (see the README's reference), plus the secrets as Inputs."""
+class NatsClusterArgs(TypedDict):
+    """The cluster's settings: every stack key of the README's config reference, the secrets as Inputs."""
+
+    # BEGIN NatsClusterArgs: written by `python -m nats_fly reference --write` from settings.KEYS
     app: str
-    org: str
-    platform: str
+    """Fly app name: a DNS label of at most 63 characters, globally unique on Fly. Locally, the cluster name."""
+    org: NotRequired[str]
+    """Fly organization slug the app is created in."""
+    platform: NotRequired[str]
+    """`fly`, or `local` for nats-server processes on this machine's loopback (rootless, no Fly account)."""
     regions: list[str]
-    machinesPerRegion: int
-    topology: str
-    clientPort: int
-    clusterPort: int
-    gatewayPort: int
-    monitorPort: int
-    publicPort: int
-    publicTlsPort: int
-    lameDuckGracePeriod: str
-    lameDuckDuration: str
-    killTimeout: str
-    vmSize: str
-    vmMemory: int
-    softLimit: int
-    hardLimit: int
-    peerWait: int
-    publicIpv4: str
-    auth: str
-    users: list[str]
-    jetstream: bool
-    volumeSize: int
-    localBasePort: int
-    verify: bool
+    """Fly region codes; the first is `primary_region`. `syd=3` gives a region its own Machine count. Each region may appear once."""
+    machinesPerRegion: NotRequired[int]
+    """Machines (servers) per region, 1..100 (locally 1..10), unless a region says `code=N`."""
+    topology: NotRequired[str]
+    """`mesh`: one cluster over every region, routes via `<app>.internal`. `supercluster`: a cluster per region, routes via `<region>.<app>.internal`, gateways to every region."""
+    clientPort: NotRequired[int]
+    """nats-server's client port inside a Machine."""
+    clusterPort: NotRequired[int]
+    """Route port on the private network."""
+    gatewayPort: NotRequired[int]
+    """Gateway port on the private network (supercluster)."""
+    monitorPort: NotRequired[int]
+    """HTTP monitoring port (`/healthz` for Fly's checks)."""
+    publicPort: NotRequired[int]
+    """Public raw TCP port on `<app>.fly.dev`."""
+    publicTlsPort: NotRequired[int]
+    """Public port where Fly's `tls` handler terminates TLS, for TLS-first clients."""
+    lameDuckGracePeriod: NotRequired[str]
+    """Lame duck grace period before clients are evicted; shorter than the duration."""
+    lameDuckDuration: NotRequired[str]
+    """Lame duck duration over which clients are evicted, at least 30 s (nats-server's floor)."""
+    killTimeout: NotRequired[str]
+    """Fly `kill_timeout` after the kill signal (SIGINT, which the entrypoint turns into lame duck): longer than grace period + duration, at most 300 s."""
+    vmSize: NotRequired[str]
+    """Fly VM size preset."""
+    vmMemory: NotRequired[int]
+    """VM memory in MB: a multiple of 256 within the preset's range (256..2048 per shared CPU, 2048..8192 per performance CPU)."""
+    softLimit: NotRequired[int]
+    """Fly proxy soft connection limit per Machine."""
+    hardLimit: NotRequired[int]
+    """Fly proxy hard connection limit per Machine, also nats-server's `max_connections`."""
+    peerWait: NotRequired[int]
+    """Seconds a booting server waits for a peer in DNS before starting alone (the island guard). The only Machine its route name can reach does not wait."""
+    publicIpv4: NotRequired[str]
+    """`shared` (free; IPv4 reaches only the TLS port), `dedicated` (raw TCP over IPv4 too; billed) or `none`."""
+    auth: NotRequired[str]
+    """`password`: every client logs in. `none`: anonymous clients are allowed (say so explicitly; never on a network others reach)."""
+    users: NotRequired[list[str]]
+    """Client user names in account `APP`; each needs a password in `userPasswords`."""
+    jetstream: NotRequired[bool]
+    """Enable JetStream: one volume per Machine on Fly; R3 streams need at least 3 servers (per region in a supercluster)."""
+    volumeSize: NotRequired[int]
+    """JetStream volume size in GB (1..500)."""
+    localBasePort: NotRequired[int]
+    """Local platform: the first loopback port, 4 per server placed by region. Unset: ports are chosen free at the first `up` and kept."""
+    verify: NotRequired[bool]
+    """Run verify after each change, so `pulumi up` fails when the cluster is not whole."""
+    verifyUrls: NotRequired[list[str]]
+    """`REGION=URL` per region for verify and JetStream scale-down (for example through `fly proxy` or WireGuard); default: the client URL."""
+    serverTls: NotRequired[bool]
+    """Serve TLS on the raw port too, with your certificate (`tlsCert`, `tlsKey`; `handshake_first: auto`), so TLS-first clients can go straight to `:10000`."""
     sysPassword: pulumi.Input[str]
-    """The system user's password (a secret)."""
-    userPasswords: pulumi.Input[Mapping[str, str]]
-    """user -> password for the client users (a secret)."""
-    serverTls: bool
-    tlsCert: pulumi.Input[str]
-    """With serverTls: the server certificate (PEM, chain first), a secret."""
-    tlsKey: pulumi.Input[str]
-    """With serverTls: its private key (PEM), a secret."""
-    workDir: str
-    """Where per-stack files go (build context, local state). Default: ./.nats-fly/<stack>."""
+    """Secret. Password of the system user `sys` (verify, monitoring), at least 12 characters: `pulumi config set --secret sysPassword`."""
+    userPasswords: NotRequired[pulumi.Input[dict[str, str]]]
+    """Secret. Map from user to password, at least 8 characters each: `pulumi config set --secret --path userPasswords.<user>`."""
+    tlsCert: NotRequired[pulumi.Input[str]]
+    """Secret. With `serverTls`: the PEM certificate chain, server certificate first: `pulumi config set --secret tlsCert < cert.pem`."""
+    tlsKey: NotRequired[pulumi.Input[str]]
+    """Secret. With `serverTls`: the PEM private key of that certificate."""
+    workDir: NotRequired[str]
+    """NatsCluster only: where this cluster keeps its local files. Default: `.nats-fly/<stack>/<resource name>` under the project."""
+    # END NatsClusterArgs
 
 
 class NatsCluster(pulumi.ComponentResource):
+    """A global NATS cluster on Fly.io: nats-server Machines in several regions of one app, meshed over
+    Fly's private network (or, with platform `local`, nats-server processes on this machine)."""
+
     app_name: pulumi.Output[str]
     """The Fly app name (locally: the cluster name)."""
     hostname: pulumi.Output[str]
@@ -71,9 +102,9 @@ class NatsCluster(pulumi.ComponentResource):
     """`nats://<app>.fly.dev:10000`; locally, the first region's servers."""
     tls_url: pulumi.Output[str]
     """`tls://<app>.fly.dev:10001`, for TLS-first clients (empty locally)."""
-    client_urls: pulumi.Output[dict]
+    client_urls: pulumi.Output[dict[str, str]]
     """region -> client URL(s) of that region's servers (locally; on Fly every region is the one URL)."""
-    machines: pulumi.Output[dict]
+    machines: pulumi.Output[dict[str, int]]
     """region -> Machine (server) count."""
     image_hash: pulumi.Output[str]
     """SHA-256 of the build context (locally: of all server confs)."""
@@ -82,24 +113,27 @@ class NatsCluster(pulumi.ComponentResource):
     how_to_connect: pulumi.Output[str]
     """How a client connects, in words and a nats-py line."""
 
-    def __init__(self, name: str, args: NatsClusterArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: NatsClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
-        plain = {k: v for k, v in args.items() if k not in settings_mod.SECRET_KEYS and k != "workDir"}
-        s = settings_mod.load(plain)
-        _check_given_secrets(s, args)
+        s = settings_mod.load(_plain(args))
+        checked = _check_given_secrets(s, args)
         self.settings = s
-        work = Path(args.get("workDir") or Path.cwd() / ".nats-fly" / pulumi.get_stack())
-        sys_password = pulumi.Output.secret(args["sysPassword"])
-        route_password = pulumi.Output.secret(
-            pulumi.Output.all(s.app, sys_password).apply(lambda v: _derive_route_password(v[0], v[1])))
-        user_passwords = pulumi.Output.secret(args.get("userPasswords") or {})
-        self.machines = pulumi.Output.from_input(dict(s.machines))
+        work = Path(args.get("workDir") or Path(".nats-fly") / pulumi.get_stack() / name)
+        secrets = ClusterSecrets.given(s, args, checked)
         if s.platform == "fly":
-            servers = self._fly(name, s, work, sys_password, route_password, user_passwords, args)
+            from . import fly_platform
+            built = fly_platform.build(self, name, s, secrets, args)
         else:
-            servers = self._local(name, s, work, sys_password, route_password, user_passwords)
+            from . import local_platform
+            _claim_local_ports(name, s)
+            env = secrets.values(s).apply(lambda v: {k: natsconf.conf_string(x) for k, x in v.items()})
+            built = local_platform.build(self, name, s, work, env)
+        self.app_name, self.hostname = built.app_name, built.hostname
+        self.client_url, self.tls_url, self.client_urls = built.client_url, built.tls_url, built.client_urls
+        self.image_hash, self.nats_conf = built.image_hash, built.nats_conf
+        self.machines = pulumi.Output.from_input(dict(s.machines))
         if s.verify:
-            self._verify(name, s, servers, sys_password)
+            self._verify(name, s, built, secrets.sys_password)
         self.how_to_connect = self.client_url.apply(lambda url: _how_to_connect(s, url))
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
@@ -107,115 +141,63 @@ class NatsCluster(pulumi.ComponentResource):
             "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
         })
 
-    def _fly(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
-             route_password: pulumi.Output, user_passwords: pulumi.Output, args: Mapping[str, Any]) -> list:
-        if s.server_tls:
-            pem = pulumi.Output.secret(pulumi.Output.concat(args["tlsKey"], "\n", args["tlsCert"]))
-        else:
-            pem = local.Command(
-                f"{name}-tls-marker",
-                create=flyctl.tls_marker_cert(s.app),
-                logging=local.Logging.NONE,
-                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
-            ).stdout
-        values = pulumi.Output.all(sys_password, route_password, user_passwords, pem).apply(
-            lambda v: _fly_secrets(s, v[0], v[1], v[2], v[3]))
-        secrets_text = pulumi.Output.secret(values.apply(flyctl.secrets_text))
-        app = FlyApp(f"{name}-fly", FlyAppArgs(app=s.app, org=s.org, public_ipv4=s.public_ipv4,
-                                                secrets=secrets_text),
-                     opts=pulumi.ResourceOptions(parent=self))
-        image = NatsImage(f"{name}-image", NatsImageArgs(
-            settings=s, out_dir=str(work / "build"),
-            secrets_version=pulumi.Output.secret(secrets_text.apply(_sha256)),
-            app_resource=app.app), opts=pulumi.ResourceOptions(parent=self, depends_on=[app]))
-        regions = [NatsRegion(f"{name}-{region}", NatsRegionArgs(
-            app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
-            deploy_resource=image.deploy,
-            **({"volume_size_gb": s.volume_size_gb,
-                "environment": region_environment(s, region, sys_password)} if s.jetstream else {})),
-            opts=pulumi.ResourceOptions(parent=self)) for region in s.regions]
-        self.app_name = app.app_name
-        self.hostname = app.hostname
-        self.client_url = pulumi.Output.from_input(fly_client_url(s))
-        self.tls_url = pulumi.Output.from_input(fly_tls_url(s))
-        self.client_urls = pulumi.Output.from_input({r: fly_client_url(s) for r in s.regions})
-        self.image_hash = image.hash
-        self.nats_conf = image.nats_conf
-        self._verify_urls = list(s.verify_urls) or [fly_client_url(s)]
-        return [image.deploy, *regions]
-
-    def _local(self, name: str, s: Settings, work: Path, sys_password: pulumi.Output,
-               route_password: pulumi.Output, user_passwords: pulumi.Output) -> list:
-        state_dir = work / "local"
-        state_dir.mkdir(parents=True, exist_ok=True)
-        servers = natsconf.local_servers(s)
-        confs = {sv.name: natsconf.render(natsconf.local_conf(s, sv, str(state_dir / sv.name)))
-                 for sv in servers}
-        for stale in state_dir.glob("*.conf"):
-            if stale.stem not in confs and not stale.name.endswith(".applied.conf"):
-                stale.unlink()
-        # Locally the process environment is nats-server's own: quoted, as the entrypoint does on Fly.
-        env = pulumi.Output.all(sys_password, route_password, user_passwords).apply(
-            lambda v: {k: natsconf.conf_string(x) for k, x in _process_secrets(s, v[0], v[1], v[2]).items()})
-        commands = []
-        for sv in servers:
-            path = state_dir / f"{sv.name}.conf"
-            path.write_text(confs[sv.name])
-            commands.append(local.Command(
-                f"{name}-{sv.name}",
-                create=flyctl.local_ensure(sys.executable, sv.name, str(path), str(state_dir),
-                                           sv.client_port, sv.monitor_port),
-                delete=flyctl.local_stop(sys.executable, sv.name, str(path), str(state_dir)),
-                environment=pulumi.Output.secret(env.apply(
-                    lambda e, digest=_sha256(confs[sv.name]): {**e, "NATS_FLY_CONF_SHA": digest})),
-                # One process per name: a replacement must stop the old one before starting anew.
-                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-            ))
-        by_region = {r: ",".join(sv.client_url for sv in servers if sv.region == r) for r in s.regions}
-        self.app_name = pulumi.Output.from_input(s.app)
-        self.hostname = pulumi.Output.from_input("127.0.0.1")
-        self.client_url = pulumi.Output.from_input(by_region[s.primary_region])
-        self.tls_url = pulumi.Output.from_input("")
-        self.client_urls = pulumi.Output.from_input(by_region)
-        self.image_hash = pulumi.Output.from_input(_sha256("".join(confs[k] for k in sorted(confs))))
-        self.nats_conf = pulumi.Output.from_input(confs[servers[0].name])
-        self._verify_urls = list(s.verify_urls) or [f"{r}={urls.split(',')[0]}" for r, urls in by_region.items()]
-        return commands
-
-    def _verify(self, name: str, s: Settings, servers: list[pulumi.Resource], sys_password: pulumi.Output) -> None:
-        """Prove the cluster whole after every change: `pulumi up` fails when it is not.
-        The cluster's hash and counts sit in `environment`, so a change re-runs it in place."""
-        state = pulumi.Output.all(self.image_hash, self.machines).apply(lambda v: _sha256(repr(v)))
+    def _verify(self, name: str, s: Settings, built: Built, sys_password: pulumi.Output) -> None:
+        """Prove the cluster whole after every change: `pulumi up` fails when it is not. The cluster's
+        hash, counts and repairs sit in `environment`, so a change re-runs it in place."""
+        state = pulumi.Output.all(built.image_hash, dict(s.machines), built.repair).apply(lambda v: _sha256(repr(v)))
         local.Command(
             f"{name}-verify",
-            create=flyctl.verify(flyctl.python(), self._verify_urls, dict(s.machines), s.topology, s.jetstream),
+            create=built.verify_urls.apply(lambda urls: flyctl.verify(flyctl.python(), urls, dict(s.machines),
+                                                                      s.topology, s.jetstream)),
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=servers),
+            opts=secret_outputs(self, depends_on=built.resources),
         )
 
 
-def fly_client_url(s: Settings) -> str:
-    """Fly's anycast address, raw TCP: the proxy picks the nearest healthy Machine."""
-    return f"nats://{s.app}.fly.dev:{s.ports.public}"
+_LOCAL_PORTS: dict[int, str] = {}  # port -> the cluster (resource name) of this program that uses it
 
 
-def fly_tls_url(s: Settings) -> str:
-    """The port where Fly's tls handler terminates TLS, for TLS-first clients."""
-    return f"tls://{s.app}.fly.dev:{s.ports.public_tls}"
+def _claim_local_ports(name: str, s: Settings) -> None:
+    """Two local clusters of one program with fixed ports (localBasePort) must not overlap."""
+    if s.local_base_port is None:
+        return
+    ports = {p for server in natsconf.local_layout(s).values() for p in server}
+    others = sorted({_LOCAL_PORTS[p] for p in ports if _LOCAL_PORTS.get(p) not in (None, name)})
+    if others:
+        raise SettingsError([f"{NAMESPACE}:localBasePort: {s.local_base_port} gives {name} ports that cluster "
+                             f"{', '.join(others)} of this program uses too; allowed: a localBasePort whose "
+                             f"ports do not overlap, or none (ports chosen free at the first up)"])
+    _LOCAL_PORTS.update({p: name for p in ports})
 
 
-def region_environment(s: Settings, region: str, sys_password: Any) -> dict[str, Any]:
-    """What a JetStream region's command needs to remove surplus servers from JetStream: the system
-    password and where to reach the cluster (NatsRegionArgs' `environment`)."""
-    return {natsconf.SYS_PASSWORD: sys_password, flyops.URL_ENV: scale_down_url(s, region)}
+def _plain(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings keys of `args`, which must be plain values: they shape the resource graph."""
+    plain, problems = {}, []
+    for key, value in args.items():
+        if key in settings_mod.SECRET_KEYS or key == "workDir":
+            continue
+        if isinstance(value, pulumi.Output):
+            problems.append(f"{NAMESPACE}:{key}: an Output; allowed: a plain value (it decides which "
+                            f"resources the cluster has)")
+        plain[key] = value
+    if problems:
+        raise SettingsError(problems)
+    return plain
 
 
-def scale_down_url(s: Settings, region: str) -> str:
-    """Where flyops asks JetStream to forget a region's surplus servers: verifyUrls when set
-    (REGION=URL; the region's own last, as its Machines are the ones going), else the client URL."""
-    given = [u.split("=", 1) for u in s.verify_urls]
-    urls = [u for r, u in given if r != region] + [u for r, u in given if r == region]
-    return ",".join(urls) or fly_client_url(s)
+def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> pulumi.Output:
+    """Plain values are checked now; Outputs (secret already) once they resolve: the Output returned
+    fails then, and every use of the passwords waits on it (ClusterSecrets.values)."""
+    given = {key: (settings_mod.OPAQUE if isinstance(args.get(key), pulumi.Output) else args.get(key), True)
+             for key in settings_mod.SECRET_KEYS}
+    settings_mod.check_secrets(s, given)
+    opaque = [key for key, (value, _) in given.items() if value is settings_mod.OPAQUE]
+
+    def check(values: list) -> bool:
+        settings_mod.check_secrets(s, {**given, **{k: (v, True) for k, v in zip(opaque, values)}})
+        return True
+
+    return pulumi.Output.all(*(args[key] for key in opaque)).apply(check) if opaque else pulumi.Output.from_input(True)
 
 
 def _how_to_connect(s: Settings, url: str) -> str:
@@ -223,39 +205,11 @@ def _how_to_connect(s: Settings, url: str) -> str:
     login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
     text = f"await nats.connect({first!r}{login})"
     if s.platform == "fly":
-        text += f"; TLS-first clients: await nats.connect({fly_tls_url(s)!r}{login}, tls_handshake_first=True)"
+        from .fly_platform import tls_url
+        text += f"; TLS-first clients: await nats.connect({tls_url(s)!r}{login}, tls_handshake_first=True)"
     else:
         text += "; each region's servers are in clientUrls"
     return text
-
-
-def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> None:
-    """Plain values are checked now; Outputs (secret already) are opaque until they resolve."""
-    given = {key: (settings_mod.OPAQUE if isinstance(args.get(key), pulumi.Output) else args.get(key), True)
-             for key in settings_mod.SECRET_KEYS}
-    settings_mod.check_secrets(s, given)
-
-
-def _derive_route_password(app: str, sys_password: str) -> str:
-    # Hex, so it can sit in a route URL; derived, so no second secret has to be kept.
-    return hashlib.sha256(f"nats-fly-route\0{app}\0{sys_password}".encode()).hexdigest()
-
-
-def _process_secrets(s: Settings, sys_password: str, route_password: str,
-                     user_passwords: Mapping[str, str]) -> dict[str, str]:
-    values = {natsconf.SYS_PASSWORD: sys_password, natsconf.ROUTE_PASSWORD: route_password}
-    if s.auth == "password":
-        values.update({natsconf.user_password_var(u): user_passwords[u] for u in s.users})
-    return values
-
-
-def _fly_secrets(s: Settings, sys_password: str, route_password: str, user_passwords: Mapping[str, str],
-                 tls_pem: str) -> dict[str, str]:
-    values = _process_secrets(s, sys_password, route_password, user_passwords)
-    blocks = [(m.group(1), m.group(0)) for m in _PEM.finditer(tls_pem or "")]
-    values["NATS_TLS_CERT"] = "\n".join(b for kind, b in blocks if kind == "CERTIFICATE")
-    values["NATS_TLS_KEY"] = "\n".join(b for kind, b in blocks if kind.endswith("PRIVATE KEY"))
-    return values
 
 
 def _sha256(text: str) -> str:

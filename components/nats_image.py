@@ -1,21 +1,18 @@
 """NatsImage: the build context (Dockerfile, entrypoint, nats.conf, fly.toml) and its deploy."""
 
-from __future__ import annotations
-
 from typing import TypedDict
 
 import pulumi
 from pulumi_command import local
 
 from . import buildctx, flyctl
+from .platform import secret_outputs
 from .settings import Settings
 
 
 class NatsImageArgs(TypedDict):
     settings: Settings
     """The validated stack settings the context is rendered from."""
-    out_dir: str
-    """The per-stack folder the build context is written to."""
     secrets_version: pulumi.Input[str]
     """Changes whenever the staged secrets change, so the deploy applies them."""
     app_resource: pulumi.Resource
@@ -23,8 +20,6 @@ class NatsImageArgs(TypedDict):
 
 
 class NatsImage(pulumi.ComponentResource):
-    path: pulumi.Output[str]
-    """Where the build context was written."""
     hash: pulumi.Output[str]
     """The SHA-256 of the build context; a change redeploys, rolling."""
     nats_conf: pulumi.Output[str]
@@ -37,19 +32,17 @@ class NatsImage(pulumi.ComponentResource):
         s = args["settings"]
         files = buildctx.build_context(s)
         digest = buildctx.content_hash(files)
-        out = buildctx.write(files, args["out_dir"])
-        # The hash sits in `environment`: a change re-runs the deploy in place (an update).
-        # `triggers` would replace the resource instead.
+        # The context travels on stdin and is written by the deploy itself, into a folder of its own:
+        # the program (preview too) writes nothing, and two clusters never share a folder. A change
+        # of it, or of the secrets, updates the deploy in place (`triggers` would replace it).
         self.deploy = local.Command(
             f"{name}-deploy",
-            create=flyctl.deploy(flyctl.python(), s.app, flyctl.portable(out)),
+            create=flyctl.deploy(flyctl.python(), s.app),
+            stdin=buildctx.to_stdin(files),
             environment={"NATS_FLY_IMAGE_SHA": digest, "NATS_FLY_SECRETS_VERSION": args["secrets_version"]},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args["app_resource"]],
-                                        deleted_with=args["app_resource"]),
+            opts=secret_outputs(self, depends_on=[args["app_resource"]], deleted_with=args["app_resource"]),
         )
-        self.path = pulumi.Output.from_input(str(out))
         self.hash = pulumi.Output.from_input(digest)
         self.nats_conf = pulumi.Output.from_input(files["nats.conf"])
         self.fly_toml = pulumi.Output.from_input(files["fly.toml"])
-        self.register_outputs({"path": self.path, "hash": self.hash, "natsConf": self.nats_conf,
-                               "flyToml": self.fly_toml})
+        self.register_outputs({"hash": self.hash, "natsConf": self.nats_conf, "flyToml": self.fly_toml})

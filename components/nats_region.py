@@ -1,7 +1,5 @@
 """NatsRegion: the Machines of one region."""
 
-from __future__ import annotations
-
 from typing import Mapping, NotRequired, TypedDict
 
 import pulumi
@@ -9,6 +7,7 @@ from pulumi_command import local
 
 from . import flyctl
 from .flytoml import VOLUME_NAME
+from .platform import secret_outputs
 
 
 class NatsRegionArgs(TypedDict):
@@ -30,11 +29,12 @@ class NatsRegionArgs(TypedDict):
 
 
 def region_command(app: str, region: str, machines: int, volume_size_gb: int | None = None) -> str:
-    """The command that converges a region to `machines`: `flyctl scale count`, or with JetStream (a
-    volume size) `python -m nats_fly fly region`, which needs NatsRegionArgs' `environment`."""
-    if volume_size_gb:
-        return flyctl.converge_region(flyctl.python(), app, region, machines, VOLUME_NAME, volume_size_gb)
-    return flyctl.scale(app, region, machines)
+    """The command that converges a region to `machines`, through `python -m nats_fly fly region`: one
+    region at a time per app on this machine (every `flyctl scale count` leases all the app's
+    Machines), retried when a lease is held elsewhere. With JetStream (a volume size) it makes the
+    volumes first and drains surplus servers, which needs NatsRegionArgs' `environment`."""
+    volume = (VOLUME_NAME, volume_size_gb) if volume_size_gb else None
+    return flyctl.converge_region(flyctl.python(), app, region, machines, volume)
 
 
 class NatsRegion(pulumi.ComponentResource):
@@ -51,13 +51,13 @@ class NatsRegion(pulumi.ComponentResource):
         size = args.get("volume_size_gb")
         create, delete = region_command(app, region, args["machines"], size), region_command(app, region, 0, size)
         environment = args.get("environment") if size else None
+        owned = {"depends_on": [args["deploy_resource"]], "deleted_with": args["app_resource"]}
         self.scale = local.Command(
             f"{name}-scale",
             create=create,
             delete=delete,
             environment=pulumi.Output.secret(environment) if environment else None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args["deploy_resource"]],
-                                        deleted_with=args["app_resource"]),
+            opts=secret_outputs(self, **owned) if environment else pulumi.ResourceOptions(parent=self, **owned),
         )
         self.region = pulumi.Output.from_input(region)
         self.machines = pulumi.Output.from_input(args["machines"])

@@ -3,7 +3,9 @@
 As in the official Helm chart, one structure is the truth and the text is only
 its rendering. Values the server learns at boot (its Machine id, its region)
 and every secret are `Var`s: rendered as `$NAME`, resolved by nats-server from
-the environment, so the rendered file never holds a secret.
+the environment, so the rendered text never holds a secret. A secret inside a
+string (a local route URL's password) is a `Secret` marker, filled in only by
+the local process manager, into a conf file that only its owner can read.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote
 
-from .settings import Settings, local_port_slot
+from .settings import LOCAL_PORTS_PER_SERVER, Settings, local_port_slot
 
 # Environment variables the entrypoint derives from Fly's runtime variables.
 SERVER_NAME = "NATS_SERVER_NAME"
@@ -42,10 +45,79 @@ class Var(str):
     """
 
 
+class Secret:
+    """A secret inside a string (a route URL's password), written into the conf file only by whoever
+    holds the secret: the local process manager, from its environment (`fill`). Elsewhere (the
+    Command's input, the state) the string holds only the marker."""
+
+    PATTERN = re.compile(r"\{\{secret:([A-Z0-9_]+)\}\}")
+
+    @staticmethod
+    def mark(name: str) -> str:
+        return "{{secret:%s}}" % name
+
+    @classmethod
+    def fill(cls, conf: Any, values: Mapping[str, str]) -> Any:
+        """`conf` with every marker replaced by its value, percent-encoded as a URL's userinfo needs."""
+        if isinstance(conf, Var):
+            return conf
+        if isinstance(conf, str):
+            return cls.PATTERN.sub(lambda m: quote(values[m.group(1)], safe=""), conf)
+        if isinstance(conf, dict):
+            return {k: cls.fill(v, values) for k, v in conf.items()}
+        if isinstance(conf, list):
+            return [cls.fill(v, values) for v in conf]
+        return conf
+
+    @classmethod
+    def names(cls, conf: Any) -> set[str]:
+        return set(cls.PATTERN.findall(json.dumps(to_json(conf))))
+
+
+def environment_names(data: Any) -> set[str]:
+    """Every environment variable a conf in JSON form refers to: its Vars and its Secrets."""
+    if isinstance(data, dict):
+        if set(data) == {"$var"}:
+            return {data["$var"]}
+        return set().union(*(environment_names(v) for v in data.values()))
+    if isinstance(data, list):
+        return set().union(*(environment_names(v) for v in data))
+    return set(Secret.PATTERN.findall(data)) if isinstance(data, str) else set()
+
+
+def to_json(conf: Any) -> Any:
+    """The conf as plain JSON data: a Var becomes {"$var": NAME}. (from_json reverses it.)"""
+    if isinstance(conf, Var):
+        return {"$var": str(conf)}
+    if isinstance(conf, dict):
+        return {k: to_json(v) for k, v in conf.items()}
+    if isinstance(conf, list):
+        return [to_json(v) for v in conf]
+    return conf
+
+
+def from_json(data: Any) -> Any:
+    if isinstance(data, dict):
+        if set(data) == {"$var"}:
+            return Var(data["$var"])
+        return {k: from_json(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [from_json(v) for v in data]
+    return data
+
+
 def conf_string(value: str) -> str:
     """A NATS conf double-quoted string; the server knows only these escapes."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
+
+
+def conf_string_value(text: str) -> str:
+    """The string a `conf_string` stands for (what nats-server makes of the variable)."""
+    if len(text) < 2 or not (text[0] == text[-1] == '"'):
+        return text
+    escapes = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
+    return re.sub(r'\\(.)', lambda m: escapes.get(m.group(1), m.group(0)), text[1:-1])
 
 
 def user_password_var(user: str) -> str:
@@ -133,39 +205,54 @@ class LocalServer:
         return f"nats://127.0.0.1:{self.client_port}"
 
 
-def local_servers(s: Settings) -> list[LocalServer]:
-    """The local platform's servers, each with four loopback ports of its own."""
-    servers = []
+def local_server_names(s: Settings) -> list[str]:
+    return [f"{region}-{i}" for region in s.regions for i in range(s.machines[region])]
+
+
+def local_layout(s: Settings) -> dict[str, list[int]]:
+    """server name -> [client, cluster, gateway, monitor] ports from localBasePort, four ports a slot."""
+    layout = {}
     for region in s.regions:
         for i in range(s.machines[region]):
-            base = s.local_base_port + 4 * local_port_slot(region, i)
-            servers.append(LocalServer(region, i, base, base + 1, base + 2, base + 3))
+            base = s.local_base_port + LOCAL_PORTS_PER_SERVER * local_port_slot(region, i)
+            layout[f"{region}-{i}"] = [base + k for k in range(LOCAL_PORTS_PER_SERVER)]
+    return layout
+
+
+def local_servers(s: Settings, layout: Mapping[str, list[int]] | None = None) -> list[LocalServer]:
+    """The local platform's servers, each with four loopback ports of its own: from `layout` (the
+    ports chosen at the first up), else from localBasePort."""
+    layout = layout if layout is not None else local_layout(s)
+    servers = []
+    for name in local_server_names(s):
+        region, _, index = name.rpartition("-")
+        servers.append(LocalServer(region, int(index), *layout[name]))
     return servers
 
 
-def local_conf(s: Settings, server: LocalServer, store_dir: str | None = None) -> dict[str, Any]:
-    """The conf of one local server: the same structure, explicit loopback routes."""
-    servers = local_servers(s)
+def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], store_dir: str) -> dict[str, Any]:
+    """The conf of one local server: the same structure, explicit loopback routes. Routes and gateways
+    are authorized as on Fly: each route URL carries the route password, as `Secret`s that the local
+    process manager fills in from its environment when it writes the (private) conf file."""
     if s.topology == "mesh":
         cluster_name, peers = s.cluster_name, servers
     else:
         cluster_name, peers = server.region, [p for p in servers if p.region == server.region]
     conf = _base(s, server_name=server.name, tags=[f"region:{server.region}"], host="127.0.0.1",
                  client_port=server.client_port, monitor_port=server.monitor_port)
-    # Loopback routes carry no credentials: a reloadable route list cannot hold a secret,
-    # and only local users can reach 127.0.0.1. Gateways stay authorized.
     conf["cluster"] = _cluster(cluster_name, f"127.0.0.1:{server.cluster_port}",
                                [_route_url(p.cluster_port) for p in peers if p != server])
+    conf["cluster"]["authorization"] = {"user": ROUTE_USER, "password": Var(ROUTE_PASSWORD)}
     if s.topology == "supercluster":
         conf["gateway"] = _gateway(server.region, f"127.0.0.1:{server.gateway_port}", None, {
             r: [f"nats://127.0.0.1:{p.gateway_port}" for p in servers if p.region == r] for r in s.regions})
     if s.jetstream:
-        conf["jetstream"] = _jetstream(s, store_dir or f"/tmp/nats-fly/{server.name}")  # nats-server adds jetstream/
+        conf["jetstream"] = _jetstream(s, store_dir)  # nats-server adds jetstream/
     return conf
 
 
 def _route_url(port: int) -> str:
-    return f"nats-route://127.0.0.1:{port}"
+    return f"nats-route://{ROUTE_USER}:{Secret.mark(ROUTE_PASSWORD)}@127.0.0.1:{port}"
 
 
 def _base(s: Settings, *, server_name: Any, tags: list, host: str, client_port: int,

@@ -17,17 +17,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s, given = stack_config.from_file(stack_config.stack_file(args.project_dir, args.stack))
-    # Rendering needs no secret values, but a secret given in plain text is refused all the same.
-    plain = {k: v for k, v in given.items() if not v[1]}
-    if plain:
-        settings_mod.check_secrets(s, {**{k: (settings_mod.OPAQUE, True) for k in given}, **plain})
+    # Rendering needs no secret values: one not set yet passes here (up asks for it), but a secret
+    # given in plain text, or given where the stack cannot use it, is refused all the same.
+    later = {"sysPassword", "userPasswords"} | ({"tlsCert", "tlsKey"} if s.server_tls else set())
+    settings_mod.check_secrets(s, {key: (settings_mod.OPAQUE, True) if value is None and key in later
+                                   else (value, is_secret) for key, (value, is_secret) in given.items()})
     if s.platform == "fly":
         files = buildctx.build_context(s)
     else:
-        files = {f"{sv.name}.conf": natsconf.render(natsconf.local_conf(s, sv))
-                 for sv in natsconf.local_servers(s)}
+        servers = natsconf.local_servers(s, None if s.local_base_port is not None else _sample_layout(s))
+        files = {f"{sv.name}.conf": natsconf.render(natsconf.local_conf(s, sv, servers, f"<state>/{sv.name}"))
+                 for sv in servers}
     out = buildctx.write(files, args.out)
     for name in sorted(files):
         print(out / name)
     print(f"sha256 {buildctx.content_hash(files)}")
     return 0
+
+
+def _sample_layout(s) -> dict[str, list[int]]:
+    """Without localBasePort the ports are chosen at the first up; render shows where they would go
+    from the default base."""
+    import dataclasses
+    return natsconf.local_layout(dataclasses.replace(s, local_base_port=14000))

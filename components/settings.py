@@ -1,16 +1,22 @@
-"""Stack settings: one validated, immutable model of everything a stack may say.
+"""Stack settings: one catalogue of every key a stack (or a NatsCluster) may say, and one
+validated, immutable model of them.
 
-Every key is checked before any resource exists. A bad value raises
-`SettingsError`, whose message names the key, the value and what is allowed,
-so `pulumi preview` fails before anything touches Fly.
+`KEYS` is the only place a key is defined: its type, default, description and parser. The
+`config:` block of Pulumi.yaml, the README's config reference and `NatsClusterArgs` are written
+from it (`python -m nats_fly reference --write`), and a test fails when one of them drifts.
+
+Every key is checked before any resource exists. A bad value raises `SettingsError`, whose
+lines each name the key, the value and what is allowed, so `pulumi preview` fails before
+anything touches Fly.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .regions import FLY_REGIONS
 
@@ -21,17 +27,26 @@ AUTH_MODES = ("password", "none")
 PUBLIC_IPV4 = ("shared", "dedicated", "none")
 MAX_KILL_TIMEOUT = 300  # Fly's ceiling for kill_timeout
 MIN_LAME_DUCK_DURATION = 30  # nats-server refuses less
-MAX_VOLUME_GB = 500
-MAX_LOCAL_SERVERS_PER_REGION = 10  # Fly's ceiling for one volume
-VM_SIZES = (
-    "shared-cpu-1x", "shared-cpu-2x", "shared-cpu-4x", "shared-cpu-8x",
-    "performance-1x", "performance-2x", "performance-4x", "performance-8x", "performance-16x",
-)
+MAX_VOLUME_GB = 500  # Fly's ceiling for one volume
+MAX_LOCAL_SERVERS_PER_REGION = 10
+LOCAL_PORTS_PER_SERVER = 4  # client, cluster, gateway, monitor
+# Fly's presets: (cpu kind, cpus). Memory is a multiple of 256 MB, from 256 MB (shared) or 2 GB
+# (performance) per CPU up to 2 GB (shared) or 8 GB (performance) per CPU (docs: machines/guides-
+# examples/machine-sizing; the Machines API's MachineGuest.memory_mb "must be a multiple of 256").
+VM_PRESETS = {
+    "shared-cpu-1x": ("shared", 1), "shared-cpu-2x": ("shared", 2), "shared-cpu-4x": ("shared", 4),
+    "shared-cpu-8x": ("shared", 8), "performance-1x": ("performance", 1), "performance-2x": ("performance", 2),
+    "performance-4x": ("performance", 4), "performance-8x": ("performance", 8),
+    "performance-16x": ("performance", 16),
+}
+VM_SIZES = tuple(VM_PRESETS)
+MEMORY_PER_CPU_MB = {"shared": (256, 2048), "performance": (2048, 8192)}
+MEMORY_STEP_MB = 256
 
-_APP_NAME = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
-_USER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_ORG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_DURATION = re.compile(r"^(\d+)(s|m)?$")
+_APP_NAME = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
+_USER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ORG = re.compile(r"[a-z0-9][a-z0-9-]*")
+_DURATION = re.compile(r"(\d+)(s|m)?")
 
 
 class SettingsError(ValueError):
@@ -42,14 +57,267 @@ class SettingsError(ValueError):
         super().__init__("invalid stack settings:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# ---------------------------------------------------------------- the catalogue
+
+REQUIRED = object()  # a key without a default: it must be given
+Parser = Callable[[str, Any, list[str]], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a stack (`nats-fly:<name>`) and of NatsClusterArgs."""
+
+    name: str
+    kind: str
+    """string | integer | boolean | list (of strings) | map (string -> string)"""
+    default: Any
+    """The value when the key is not given, as a stack would write it; REQUIRED, or None: none."""
+    description: str
+    field: str | None = None
+    """The Settings attribute (ports.<x> for a port); None for secrets and component-only keys."""
+    parse: Parser | None = None
+    secret: bool = False
+    stack: bool = True
+    """False: a NatsCluster argument only, not a stack key."""
+    default_text: str | None = None
+    """How the README shows the default, when the value alone would not say it."""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _k(key: str) -> str:
+    return f"{NAMESPACE}:{key}"
+
+
+# ---------------------------------------------------------------- parsers (one error line per bad value)
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _app(key: str, value: Any, problems: list[str]) -> str | None:
+    text = _text(value)
+    if text is None or len(text) > 63 or not _APP_NAME.fullmatch(text):
+        problems.append(f"{_k(key)}: {value!r} is not a valid app name; allowed: a DNS label of lowercase "
+                        f"letters, digits and '-', starting with a letter, at most 63 characters")
+        return None
+    return text
+
+
+def _pattern(regex: re.Pattern, allowed: str) -> Parser:
+    def parse(key: str, value: Any, problems: list[str]) -> str | None:
+        if _text(value) is None or not regex.fullmatch(value):
+            problems.append(f"{_k(key)}: {value!r} is not valid; allowed: {allowed}")
+            return None
+        return value
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    def parse(key: str, value: Any, problems: list[str]) -> str | None:
+        if value not in choices:
+            problems.append(f"{_k(key)}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+            return None
+        return value
+    return parse
+
+
+def _int_range(low: int, high: int, unit: str) -> Parser:
+    allowed = f"an integer {low}..{high} {unit}".rstrip()
+
+    def parse(key: str, value: Any, problems: list[str]) -> int | None:
+        number = value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            number = int(value)
+        if isinstance(number, bool) or not isinstance(number, int):
+            problems.append(f"{_k(key)}: {value!r} is not an integer; allowed: {allowed}")
+            return None
+        if not low <= number <= high:
+            problems.append(f"{_k(key)}: {value!r} is out of range; allowed: {allowed}")
+            return None
+        return number
+    return parse
+
+
+_port = _int_range(1, 65535, "")
+
+
+def _duration(key: str, value: Any, problems: list[str]) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        problems.append(f"{_k(key)}: {value!r} is not a duration; allowed: whole seconds like 30, '30s' or '2m'")
+        return None
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def _bool(key: str, value: Any, problems: list[str]) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    problems.append(f"{_k(key)}: {value!r} is not a boolean; allowed: true, false")
+    return None
+
+
+def _list(key: str, value: Any, problems: list[str]) -> list | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        problems.append(f"{_k(key)}: {value!r} is not a list")
+        return None
+    return value
+
+
+def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    items = _list(key, value, problems)
+    if items is None:
+        return None
+    users: list[str] = []
+    bad = False
+    for name in items:
+        if not isinstance(name, str) or not _USER_NAME.fullmatch(name) or name == "sys":
+            bad = True
+            problems.append(f"{_k(key)}: {name!r} is not a valid user name; allowed: lowercase letters, digits "
+                            f"and '_', starting with a letter, at most 32, and not 'sys' (the system user)")
+        elif name in users:
+            bad = True
+            problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
+        else:
+            users.append(name)
+    if not items:
+        problems.append(f"{_k(key)}: [] is empty; give at least one client user")
+    return None if bad or not items else tuple(users)
+
+
+def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...] | None:
+    items = _list(key, value, problems)
+    if items is None:
+        return None
+    urls: list[tuple[str, str]] = []
+    allowed = "REGION=nats://host:port (or tls://), one per region of the stack, port 1..65535"
+    for item in items:
+        region, sep, url = str(item).partition("=") if isinstance(item, str) else ("", "", "")
+        problem = None
+        if not sep or region not in FLY_REGIONS:
+            problem = "not REGION=URL with a Fly region code"
+        else:
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError as error:
+                parts, port, problem = None, None, f"its URL is not valid ({error})"
+            if problem is None and (parts.scheme not in ("nats", "tls") or not parts.hostname
+                                    or re.search(r"\s", url) or parts.path not in ("", "/")):
+                problem = "its URL is not nats://host:port or tls://host:port"
+            elif problem is None and port is None:
+                problem = "its URL has no port"
+            elif problem is None and region in dict(urls):
+                problem = f"region {region} is listed twice"
+        if problem:
+            problems.append(f"{_k(key)}: {item!r} is not valid ({problem}); allowed: {allowed}")
+        else:
+            urls.append((region, url))
+    return tuple(urls)
+
+
+def _count(key: str, value: Any, problems: list[str]) -> int | None:
+    return _int_range(1, 100, "machines")(key, value, problems)
+
+
+KEYS: tuple[Key, ...] = (
+    Key("app", "string", REQUIRED, "Fly app name: a DNS label of at most 63 characters, globally unique on "
+        "Fly. Locally, the cluster name.", "app", _app),
+    Key("org", "string", "personal", "Fly organization slug the app is created in.", "org",
+        _pattern(_ORG, "a Fly organization slug (lowercase letters, digits and '-')")),
+    Key("platform", "string", "fly", "`fly`, or `local` for nats-server processes on this machine's loopback "
+        "(rootless, no Fly account).", "platform", _choice(PLATFORMS)),
+    Key("regions", "list", REQUIRED, "Fly region codes; the first is `primary_region`. `syd=3` gives a region "
+        "its own Machine count. Each region may appear once.", "regions"),
+    Key("machinesPerRegion", "integer", 1, "Machines (servers) per region, 1..100 (locally 1..10), unless a "
+        "region says `code=N`.", "machines"),
+    Key("topology", "string", "mesh", "`mesh`: one cluster over every region, routes via `<app>.internal`. "
+        "`supercluster`: a cluster per region, routes via `<region>.<app>.internal`, gateways to every "
+        "region.", "topology", _choice(TOPOLOGIES)),
+    Key("clientPort", "integer", 4222, "nats-server's client port inside a Machine.", "ports.client", _port),
+    Key("clusterPort", "integer", 4248, "Route port on the private network.", "ports.cluster", _port),
+    Key("gatewayPort", "integer", 7222, "Gateway port on the private network (supercluster).", "ports.gateway",
+        _port),
+    Key("monitorPort", "integer", 8222, "HTTP monitoring port (`/healthz` for Fly's checks).", "ports.monitor",
+        _port),
+    Key("publicPort", "integer", 10000, "Public raw TCP port on `<app>.fly.dev`.", "ports.public", _port),
+    Key("publicTlsPort", "integer", 10001, "Public port where Fly's `tls` handler terminates TLS, for TLS-first "
+        "clients.", "ports.public_tls", _port),
+    Key("lameDuckGracePeriod", "string", "10s", "Lame duck grace period before clients are evicted; shorter "
+        "than the duration.", "lame_duck_grace_period", _duration),
+    Key("lameDuckDuration", "string", "30s", "Lame duck duration over which clients are evicted, at least 30 s "
+        "(nats-server's floor).", "lame_duck_duration", _duration),
+    Key("killTimeout", "string", "60s", "Fly `kill_timeout` after the kill signal (SIGINT, which the entrypoint "
+        "turns into lame duck): longer than grace period + duration, at most 300 s.", "kill_timeout", _duration),
+    Key("vmSize", "string", "shared-cpu-1x", "Fly VM size preset.", "vm_size", _choice(VM_SIZES)),
+    Key("vmMemory", "integer", 512, "VM memory in MB: a multiple of 256 within the preset's range (256..2048 "
+        "per shared CPU, 2048..8192 per performance CPU).", "vm_memory_mb", _int_range(256, 131072, "MB")),
+    Key("softLimit", "integer", 20000, "Fly proxy soft connection limit per Machine.", "soft_limit",
+        _int_range(1, 1_000_000, "connections")),
+    Key("hardLimit", "integer", 25000, "Fly proxy hard connection limit per Machine, also nats-server's "
+        "`max_connections`.", "hard_limit", _int_range(1, 1_000_000, "connections")),
+    Key("peerWait", "integer", 20, "Seconds a booting server waits for a peer in DNS before starting alone "
+        "(the island guard). The only Machine its route name can reach does not wait.", "peer_wait",
+        _int_range(0, 600, "seconds")),
+    Key("publicIpv4", "string", "shared", "`shared` (free; IPv4 reaches only the TLS port), `dedicated` (raw "
+        "TCP over IPv4 too; billed) or `none`.", "public_ipv4", _choice(PUBLIC_IPV4)),
+    Key("auth", "string", "password", "`password`: every client logs in. `none`: anonymous clients are allowed "
+        "(say so explicitly; never on a network others reach).", "auth", _choice(AUTH_MODES)),
+    Key("users", "list", ["app"], "Client user names in account `APP`; each needs a password in "
+        "`userPasswords`.", "users", _users),
+    Key("jetstream", "boolean", False, "Enable JetStream: one volume per Machine on Fly; R3 streams need at "
+        "least 3 servers (per region in a supercluster).", "jetstream", _bool),
+    Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500).", "volume_size_gb",
+        _int_range(1, MAX_VOLUME_GB, "GB")),
+    Key("localBasePort", "integer", None, "Local platform: the first loopback port, 4 per server placed by "
+        "region. Unset: ports are chosen free at the first `up` and kept.", "local_base_port",
+        _int_range(1024, 65000, ""), default_text="chosen at first up"),
+    Key("verify", "boolean", False, "Run verify after each change, so `pulumi up` fails when the cluster is "
+        "not whole.", "verify", _bool),
+    Key("verifyUrls", "list", [], "`REGION=URL` per region for verify and JetStream scale-down (for example "
+        "through `fly proxy` or WireGuard); default: the client URL.", "verify_urls", _verify_urls,
+        default_text="client URL"),
+    Key("serverTls", "boolean", False, "Serve TLS on the raw port too, with your certificate (`tlsCert`, "
+        "`tlsKey`; `handshake_first: auto`), so TLS-first clients can go straight to `:10000`.", "server_tls",
+        _bool),
+    Key("sysPassword", "string", REQUIRED, "Secret. Password of the system user `sys` (verify, monitoring), at "
+        "least 12 characters: `pulumi config set --secret sysPassword`.", secret=True),
+    Key("userPasswords", "map", {}, "Secret. Map from user to password, at least 8 characters each: `pulumi "
+        "config set --secret --path userPasswords.<user>`.", secret=True),
+    Key("tlsCert", "string", "", "Secret. With `serverTls`: the PEM certificate chain, server certificate "
+        "first: `pulumi config set --secret tlsCert < cert.pem`.", secret=True),
+    Key("tlsKey", "string", "", "Secret. With `serverTls`: the PEM private key of that certificate.",
+        secret=True),
+    Key("workDir", "string", None, "NatsCluster only: where this cluster keeps its local files. Default: "
+        "`.nats-fly/<stack>/<resource name>` under the project.", stack=False,
+        default_text=".nats-fly/<stack>/<name>"),
+)
+KEY_BY_NAME = {key.name: key for key in KEYS}
+SECRET_KEYS = tuple(key.name for key in KEYS if key.secret)
+OPAQUE = object()  # a secret given as an Output: present, checked when it resolves
+
+
+# ---------------------------------------------------------------- the model
+
 @dataclass(frozen=True)
 class Ports:
-    client: int = 4222
-    cluster: int = 4248
-    gateway: int = 7222
-    monitor: int = 8222
-    public: int = 10000
-    public_tls: int = 10001
+    client: int
+    cluster: int
+    gateway: int
+    monitor: int
+    public: int
+    public_tls: int
 
 
 @dataclass(frozen=True)
@@ -57,27 +325,27 @@ class Settings:
     app: str
     regions: tuple[str, ...]
     machines: Mapping[str, int]
-    platform: str = "fly"
-    org: str = "personal"
-    topology: str = "mesh"
-    ports: Ports = field(default_factory=Ports)
-    lame_duck_grace_period: int = 10
-    lame_duck_duration: int = 30
-    kill_timeout: int = 60
-    vm_size: str = "shared-cpu-1x"
-    vm_memory_mb: int = 512
-    soft_limit: int = 20000
-    hard_limit: int = 25000
-    peer_wait: int = 20
-    public_ipv4: str = "shared"
-    auth: str = "password"
-    users: tuple[str, ...] = ("app",)
-    jetstream: bool = False
-    volume_size_gb: int = 1
-    local_base_port: int = 14000
-    verify: bool = False
-    verify_urls: tuple[str, ...] = ()
-    server_tls: bool = False
+    platform: str
+    org: str
+    topology: str
+    ports: Ports
+    lame_duck_grace_period: int
+    lame_duck_duration: int
+    kill_timeout: int
+    vm_size: str
+    vm_memory_mb: int
+    soft_limit: int
+    hard_limit: int
+    peer_wait: int
+    public_ipv4: str
+    auth: str
+    users: tuple[str, ...]
+    jetstream: bool
+    volume_size_gb: int
+    local_base_port: int | None
+    verify: bool
+    verify_urls: tuple[tuple[str, str], ...]
+    server_tls: bool
 
     @property
     def primary_region(self) -> str:
@@ -92,46 +360,9 @@ class Settings:
         return self.app
 
 
-# key -> (Settings field, parser, default shown in the reference). The order is the README's.
-def _keys() -> dict[str, tuple[str, Callable[[str, Any, list[str]], Any]]]:
-    return {
-        "app": ("app", _app),
-        "org": ("org", _pattern(_ORG, "a Fly organization slug (lowercase letters, digits and '-')")),
-        "platform": ("platform", _choice(PLATFORMS)),
-        "regions": ("regions", None),  # parsed together with machinesPerRegion
-        "machinesPerRegion": ("machines", None),
-        "topology": ("topology", _choice(TOPOLOGIES)),
-        "clientPort": ("ports.client", _port),
-        "clusterPort": ("ports.cluster", _port),
-        "gatewayPort": ("ports.gateway", _port),
-        "monitorPort": ("ports.monitor", _port),
-        "publicPort": ("ports.public", _port),
-        "publicTlsPort": ("ports.public_tls", _port),
-        "lameDuckGracePeriod": ("lame_duck_grace_period", _duration),
-        "lameDuckDuration": ("lame_duck_duration", _duration),
-        "killTimeout": ("kill_timeout", _duration),
-        "vmSize": ("vm_size", _choice(VM_SIZES)),
-        "vmMemory": ("vm_memory_mb", _int_range(256, 65536, "MB")),
-        "softLimit": ("soft_limit", _int_range(1, 1_000_000, "connections")),
-        "hardLimit": ("hard_limit", _int_range(1, 1_000_000, "connections")),
-        "peerWait": ("peer_wait", _int_range(0, 600, "seconds")),
-        "publicIpv4": ("public_ipv4", _choice(PUBLIC_IPV4)),
-        "auth": ("auth", _choice(AUTH_MODES)),
-        "users": ("users", _users),
-        "jetstream": ("jetstream", _bool),
-        "volumeSize": ("volume_size_gb", _int_range(1, MAX_VOLUME_GB, "GB")),
-        "localBasePort": ("local_base_port", _int_range(1024, 65000, "")),
-        "verify": ("verify", _bool),
-        "verifyUrls": ("verify_urls", _verify_urls),
-        "serverTls": ("server_tls", _bool),
-    }
-
-
-
-
-
 def load(values: Mapping[str, Any]) -> Settings:
-    """Validate raw stack config (keys with or without the `nats-fly:` prefix) into Settings."""
+    """Validate raw stack config (keys with or without the `nats-fly:` prefix) into Settings.
+    Secrets are not read here (see check_secrets); a missing key takes its catalogue default."""
     problems: list[str] = []
     raw = {}
     for key, value in values.items():
@@ -139,36 +370,47 @@ def load(values: Mapping[str, Any]) -> Settings:
         if ":" in bare:
             continue  # another namespace's key (aws:region, ...) is not ours to judge
         raw[bare] = value
-    known = _keys()
+    stack_keys = [k.name for k in KEYS if k.stack]
     for key in raw:
-        if key not in known and key not in SECRET_KEYS:
-            problems.append(f"{_k(key)}: unknown key; allowed keys: {', '.join(known)}")
+        if key not in KEY_BY_NAME or not KEY_BY_NAME[key].stack:
+            problems.append(f"{_k(key)}: unknown key; allowed keys: {', '.join(stack_keys)}")
 
     kwargs: dict[str, Any] = {}
     ports: dict[str, int] = {}
-    for key, (target, parse) in known.items():
-        if parse is None or key not in raw:
+    for key in KEYS:
+        if key.parse is None or key.field is None:
             continue
-        value = parse(key, raw[key], problems)
-        if value is None:
+        given = key.name in raw
+        if not given and key.default is REQUIRED:
             continue
-        if target.startswith("ports."):
-            ports[target.split(".", 1)[1]] = value
+        value = key.parse(key.name, raw[key.name], problems) if given else _default(key)
+        if value is None and (given or key.default is not None):
+            continue
+        if key.field.startswith("ports."):
+            ports[key.field.split(".", 1)[1]] = value
         else:
-            kwargs[target] = value
+            kwargs[key.field] = value
 
     if "app" not in raw:
         problems.append(f"{_k('app')}: missing; set a Fly app name (a DNS label, at most 63 characters)")
     regions, machines = _regions(raw.get("regions"), raw.get("machinesPerRegion", 1), problems)
     kwargs["regions"], kwargs["machines"] = regions, machines
-    kwargs["ports"] = Ports(**ports)
     if problems:
         raise SettingsError(problems)
-    settings = Settings(**kwargs)
+    settings = Settings(ports=Ports(**ports), **kwargs)
     _relations(settings, problems)
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _default(key: Key) -> Any:
+    if key.default is None:
+        return None
+    problems: list[str] = []
+    value = key.parse(key.name, key.default, problems)
+    assert not problems, problems  # the catalogue's own defaults are valid
+    return value
 
 
 def _relations(s: Settings, problems: list[str]) -> None:
@@ -183,7 +425,13 @@ def _relations(s: Settings, problems: list[str]) -> None:
         problems.append(f"{_k('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
                         f"lameDuckDuration ({lame_duck_total}s) and be at most {MAX_KILL_TIMEOUT}s (Fly's limit)")
     if s.soft_limit > s.hard_limit:
-        problems.append(f"{_k('softLimit')}: {s.soft_limit} must not exceed hardLimit ({s.hard_limit})")
+        problems.append(f"{_k('softLimit')}: {s.soft_limit} exceeds {_k('hardLimit')} ({s.hard_limit}); allowed: "
+                        f"a softLimit that does not exceed hardLimit (lower one, or raise the other)")
+    kind, cpus = VM_PRESETS[s.vm_size]
+    low, high = (per_cpu * cpus for per_cpu in MEMORY_PER_CPU_MB[kind])
+    if s.vm_memory_mb % MEMORY_STEP_MB or not low <= s.vm_memory_mb <= high:
+        problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
+                        f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
     internal = {"clientPort": s.ports.client, "clusterPort": s.ports.cluster,
                 "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor}
     public = {"publicPort": s.ports.public, "publicTlsPort": s.ports.public_tls}
@@ -193,15 +441,20 @@ def _relations(s: Settings, problems: list[str]) -> None:
             if port in seen:
                 problems.append(f"{_k(key)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = key
+    strangers = [f"{r}={url}" for r, url in s.verify_urls if r not in s.regions]
+    if strangers:
+        problems.append(f"{_k('verifyUrls')}: {', '.join(strangers)} names a region that is not in the stack; "
+                        f"allowed: the stack's regions {', '.join(s.regions)}")
     if s.platform == "local":
         crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
         if crowded:
             problems.append(f"{_k('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
                             f"platform; allowed: 1..{MAX_LOCAL_SERVERS_PER_REGION} per region")
-        span = local_port_span(s)
-        if s.local_base_port + span > 65535:
-            problems.append(f"{_k('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
-                            f"allowed: 1024..{65535 - span}")
+        elif s.local_base_port is not None:
+            span = local_port_span(s)
+            if s.local_base_port + span > 65535:
+                problems.append(f"{_k('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
+                                f"allowed: 1024..{65535 - span}")
     if s.jetstream:
         need = 3
         if s.topology == "supercluster":
@@ -217,16 +470,12 @@ def _relations(s: Settings, problems: list[str]) -> None:
 
 def local_port_slot(region: str, index: int) -> int:
     """A local server's slot: by the region's place in Fly's list, so adding or removing
-    a region never moves another region's ports. Four ports per slot."""
+    a region never moves another region's ports."""
     return list(FLY_REGIONS).index(region) * MAX_LOCAL_SERVERS_PER_REGION + index
 
 
 def local_port_span(s: Settings) -> int:
-    return 4 * (1 + max(local_port_slot(r, s.machines[r] - 1) for r in s.regions))
-
-
-def _k(key: str) -> str:
-    return f"{NAMESPACE}:{key}"
+    return LOCAL_PORTS_PER_SERVER * (1 + max(local_port_slot(r, s.machines[r] - 1) for r in s.regions))
 
 
 def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[str, ...], dict[str, int]]:
@@ -243,121 +492,23 @@ def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[st
     machines: dict[str, int] = {}
     for item in items:
         code, _, count = str(item).partition("=")
-        code = code.strip()
         if code not in FLY_REGIONS:
             problems.append(f"{_k('regions')}: {code!r} is not a Fly region; allowed: {', '.join(FLY_REGIONS)}")
             continue
         if code in machines:
             problems.append(f"{_k('regions')}: {code!r} is listed twice; each region may appear once")
             continue
-        n = _count(f"regions[{code}]", count.strip(), problems) if count else default
+        n = _count(f"regions[{code}]", count, problems) if count else default
         regions.append(code)
         machines[code] = n if n is not None else 1
     return tuple(regions), machines
 
 
-def _count(key: str, value: Any, problems: list[str]) -> int | None:
-    return _int_range(1, 100, "machines")(key, value, problems)
-
-
-def _list(key: str, value: Any, problems: list[str]) -> list | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list):
-        problems.append(f"{_k(key)}: {value!r} is not a list")
-        return None
-    return value
-
-
-def _app(key: str, value: Any, problems: list[str]) -> str | None:
-    if not isinstance(value, str) or len(value) > 63 or not _APP_NAME.match(value):
-        problems.append(f"{_k(key)}: {value!r} is not a valid app name; allowed: a DNS label of lowercase "
-                        f"letters, digits and '-', starting with a letter, at most 63 characters")
-        return None
-    return value
-
-
-def _pattern(regex: re.Pattern, allowed: str):
-    def parse(key: str, value: Any, problems: list[str]) -> str | None:
-        if not isinstance(value, str) or not regex.match(value):
-            problems.append(f"{_k(key)}: {value!r} is not valid; allowed: {allowed}")
-            return None
-        return value
-    return parse
-
-
-def _choice(choices: tuple[str, ...]):
-    def parse(key: str, value: Any, problems: list[str]) -> str | None:
-        if value not in choices:
-            problems.append(f"{_k(key)}: {value!r} is not allowed; allowed: {', '.join(choices)}")
-            return None
-        return value
-    return parse
-
-
-def _int_range(low: int, high: int, unit: str):
-    def parse(key: str, value: Any, problems: list[str]) -> int | None:
-        number = value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            number = int(value)
-        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-            problems.append(f"{_k(key)}: {value!r} is out of range; allowed: an integer {low}..{high} {unit}".rstrip())
-            return None
-        return number
-    return parse
-
-
-def _port(key: str, value: Any, problems: list[str]) -> int | None:
-    return _int_range(1, 65535, "")(key, value, problems)
-
-
-def _duration(key: str, value: Any, problems: list[str]) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
-    if not match:
-        problems.append(f"{_k(key)}: {value!r} is not a duration; allowed: whole seconds like 30, '30s' or '2m'")
-        return None
-    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
-    return seconds
-
-
-def _bool(key: str, value: Any, problems: list[str]) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    problems.append(f"{_k(key)}: {value!r} is not a boolean; allowed: true, false")
-    return None
-
-
-def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
-    items = _list(key, value, problems)
-    if items is None:
-        return None
-    users: list[str] = []
-    for name in items:
-        if not isinstance(name, str) or not _USER_NAME.match(name) or name == "sys":
-            problems.append(f"{_k(key)}: {name!r} is not a valid user name; allowed: lowercase letters, digits "
-                            f"and '_', starting with a letter, at most 32, and not 'sys' (the system user)")
-        elif name in users:
-            problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
-        else:
-            users.append(name)
-    if not users and not problems:
-        problems.append(f"{_k(key)}: [] is empty; give at least one client user")
-    return tuple(users)
-# Keys whose values must be Pulumi secrets (`pulumi config set --secret`). They never
-# enter Settings: they travel as secret Outputs to Fly secrets and process environments.
-SECRET_KEYS = ("sysPassword", "userPasswords", "tlsCert", "tlsKey")
-OPAQUE = object()  # a secret given as an Output: present, checked when it resolves
-
+# ---------------------------------------------------------------- secrets
 
 def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
-    """Validate the secret keys: `given` maps key -> (value, whether it was stored as a secret)."""
+    """Validate the secret keys: `given` maps key -> (value, whether it was stored as a secret).
+    A value may be OPAQUE (an Output not resolved yet): then only its presence is known."""
     problems: list[str] = []
     for key, (value, is_secret) in given.items():
         if value not in (None, "", {}, "{}") and not is_secret:
@@ -370,9 +521,7 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
             problems.append(f"{_k(key)}: holds a control character (newline, tab...); allowed: printable "
                             f"characters only (the value is not shown here)")
     sys_password = given.get("sysPassword", (None, True))[0]
-    if sys_password is OPAQUE:
-        pass
-    elif not sys_password or not isinstance(sys_password, str) or len(sys_password) < 12:
+    if sys_password is not OPAQUE and (not isinstance(sys_password, str) or len(sys_password) < 12):
         problems.append(f"{_k('sysPassword')}: missing or shorter than 12 characters; allowed: a secret "
                         f"of at least 12 characters for the system user (verify and monitoring)")
     passwords = given.get("userPasswords", (None, True))[0]
@@ -394,29 +543,14 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
                 if user not in s.users:
                     problems.append(f"{_k('userPasswords')}: {user!r} is not in users {list(s.users)}; "
                                     f"allowed: passwords for listed users only")
-    pem = {"tlsCert": "CERTIFICATE", "tlsKey": "PRIVATE KEY"}
-    for key, kind in pem.items():
-        value = given.get(key, (None, True))[0]
-        if s.server_tls and value is not OPAQUE and (not isinstance(value, str) or "-----BEGIN" not in value
-                                                      or kind not in value):
-            problems.append(f"{_k(key)}: missing or not a PEM {kind.lower()}; allowed: with serverTls, a secret "
-                            f"PEM set with `pulumi config set --secret {key} < file.pem`")
-        elif not s.server_tls and value not in (None, ""):
-            problems.append(f"{_k(key)}: given but serverTls is false; allowed: set serverTls: true to use it")
+    cert, key = (given.get(k, (None, True))[0] for k in ("tlsCert", "tlsKey"))
+    if s.server_tls:
+        from .pem import check_pair
+        problems.extend(check_pair(cert, key, _k))
+    else:
+        for name, value in (("tlsCert", cert), ("tlsKey", key)):
+            if value not in (None, ""):
+                problems.append(f"{_k(name)}: given but serverTls is false; allowed: set serverTls: true "
+                                f"to use it")
     if problems:
         raise SettingsError(problems)
-
-
-def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
-    items = _list(key, value, problems)
-    if items is None:
-        return None
-    urls = []
-    for item in items:
-        region, sep, url = str(item).partition("=")
-        if not sep or region not in FLY_REGIONS or not re.match(r"^(nats|tls)://[^\s]+$", url):
-            problems.append(f"{_k(key)}: {item!r} is not valid; allowed: REGION=nats://host:port "
-                            f"(or tls://), with a Fly region code")
-        else:
-            urls.append(f"{region}={url}")
-    return tuple(urls)

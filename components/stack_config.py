@@ -47,9 +47,16 @@ def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, bool]]]:
         value = bare.pop(key, None)
         for other in (f"{NAMESPACE}:{key}", key):
             values.pop(other, None)
-        is_secret = isinstance(value, dict) and "secure" in value
+        is_secret = _is_secure(value)
         given[key] = (settings_mod.OPAQUE if is_secret else value, is_secret or value is None)
     return settings_mod.load(values), given
+
+
+def _is_secure(value: Any) -> bool:
+    """A value `pulumi config set --secret` wrote: {secure: ...}, or a map of them (`--path k.x`)."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return True
+    return isinstance(value, dict) and bool(value) and all(_is_secure(v) for v in value.values())
 
 
 def _decode(value: Any) -> Any:

@@ -4,7 +4,9 @@ the suites share: the Fly stand-in for the whole session."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -21,12 +23,19 @@ FAKE_PEM = ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRI
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Every Command 'runs' successfully; the TLS marker command prints a PEM pair."""
+    """Every Command 'runs' successfully; the TLS marker command prints a PEM pair, the local ports
+    command four ports per server from 20000 on."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "command:local:Command":
-            state["stdout"] = FAKE_PEM if args.name.endswith("-tls-marker") else ""
+            state["stdout"] = ""
+            if args.name.endswith("-tls-marker"):
+                state["stdout"] = FAKE_PEM
+            elif args.name.endswith("-ports"):
+                argv = shlex.split(args.inputs["create"])
+                servers = argv[argv.index("--servers") + 1].split(",")
+                state["stdout"] = json.dumps({n: [20000 + 4 * i + k for k in range(4)] for i, n in enumerate(servers)})
             state["stderr"] = ""
         return f"{args.name}-id", state
 

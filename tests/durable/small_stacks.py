@@ -51,15 +51,10 @@ def open_stack(standin, scratch: Path) -> fh.Stack:
 
 def tls_stack(standin, scratch: Path) -> tuple[fh.Stack, Certificate]:
     """One Machine in fra with serverTls and a user certificate; auth stays on (the default)."""
-    from nats_fly import flyctl
-    from nats_fly.nats_cluster import _derive_route_password, _fly_secrets
     app = f"dur-tls-{secrets.token_hex(3)}"
     stack = fh.load_stack("dev", app=app, regions=("fra",), server_tls=True, peer_wait=0)
     cert = make_certificate(scratch / "certs", f"{app}.fly.dev")
-    route_password = _derive_route_password(app, stack.sys_password)
-    text = flyctl.secrets_text(_fly_secrets(stack.settings, stack.sys_password, route_password,
-                                            stack.user_passwords, cert.key_pem + "\n" + cert.cert_pem))
-    _up(standin, stack, scratch, text)
+    _up(standin, stack, scratch, fh.secrets_text(standin, stack, cert.key_pem + "\n" + cert.cert_pem))
     return stack, cert
 
 

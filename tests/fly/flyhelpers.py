@@ -97,14 +97,16 @@ def sh(standin, script: str, cwd: Path | None = None, stdin: str | None = None,
     return proc
 
 
-def secrets_text(standin, stack: Stack) -> str:
-    """The `secrets import` stdin FlyApp stages: the library's own values and format."""
+def secrets_text(standin, stack: Stack, pem: str | None = None) -> str:
+    """The `secrets import` stdin FlyApp stages: the library's own values and format. `pem`: a
+    certificate and key of the test's own (serverTls); else the marker certificate, as FlyApp makes it."""
     from nats_fly import flyctl
-    from nats_fly.nats_cluster import _derive_route_password, _fly_secrets
-    pem = sh(standin, flyctl.tls_marker_cert(stack.app)).stdout
-    route_password = _derive_route_password(stack.app, stack.sys_password)
-    return flyctl.secrets_text(_fly_secrets(stack.settings, stack.sys_password, route_password,
-                                            stack.user_passwords, pem))
+    from nats_fly.fly_platform import fly_secrets
+    from nats_fly.passwords import process_secrets, route_password
+    pem = pem or sh(standin, flyctl.tls_marker_cert(stack.app)).stdout
+    values = process_secrets(stack.settings, stack.sys_password, route_password(stack.app, stack.sys_password),
+                             stack.user_passwords)
+    return flyctl.secrets_text(fly_secrets(values, pem))
 
 
 def components_up(standin, stack: Stack, context: Path, secrets: str | None = None) -> None:
@@ -123,13 +125,13 @@ def components_up(standin, stack: Stack, context: Path, secrets: str | None = No
 def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.CompletedProcess:
     """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it
     (with JetStream: the sys password, and the edges for removing surplus servers, the region's own last)."""
-    from nats_fly.nats_cluster import region_environment
+    from nats_fly.fly_platform import region_environment
     from nats_fly.nats_region import region_command
     s = stack.settings
     env = {}
     if s.jetstream:
         edges = dataclasses.replace(s, verify_urls=tuple(
-            f"{r}=nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}" for r in s.regions))
+            (r, f"nats://127.0.0.1:{standin.edge(s.app, r, s.ports.public)[1]}") for r in s.regions))
         env = region_environment(edges, region, stack.sys_password)
     return sh(standin, region_command(s.app, region, count, s.volume_size_gb if s.jetstream else None), env=env)
 
@@ -141,7 +143,7 @@ def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None
     sh(standin, flyctl.ensure_ips(app, "shared"))
     sh(standin, flyctl.deploy(sys.executable, app, str(context)))
     for region, count in counts.items():
-        sh(standin, flyctl.scale(app, region, count))
+        sh(standin, flyctl.sh(flyctl.scale_argv(app, region, count)))
 
 
 def machine_list(standin, app: str) -> list[dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -38,12 +37,11 @@ def cluster(tmp_path):
     routes = [cluster_port for _, _, cluster_port, _ in servers]
     made = []
     for name, client, cluster_port, http in servers:
-        conf = tmp_path / f"{name}.conf"
-        peers = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes if p != cluster_port)
-        conf.write_text(
-            f"server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n"
-            f"jetstream {{ store_dir: {str(tmp_path / name)!r}, max_file_store: 64MB, max_memory_store: 16MB }}\n"
-            f"cluster {{ name: gate-test, listen: 127.0.0.1:{cluster_port}, routes: [{peers}] }}\n")
+        conf = {"server_name": name, "listen": f"127.0.0.1:{client}", "http": f"127.0.0.1:{http}",
+                "jetstream": {"store_dir": str(tmp_path / name), "max_file_store": 64 * 1024**2,
+                              "max_memory_store": 16 * 1024**2},
+                "cluster": {"name": "gate-test", "listen": f"127.0.0.1:{cluster_port}",
+                            "routes": [f"nats-route://127.0.0.1:{p}" for p in routes if p != cluster_port]}}
         made.append((name, conf, client, http))
     yield state, made
     for name, *_ in made:
@@ -53,7 +51,7 @@ def cluster(tmp_path):
 def test_a_lone_jetstream_server_fails_healthz_and_passes_once_its_peers_are_up(cluster):
     state, servers = cluster
     name, conf, client, http = servers[0]
-    localrun.ensure(name, Path(conf), state, client, http)
+    localrun.ensure(name, conf, state, client, http)
     deadline = time.monotonic() + 10
     while health(http, "?js-enabled-only=true")[0] != 200:
         assert time.monotonic() < deadline, health(http, "?js-enabled-only=true")
@@ -64,7 +62,7 @@ def test_a_lone_jetstream_server_fails_healthz_and_passes_once_its_peers_are_up(
     assert health(http, "?js-enabled-only=true")[0] == 200
 
     for other, other_conf, other_client, other_http in servers[1:]:
-        localrun.ensure(other, Path(other_conf), state, other_client, other_http)
+        localrun.ensure(other, other_conf, state, other_client, other_http)
     deadline = time.monotonic() + 30
     while any(health(h)[0] != 200 for *_, h in servers):
         assert time.monotonic() < deadline, {n: health(h) for n, *_, h in servers}

@@ -23,18 +23,21 @@ from support import free_ports
 @dataclass
 class Conf:
     name: str
-    path: Path
     client: int
     cluster: int
     http: int
     gateway: int
+    data: dict | None = None
 
-    def write(self, routes: list[int], extra: str = "") -> None:
-        route_list = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in routes if port != self.cluster)
-        self.path.write_text(
-            f"server_name: {self.name}\nlisten: 127.0.0.1:{self.client}\nhttp: 127.0.0.1:{self.http}\n"
-            "lame_duck_grace_period: 1s\nlame_duck_duration: 30s\n"
-            f"cluster {{ name: local-test, listen: 127.0.0.1:{self.cluster}, routes: [{route_list}] }}\n{extra}")
+    def write(self, routes: list[int], extra: dict | None = None) -> dict:
+        """The conf localrun gets on stdin (nats_fly.natsconf's JSON form)."""
+        self.data = {
+            "server_name": self.name, "listen": f"127.0.0.1:{self.client}", "http": f"127.0.0.1:{self.http}",
+            "lame_duck_grace_period": "1s", "lame_duck_duration": "30s",
+            "cluster": {"name": "local-test", "listen": f"127.0.0.1:{self.cluster}",
+                        "routes": [f"nats-route://127.0.0.1:{port}" for port in routes if port != self.cluster]},
+            **(extra or {})}
+        return self.data
 
 
 def varz(conf: Conf) -> dict:
@@ -65,7 +68,7 @@ def state(tmp_path) -> Path:
 def confs(tmp_path, state):
     """Three mesh servers' confs with explicit routes, not yet started; stopped at the end."""
     ports = free_ports(12)
-    made = [Conf(f"s{i}", tmp_path / f"s{i}.conf", *ports[4 * i:4 * i + 4]) for i in range(3)]
+    made = [Conf(f"s{i}", *ports[4 * i:4 * i + 4]) for i in range(3)]
     for conf in made:
         conf.write([c.cluster for c in made])
     yield made
@@ -73,8 +76,8 @@ def confs(tmp_path, state):
         localrun.stop(conf.name, state, timeout=5)
 
 
-def ensure(conf: Conf, state: Path, client: int | None = None) -> dict:
-    return localrun.ensure(conf.name, conf.path, state, client or conf.client, conf.http)
+def ensure(conf: Conf, state: Path, client: int | None = None, **options) -> dict:
+    return localrun.ensure(conf.name, conf.data, state, client or conf.client, conf.http, **options)
 
 
 def test_start_is_idempotent_and_forms_the_mesh(confs, state):
@@ -85,8 +88,7 @@ def test_start_is_idempotent_and_forms_the_mesh(confs, state):
     again = [ensure(conf, state) for conf in confs]
     assert [s["action"] for s in again] == ["unchanged"] * 3
     assert [s["pid"] for s in again] == [s["pid"] for s in started]
-    assert (state / "s0.applied.conf").read_text() == confs[0].path.read_text()
-    assert (state / "s0.applied.conf").stat().st_mode & 0o777 == 0o600
+    assert json.loads((state / "s0.applied.json").read_text()) == confs[0].data
     assert json.loads(json.dumps(localrun.status(state))) == [
         {"name": c.name, "pid": s["pid"], "running": True, "client_url": s["client_url"]}
         for c, s in zip(confs, started)]
@@ -101,35 +103,42 @@ def test_parallel_commands_start_each_server_once(confs, state):
         assert mine[0]["pid"] == mine[1]["pid"]
     with ThreadPoolExecutor(3) as pool:
         assert {r["action"] for r in pool.map(lambda conf: localrun.stop(conf.name, state), confs)} == {"stopped"}
-    assert list(state.iterdir()) == []
+    assert not state.exists()  # the last server's stop takes the folder with it
 
 
-def test_a_route_or_setting_change_reloads_in_place(confs, state):
+def test_a_route_or_connection_limit_change_reloads_in_place(confs, state):
     first = [ensure(conf, state) for conf in confs]
     loaded = varz(confs[0])["config_load_time"]
-    confs[0].write([confs[1].cluster], extra="max_payload: 65536\n")  # drops the route to s2
+    confs[0].write([confs[1].cluster], extra={"max_connections": 321})  # drops the route to s2
     reloaded = ensure(confs[0], state)
     assert reloaded["action"] == "reloaded" and reloaded["pid"] == first[0]["pid"]
-    assert varz(confs[0])["max_payload"] == 65536
-    assert varz(confs[0])["config_load_time"] != loaded
+    assert varz(confs[0])["config_load_time"] != loaded and varz(confs[0])["max_connections"] == 321
+    assert varz(confs[0])["cluster"]["urls"] == [f"127.0.0.1:{confs[1].cluster}"]  # s2's route gone from the conf
     assert ensure(confs[0], state)["action"] == "unchanged"
 
 
-def test_a_gateway_change_restarts(confs, state, capsys):
+def test_a_change_nats_server_cannot_reload_silently_restarts_without_trying(confs, state, capsys):
+    """A refused reload makes nats-server log the old and new options, credentials included: what it
+    cannot reload (a gateway, say) is never sent to it as a reload."""
     first = ensure(confs[0], state)
-    confs[0].write([], extra=f"gateway {{ name: local-test, listen: 127.0.0.1:{confs[0].gateway} }}\n")
+    confs[0].write([], extra={"gateway": {"name": "local-test", "listen": f"127.0.0.1:{confs[0].gateway}",
+                                          "authorization": {"user": "route", "password": "gw-secret-4411"}}})
     restarted = ensure(confs[0], state)
     assert restarted["action"] == "restarted" and restarted["pid"] != first["pid"]
-    # The server's own verdict, cut before the option dump that follows it in the log.
-    assert capsys.readouterr().err == "s0: restarting: config reload not supported for Gateway\n"
+    assert capsys.readouterr().err == "s0: restarting: not reloadable: cluster.routes, gateway\n"
     assert not is_nats_server(first["pid"])
     assert varz(confs[0])["gateway"]["name"] == "local-test"
+    confs[0].write([], extra={"max_payload": 65536})
+    assert ensure(confs[0], state)["action"] == "restarted"
+    assert varz(confs[0])["max_payload"] == 65536
+    log = (state / "s0.log").read_text()
+    assert "Failed to reload" not in log and "gw-secret-4411" not in log
 
 
 def test_a_port_change_restarts_on_the_new_port(confs, state):
     first = ensure(confs[0], state)
     new_port = free_ports(1)[0]
-    confs[0].path.write_text(confs[0].path.read_text().replace(f":{confs[0].client}", f":{new_port}"))
+    confs[0].data["listen"] = f"127.0.0.1:{new_port}"
     restarted = ensure(confs[0], state, client=new_port)
     assert restarted["action"] == "restarted" and restarted["pid"] != first["pid"]
     assert restarted["client_url"] == f"nats://127.0.0.1:{new_port}"
@@ -138,7 +147,7 @@ def test_a_port_change_restarts_on_the_new_port(confs, state):
 
 def test_a_changed_environment_variable_restarts(confs, state, monkeypatch):
     monkeypatch.setenv("LOCALRUN_TEST_PAYLOAD", "65536")
-    confs[0].write([], extra="max_payload: $LOCALRUN_TEST_PAYLOAD\n")
+    confs[0].write([], extra={"max_payload": {"$var": "LOCALRUN_TEST_PAYLOAD"}})
     first = ensure(confs[0], state)
     monkeypatch.setenv("LOCALRUN_TEST_PAYLOAD", "32768")
     restarted = ensure(confs[0], state)
@@ -153,7 +162,7 @@ def test_stop_leaves_no_process_file_or_port(confs, state):
         assert localrun.stop(conf.name, state) == {"name": conf.name, "action": "stopped"}
         assert not is_nats_server(s["pid"])
         assert not localrun.port_in_use(conf.client) and not localrun.port_in_use(conf.http)
-    assert list(state.iterdir()) == []
+    assert not state.exists()
     assert localrun.stop("s0", state) == {"name": "s0", "action": "absent"}
 
 
@@ -163,6 +172,7 @@ def test_a_reused_pid_is_never_signalled(confs, state):
         state.mkdir()
         (state / "s0.pid").write_text(str(stranger.pid))
         assert localrun.stop("s0", state) == {"name": "s0", "action": "absent"}
+        state.mkdir(exist_ok=True)  # the stop took the emptied folder along
         (state / "s0.pid").write_text(str(stranger.pid))
         started = ensure(confs[0], state)
         assert started["action"] == "started" and started["pid"] != stranger.pid
@@ -195,14 +205,14 @@ def test_ports_that_disagree_with_the_conf_fail_and_leave_nothing_running(confs,
     with pytest.raises(localrun.LocalRunError, match=f"listens for clients on port {confs[0].client}, but --client-port is {other}"):
         ensure(confs[0], state, client=other)
     with pytest.raises(localrun.LocalRunError, match=f"(?s)http port {other} gave no healthy /healthz within 1s; last lines.*Server is ready"):
-        localrun.ensure(confs[0].name, confs[0].path, state, confs[0].client, other, wait=1)
+        localrun.ensure(confs[0].name, confs[0].data, state, confs[0].client, other, wait=1)
     assert localrun.status(state) == []
     assert not localrun.port_in_use(confs[0].client)
 
 
 def test_an_invalid_conf_is_refused_before_anything_runs(confs, state):
-    confs[0].path.write_text("listen: 127.0.0.1:\ncluster {")
-    with pytest.raises(localrun.LocalRunError, match=f"--conf {confs[0].path} is invalid"):
+    confs[0].data["listen"] = "127.0.0.1:notaport"
+    with pytest.raises(localrun.LocalRunError, match="the conf for s0 is invalid"):
         ensure(confs[0], state)
     assert not state.exists() or localrun.status(state) == []
 
@@ -216,13 +226,14 @@ def test_another_nats_server_version_is_refused(tmp_path):
 
 
 def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
-    def cli(*args: str) -> subprocess.CompletedProcess:
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
         code = "import sys; from nats_fly.localrun import main; sys.exit(main(sys.argv[1:]))"
-        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                              input=stdin)
 
     conf = confs[0]
-    done = cli("ensure", "--name", conf.name, "--conf", str(conf.path), "--state-dir", str(state),
-               "--client-port", str(conf.client), "--http-port", str(conf.http))
+    done = cli("ensure", "--name", conf.name, "--state-dir", str(state), "--client-port", str(conf.client),
+               "--http-port", str(conf.http), stdin=json.dumps(conf.data))
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert set(line) == {"name", "pid", "client_url", "action"} and line["action"] == "started"
@@ -235,9 +246,12 @@ def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
     stopped = cli("stop", "--name", conf.name, "--state-dir", str(state))
     assert json.loads(stopped.stdout) == {"name": "s0", "action": "stopped"}
     wait_for(lambda: not is_nats_server(pid))
-    bad = cli("ensure", "--name", "../x", "--conf", str(conf.path), "--state-dir", str(state),
-              "--client-port", "1", "--http-port", "2")
+    bad = cli("ensure", "--name", "../x", "--state-dir", str(state), "--client-port", "1", "--http-port", "2",
+              stdin=json.dumps(conf.data))
     assert bad.returncode == 1 and "--name '../x': use letters, digits" in bad.stderr
+    garbled = cli("ensure", "--name", "s1", "--state-dir", str(state), "--client-port", "1", "--http-port", "2",
+                  stdin="listen: 1")
+    assert garbled.returncode == 1 and "stdin is not the server's conf as JSON" in garbled.stderr
 
 
 def test_lame_duck_stop_with_a_client_takes_the_grace_period(confs, state):
@@ -258,3 +272,43 @@ def test_lame_duck_stop_with_a_client_takes_the_grace_period(confs, state):
     print(f"lame-duck stop with one client took {took:.2f}s")
     assert 1.0 <= took < 5.0  # grace period 1s, then the one client goes
     assert not is_nats_server(started["pid"])
+
+
+def test_secrets_reach_only_the_private_conf_file(confs, state, monkeypatch):
+    """A route URL's password is a marker in the conf data (the Command's input, stored in the state);
+    localrun fills it in from its environment, into a file only its owner reads."""
+    from nats_fly import natsconf
+    monkeypatch.setenv("NATS_ROUTE_PASSWORD", "rp-" + "9" * 20)
+    marked = f"nats-route://route:{natsconf.Secret.mark('NATS_ROUTE_PASSWORD')}@127.0.0.1:{confs[1].cluster}"
+    confs[0].write([], extra={"cluster": {**confs[0].write([])["cluster"], "routes": [marked],
+                                          "authorization": {"user": "route", "password": {"$var": "NATS_ROUTE_PASSWORD"}}}})
+    ensure(confs[0], state)
+    assert "rp-" + "9" * 20 in (state / "s0.conf").read_text()
+    assert "rp-" not in (state / "s0.applied.json").read_text() + (state / "s0.json").read_text()
+    assert state.stat().st_mode & 0o777 == 0o700
+    for path in state.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+    monkeypatch.delenv("NATS_ROUTE_PASSWORD")
+    with pytest.raises(localrun.LocalRunError, match="the conf needs NATS_ROUTE_PASSWORD in the environment"):
+        localrun.ensure("s9", confs[0].data, state, confs[2].client, confs[2].http)
+
+
+def test_a_killed_server_asks_for_the_next_generation_and_ensure_brings_it_back(confs, state):
+    assert localrun.observed_generation(state, "s0") == 0  # never started
+    first = ensure(confs[0], state)
+    assert localrun.observed_generation(state, "s0") == 0  # running: as it was
+    os.kill(first["pid"], 9)
+    wait_for(lambda: not localrun.alive(first["pid"], localrun.Server("s0", state.resolve())))
+    assert localrun.observed_generation(state, "s0") == 1  # died: the next up starts it again
+    again = ensure(confs[0], state, generation=1)
+    assert again["action"] == "started" and again["pid"] != first["pid"]
+    assert localrun.observed_generation(state, "s0") == 1
+
+
+def test_ports_are_kept_per_server_and_new_ones_are_free_and_distinct():
+    first = localrun.choose_ports(["ord-0", "syd-0"], {})
+    assert len({p for ports in first.values() for p in ports}) == 8
+    grown = localrun.choose_ports(["ord-0", "syd-0", "syd-1"], first)
+    assert grown["ord-0"] == first["ord-0"] and grown["syd-0"] == first["syd-0"]
+    assert not set(grown["syd-1"]) & {p for ports in first.values() for p in ports}
+    assert list(localrun.choose_ports(["syd-1"], grown)) == ["syd-1"]

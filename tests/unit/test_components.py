@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -56,13 +59,15 @@ def test_every_flyctl_command_line(mock_program, tmp_path):
     ]
     assert inputs["nats-fly-secrets"]["create"] == "flyctl secrets import --stage --app my-nats"
     deploy = inputs["nats-image-deploy"]
-    assert shlex.split(deploy["create"])[1:] == ["-m", "nats_fly", "fly", "deploy", "--app", "my-nats",
-                                                 "--dir", str(tmp_path / "build")]
-    assert "dir" not in deploy  # the command runs where Pulumi runs it; its text names the context
+    assert shlex.split(deploy["create"])[1:] == ["-m", "nats_fly", "fly", "deploy", "--app", "my-nats"]
+    assert "dir" not in deploy  # the command runs where Pulumi runs it; the context comes on stdin
+    assert sorted(json.loads(deploy["stdin"])["files"]) == ["Dockerfile", "entrypoint.sh", "fly.toml", "nats.conf"]
     assert len(deploy["environment"]["NATS_FLY_IMAGE_SHA"]) == 64
-    assert inputs["nats-ord-scale"]["create"] == "flyctl scale count 1 --region ord --app my-nats --yes"
-    assert inputs["nats-syd-scale"]["create"] == "flyctl scale count 3 --region syd --app my-nats --yes"
-    assert inputs["nats-syd-scale"]["delete"] == "flyctl scale count 0 --region syd --app my-nats --yes"
+    region = ["-m", "nats_fly", "fly", "region", "--app", "my-nats", "--region"]
+    assert shlex.split(inputs["nats-ord-scale"]["create"])[1:] == [*region, "ord", "--count", "1"]
+    assert shlex.split(inputs["nats-syd-scale"]["create"])[1:] == [*region, "syd", "--count", "3"]
+    assert shlex.split(inputs["nats-syd-scale"]["delete"])[1:] == [*region, "syd", "--count", "0"]
+    assert not list(tmp_path.iterdir())  # the program writes nothing: the deploy writes its own context
     for name, res in inputs.items():  # the token stays ambient: no Command carries it
         assert "FLY_API_TOKEN" not in str(res.get("environment", {})), name
 
@@ -82,27 +87,45 @@ def test_secrets_reach_fly_only_on_stdin(mock_program, tmp_path):
     for name, res in inputs.items():
         for field in ("create", "delete", "update"):
             assert "s" * 16 not in (res.get(field) or ""), name
-    for path in (tmp_path / "build").iterdir():
-        assert "s" * 16 not in path.read_text() and "p" * 10 not in path.read_text()
+    assert "s" * 16 not in inputs["nats-image-deploy"]["stdin"] and "p" * 10 not in inputs["nats-image-deploy"]["stdin"]
 
 
 def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
     cluster = mock_program.run(lambda: build(tmp_path, platform="local", auth="none", userPasswords=None,
                                              users=None, regions=["ord", "syd=2"]))
     inputs = mock_program.commands()
-    assert sorted(inputs) == ["nats-ord-0", "nats-syd-0", "nats-syd-1"]
+    assert sorted(inputs) == ["nats-ord-0", "nats-ports", "nats-syd-0", "nats-syd-1"]
+    assert shlex.split(inputs["nats-ports"]["create"])[1:] == ["-m", "nats_fly", "local", "ports", "--servers",
+                                                               "ord-0,syd-0,syd-1"]
     create = shlex.split(inputs["nats-syd-1"]["create"])
-    assert create[1:7] == ["-m", "nats_fly", "local", "ensure", "--name", "syd-1"]
+    assert create[1:] == ["-m", "nats_fly", "local", "ensure", "--name", "syd-1", "--state-dir",
+                          str(tmp_path / "local"), "--client-port", "20008", "--http-port", "20011"]
+    conf = json.loads(inputs["nats-syd-1"]["stdin"])  # the mocks' ports: 20000 + 4 a server
+    assert conf["cluster"]["routes"] == ["nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20001",
+                                         "nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20005"]
+    assert conf["cluster"]["authorization"] == {"user": "route", "password": {"$var": "NATS_ROUTE_PASSWORD"}}
+    assert inputs["nats-syd-1"]["environment"]["NATS_FLY_GENERATION"] == "0"
+    assert "stdin" not in mock_program.secret_paths("nats-syd-1")  # no secret in it, so the state may show it
     assert "flyctl" not in str(inputs)
-    assert (tmp_path / "local" / "syd-1.conf").exists()
+    assert not list(tmp_path.iterdir())  # preview writes nothing: each server's command writes its conf
     assert mock_program.value(cluster.client_urls)["syd"].count("nats://127.0.0.1:") == 2
+
+
+def test_local_fixed_ports_of_two_clusters_may_not_overlap(mock_program, tmp_path):
+    def program():
+        for name in ("east", "west"):
+            NatsCluster(name, {"app": name, "platform": "local", "regions": ["ord"], "auth": "none",
+                               "localBasePort": 24000, "sysPassword": pulumi.Output.secret("s" * 16),
+                               "workDir": str(tmp_path / name)})
+    with pytest.raises(SettingsError, match="nats-fly:localBasePort: 24000 gives west ports that cluster east"):
+        mock_program.run(program)
 
 
 def test_bad_input_fails_before_any_resource(mock_program, tmp_path):
     with pytest.raises(SettingsError, match="nats-fly:regions: 'atlantis' is not a Fly region"):
         mock_program.run(lambda: build(tmp_path, regions=["ord", "atlantis"]))
     assert not mock_program.commands()
-    assert not (tmp_path / "build").exists()
+    assert not list(tmp_path.iterdir())
 
 
 def test_jetstream_scale_down_url_prefers_verify_urls_with_the_region_itself_last(mock_program, tmp_path):
@@ -144,12 +167,34 @@ def test_jetstream_regions_converge_volumes_then_count(mock_program, tmp_path):
     assert command["environment"] == {"NATS_SYS_PASSWORD": "s" * 16, "NATS_FLY_URL": "nats://my-nats.fly.dev:10000"}
     assert "environment" in mock_program.secret_paths("nats-syd-scale")
     assert "s" * 16 not in command["create"] + command["delete"]
-    toml = (tmp_path / "build" / "fly.toml").read_text()
+    toml = json.loads(mock_program.commands()["nats-image-deploy"]["stdin"])["files"]["fly.toml"]
     assert 'kill_signal = "SIGINT"' in toml  # `machine stop` sends it; the entrypoint makes it lame duck
     assert 'source = "nats_data"' in toml and 'destination = "/data"' in toml
 
 
 MACHINE = '{"id": "%s", "state": "%s", "region": "ord"}'
+
+
+def scripted_flyctl(tmp_path, listing: str, exit_code: int = 0, deploy_exit: int = 0) -> tuple[dict, Path]:
+    """A flyctl that answers `machine list` with `listing` (and `exit_code`), logs every call, and
+    exits `deploy_exit` from `deploy`."""
+    fake = tmp_path / "bin" / "flyctl"
+    fake.parent.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    fake.write_text("#!/bin/sh\necho \"$*\" >> %s\n"
+                    "if [ \"$1 $2\" = \"machine list\" ]; then printf '%%s\\n' '%s'; exit %d; fi\n"
+                    "if [ \"$1\" = deploy ]; then exit %d; fi\n"
+                    % (calls, listing.replace("'", "'\\''"), exit_code, deploy_exit))
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}, calls
+
+
+def run_deploy(env: dict, **changes) -> subprocess.CompletedProcess:
+    from nats_fly import buildctx, flyctl
+    from nats_fly.settings import load
+    s = load({"app": "my-nats", "regions": ["ord"], **changes})
+    return subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats")], capture_output=True,
+                          text=True, env=env, input=buildctx.to_stdin(buildctx.build_context(s)))
 
 
 @pytest.mark.parametrize("listing,exit_code,expected", [
@@ -166,24 +211,34 @@ MACHINE = '{"id": "%s", "state": "%s", "region": "ord"}'
     ("", 0, None),  # nothing at all
 ])
 def test_deploy_picks_its_strategy_from_the_machines_the_app_has(tmp_path, listing, exit_code, expected):
-    from nats_fly import flyctl
-    fake = tmp_path / "bin" / "flyctl"
-    fake.parent.mkdir()
-    calls = tmp_path / "calls"
-    fake.write_text("#!/bin/sh\necho \"$*\" >> %s\n"
-                    "if [ \"$1 $2\" = \"machine list\" ]; then printf '%%s\\n' '%s'; exit %d; fi\n"
-                    % (calls, listing.replace("'", "'\\''"), exit_code))
-    fake.chmod(0o755)
-    proc = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))], capture_output=True,
-                          text=True, env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    env, calls = scripted_flyctl(tmp_path, listing, exit_code)
+    proc = run_deploy(env)
     lines = calls.read_text().splitlines()
     assert lines[0] == "machine list --app my-nats --json"
     if expected is None:
         assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     else:
-        assert proc.returncode == 0 and lines[1:] == [
+        assert proc.returncode == 0 and lines[1] == (
             "deploy . --config fly.toml --remote-only --ha=false --wait-timeout 5m "
-            f"--strategy {expected} --app my-nats --yes"], (lines, proc.stderr)
+            f"--strategy {expected} --app my-nats --yes"), (lines, proc.stderr)
+        assert lines[2:] == ["machine list --app my-nats --json"]  # which Machines the deploy left stopped
+        if "stopped" in listing:
+            assert "Machine e2865013c5e686 (ord) is stopped and stays so after the deploy" in proc.stderr
+
+
+def test_deploy_passes_on_the_exit_code_of_flyctl_deploy_and_names_a_missing_flyctl(tmp_path):
+    env, _ = scripted_flyctl(tmp_path, "[]", deploy_exit=7)
+    assert run_deploy(env).returncode == 7
+    missing = run_deploy({**os.environ, "PATH": "/nonexistent"})
+    assert missing.returncode == 1 and "nats-fly: flyctl is not on PATH" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_deploy_leaves_no_context_behind(tmp_path):
+    env, _ = scripted_flyctl(tmp_path, "[]")
+    before = set(Path(tempfile.gettempdir()).glob("nats-fly-deploy-my-nats-*"))
+    assert run_deploy(env).returncode == 0
+    assert set(Path(tempfile.gettempdir()).glob("nats-fly-deploy-my-nats-*")) == before
 
 
 def test_command_paths_are_relative_to_the_project_when_under_it(tmp_path, monkeypatch):
@@ -199,17 +254,3 @@ def test_command_paths_are_relative_to_the_project_when_under_it(tmp_path, monke
     assert flyctl.portable("/usr/bin/python3") == "/usr/bin/python3"
 
 
-def test_deploy_passes_on_the_exit_code_of_flyctl_deploy_and_names_a_missing_flyctl(tmp_path):
-    from nats_fly import flyctl
-    fake = tmp_path / "bin" / "flyctl"
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\nif [ \"$1 $2\" = \"machine list\" ]; then echo '[]'; exit 0; fi\nexit 7\n")
-    fake.chmod(0o755)
-    failed = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))],
-                            capture_output=True, text=True,
-                            env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
-    assert failed.returncode == 7
-    fake.unlink()
-    missing = subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats", str(tmp_path))],
-                             capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"})
-    assert missing.returncode == 1 and "nats-fly:" in missing.stderr and "Traceback" not in missing.stderr

@@ -42,7 +42,6 @@ BAD = [
     ({"app": None}, "nats-fly:app", "missing"),
     ({"machinesPerRegion": 0}, "nats-fly:machinesPerRegion", "1..100"),
     ({"machinesPerRegion": -2}, "nats-fly:machinesPerRegion", "1..100"),
-    ({"machinesPerRegion": "three"}, "nats-fly:machinesPerRegion", "an integer"),
     ({"topology": "star"}, "nats-fly:topology", "mesh, supercluster"),
     ({"platform": "k8s"}, "nats-fly:platform", "fly, local"),
     ({"clientPort": 70000}, "nats-fly:clientPort", "1..65535"),
@@ -54,7 +53,8 @@ BAD = [
     ({"killTimeout": "6m"}, "nats-fly:killTimeout", "at most 300s"),
     ({"killTimeout": "soon"}, "nats-fly:killTimeout", "duration"),
     ({"vmSize": "huge"}, "nats-fly:vmSize", "shared-cpu-1x"),
-    ({"softLimit": 30000}, "nats-fly:softLimit", "must not exceed hardLimit"),
+    ({"softLimit": 30000}, "nats-fly:softLimit", "exceeds nats-fly:hardLimit (25000)"),
+    ({"hardLimit": 100}, "nats-fly:softLimit", "exceeds nats-fly:hardLimit (100)"),
     ({"publicIpv4": "yes"}, "nats-fly:publicIpv4", "shared, dedicated, none"),
     ({"auth": "open"}, "nats-fly:auth", "password, none"),
     ({"users": ["app", "app"]}, "nats-fly:users", "listed twice"),
@@ -66,6 +66,26 @@ BAD = [
     ({"volumeSize": -1}, "nats-fly:volumeSize", "1..500"),
     ({"volumeSize": 501}, "nats-fly:volumeSize", "1..500"),
     ({"replicas": 3}, "nats-fly:replicas", "unknown key"),
+    # Values with a trailing newline (a YAML `|` block) or one inside: never a hostname, a user, a key.
+    ({"app": "my-nats\n"}, "nats-fly:app", "DNS label"),
+    ({"org": "personal\n"}, "nats-fly:org", "organization slug"),
+    ({"auth": "none", "users": ["app\nevil"]}, "nats-fly:users", "not a valid user name"),
+    ({"users": ["app\n"]}, "nats-fly:users", "not a valid user name"),
+    ({"lameDuckDuration": "30s\n"}, "nats-fly:lameDuckDuration", "not a duration"),
+    ({"machinesPerRegion": "three"}, "nats-fly:machinesPerRegion", "is not an integer"),
+    ({"regions": ["ord=two"]}, "nats-fly:regions[ord]", "is not an integer"),
+    ({"clientPort": 4.5}, "nats-fly:clientPort", "is not an integer"),
+    ({"clientPort": True}, "nats-fly:clientPort", "is not an integer"),
+    ({"verifyUrls": ["ord=nats://127.0.0.1:70000"]}, "nats-fly:verifyUrls", "port 1..65535"),
+    ({"verifyUrls": ["ord=nats://127.0.0.1"]}, "nats-fly:verifyUrls", "has no port"),
+    ({"verifyUrls": ["lhr=nats://127.0.0.1:4222"]}, "nats-fly:verifyUrls", "not in the stack"),
+    ({"verifyUrls": ["ord=nats://a:4222", "ord=nats://b:4222"]}, "nats-fly:verifyUrls", "listed twice"),
+    ({"verifyUrls": ["ord=http://a:4222"]}, "nats-fly:verifyUrls", "nats://host:port"),
+    ({"verifyUrls": ["ord=nats://a:4222\n"]}, "nats-fly:verifyUrls", "nats://host:port"),
+    ({"vmMemory": 1000}, "nats-fly:vmMemory", "multiple of 256 from 256 to 2048 MB"),
+    ({"vmMemory": 65536}, "nats-fly:vmMemory", "does not fit vmSize shared-cpu-1x"),
+    ({"vmSize": "performance-2x", "vmMemory": 2048}, "nats-fly:vmMemory", "from 4096 to 16384 MB"),
+    ({"vmSize": "shared-cpu-8x", "vmMemory": 16640}, "nats-fly:vmMemory", "from 2048 to 16384 MB"),
     ({"platform": "local", "machinesPerRegion": 11}, "nats-fly:machinesPerRegion", "1..10 per region"),
     ({"platform": "local", "localBasePort": 65000, "machinesPerRegion": 3},
      "nats-fly:localBasePort", "leaves no room"),
@@ -107,14 +127,62 @@ def test_auth_none_needs_only_the_system_password():
         settings.check_secrets(s, {"sysPassword": (None, True), "userPasswords": (None, True)})
 
 
-def test_server_tls_needs_a_secret_pem_pair():
+def pem_pair(name: str = "nats.example.com", encrypt: bytes | None = None) -> tuple[str, str]:
+    """A real self-signed certificate and its key, as PEM."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    protection = (serialization.BestAvailableEncryption(encrypt) if encrypt else serialization.NoEncryption())
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protection).decode())
+
+
+def test_server_tls_needs_a_real_pem_pair_whose_key_matches():
     s = load(serverTls=True, auth="none")
     ok = {"sysPassword": ("x" * 12, True)}
+    cert, key = pem_pair()
+    settings.check_secrets(s, {**ok, "tlsCert": (cert, True), "tlsKey": (key, True)})
     with pytest.raises(SettingsError) as caught:
         settings.check_secrets(s, {**ok, "tlsCert": ("not a pem", True), "tlsKey": (None, True)})
-    assert "nats-fly:tlsCert: missing or not a PEM certificate" in str(caught.value)
-    assert "nats-fly:tlsKey: missing or not a PEM private key" in str(caught.value)
+    assert "nats-fly:tlsCert: not a PEM certificate chain" in str(caught.value)
+    assert "nats-fly:tlsKey: missing" in str(caught.value)
+    garbage = "-----BEGIN CERTIFICATE-----\nTUlJQmZha2U=\n-----END CERTIFICATE-----\n"
+    armour = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(SettingsError) as caught:
+        settings.check_secrets(s, {**ok, "tlsCert": (garbage, True), "tlsKey": (armour, True)})
+    assert "tlsCert: not a PEM certificate chain" in str(caught.value)
+    assert "tlsKey: not a PEM private key" in str(caught.value)
+    _, other_key = pem_pair()
+    with pytest.raises(SettingsError, match="nats-fly:tlsKey: does not belong to the first certificate of tlsCert"):
+        settings.check_secrets(s, {**ok, "tlsCert": (cert, True), "tlsKey": (other_key, True)})
+    _, locked = pem_pair(encrypt=b"passphrase")
+    with pytest.raises(SettingsError, match="nats-fly:tlsKey: the private key is encrypted"):
+        settings.check_secrets(s, {**ok, "tlsCert": (cert, True), "tlsKey": (locked, True)})
     with pytest.raises(SettingsError, match="nats-fly:tlsCert: given but serverTls is false"):
-        settings.check_secrets(load(auth="none"), {**ok, "tlsCert": ("-----BEGIN CERTIFICATE-----", True)})
-    settings.check_secrets(s, {**ok, "tlsCert": ("-----BEGIN CERTIFICATE-----\n", True),
-                               "tlsKey": ("-----BEGIN PRIVATE KEY-----\n", True)})
+        settings.check_secrets(load(auth="none"), {**ok, "tlsCert": (cert, True)})
+    for text in (str(caught.value),):
+        assert key not in text and cert not in text
+
+
+def test_memory_within_the_preset_range_is_accepted():
+    assert load(vmSize="performance-2x", vmMemory=8192).vm_memory_mb == 8192
+    assert load(vmSize="shared-cpu-2x", vmMemory=4096).vm_memory_mb == 4096
+    assert load(vmMemory=256).vm_memory_mb == 256
+
+
+def test_every_catalogue_default_is_valid_and_reaches_settings():
+    s = load()
+    for key in settings.KEYS:
+        if key.field and key.parse and key.default not in (settings.REQUIRED, None):
+            problems: list[str] = []
+            parsed = key.parse(key.name, key.default, problems)
+            assert not problems, (key.name, problems)
+            holder, _, attr = key.field.rpartition(".")
+            assert getattr(s.ports if holder else s, attr) == parsed, key.name

@@ -39,6 +39,6 @@ def tls_first(tmp_path_factory) -> Iterator[tuple[LocalCluster, Path]]:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    tls = f'tls {{ cert_file: "{cert}", key_file: "{key}", handshake_first: true }}\n'
+    tls = {"tls": {"cert_file": str(cert), "key_file": str(key), "handshake_first": True}}
     for cluster in start_cluster(root, {"ord": 1}, extra=tls):
         yield cluster, cert

@@ -3,7 +3,7 @@ server_name <region>-<i>, server_tags region:<region>, accounts SYS (user sys) a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,42 +58,35 @@ class LocalCluster:
         return counts
 
 
-def quoted(values: Iterable[str]) -> str:
-    return ", ".join(f'"{value}"' for value in values)
-
-
 def conf(node: Node, nodes: list[Node], topology: str, jetstream_dir: Path | None,
-         omit_gateways: dict[str, str], extra: str) -> str:
+         omit_gateways: dict[str, str], extra: dict) -> dict:
+    """The server's conf as data (localrun takes nats_fly.natsconf's form)."""
     if topology == "mesh":
         cluster_name, peers = "verify-test", [n for n in nodes if n is not node]
     else:
         cluster_name, peers = node.region, [n for n in nodes if n.region == node.region and n is not node]
-    routes = quoted(f"nats-route://127.0.0.1:{p.cluster}" for p in peers)
-    lines = [
-        f"server_name: {node.name}",
-        f'server_tags: ["region:{node.region}"]',
-        f"listen: 127.0.0.1:{node.client}",
-        f"http: 127.0.0.1:{node.http}",
-        "lame_duck_grace_period: 1s",
-        "lame_duck_duration: 30s",
-        "accounts {",
-        f'  SYS {{ users: [{{user: sys, password: "{PASSWORD}"}}] }}',
-        '  APP { users: [{user: app, password: "app-pw"}]' + (", jetstream: enabled" if jetstream_dir else "") + " }",
-        "}",
-        "system_account: SYS",
-        f"cluster {{ name: {cluster_name}, listen: 127.0.0.1:{node.cluster}, routes: [{routes}] }}",
-    ]
-    if topology == "supercluster":
-        gateways = [f'{{name: {region}, urls: [{quoted(f"nats://127.0.0.1:{n.gateway}" for n in nodes if n.region == region)}]}}'
-                    for region in dict.fromkeys(n.region for n in nodes) if omit_gateways.get(node.region) != region]
-        lines.append(f"gateway {{ name: {node.region}, listen: 127.0.0.1:{node.gateway}, gateways: [{', '.join(gateways)}] }}")
+    app: dict = {"users": [{"user": "app", "password": "app-pw"}]}
     if jetstream_dir:
-        lines.append(f'jetstream {{ store_dir: "{jetstream_dir / node.name}" }}')
-    return "\n".join(lines + [extra])
+        app["jetstream"] = "enabled"
+    data: dict = {
+        "server_name": node.name, "server_tags": [f"region:{node.region}"], "listen": f"127.0.0.1:{node.client}",
+        "http": f"127.0.0.1:{node.http}", "lame_duck_grace_period": "1s", "lame_duck_duration": "30s",
+        "accounts": {"SYS": {"users": [{"user": "sys", "password": PASSWORD}]}, "APP": app},
+        "system_account": "SYS",
+        "cluster": {"name": cluster_name, "listen": f"127.0.0.1:{node.cluster}",
+                    "routes": [f"nats-route://127.0.0.1:{p.cluster}" for p in peers]},
+    }
+    if topology == "supercluster":
+        data["gateway"] = {"name": node.region, "listen": f"127.0.0.1:{node.gateway}", "gateways": [
+            {"name": region, "urls": [f"nats://127.0.0.1:{n.gateway}" for n in nodes if n.region == region]}
+            for region in dict.fromkeys(n.region for n in nodes) if omit_gateways.get(node.region) != region]}
+    if jetstream_dir:
+        data["jetstream"] = {"store_dir": str(jetstream_dir / node.name)}
+    return {**data, **extra}
 
 
 def start_cluster(root: Path, layout: dict[str, int], topology: str = "mesh", jetstream: bool = False,
-                  omit_gateways: dict[str, str] | None = None, extra: str = "") -> Iterator[LocalCluster]:
+                  omit_gateways: dict[str, str] | None = None, extra: dict | None = None) -> Iterator[LocalCluster]:
     """Start the servers with localrun; stop them all afterwards, however the test ended."""
     slots = [(region, i) for region, count in layout.items() for i in range(count)]
     ports = free_ports(4 * len(slots))
@@ -101,9 +94,8 @@ def start_cluster(root: Path, layout: dict[str, int], topology: str = "mesh", je
     cluster = LocalCluster(nodes, root / "state")
     try:
         for node in nodes:
-            path = root / f"{node.name}.conf"
-            path.write_text(conf(node, nodes, topology, root / "js" if jetstream else None, omit_gateways or {}, extra))
-            localrun.ensure(node.name, path, cluster.state_dir, node.client, node.http)
+            data = conf(node, nodes, topology, root / "js" if jetstream else None, omit_gateways or {}, extra or {})
+            localrun.ensure(node.name, data, cluster.state_dir, node.client, node.http)
         yield cluster
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:  # JetStream servers take a grace period each

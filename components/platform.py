@@ -1,0 +1,31 @@
+"""What a platform (fly_platform, local_platform) hands back to NatsCluster, and the options every
+Command that carries a secret takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+
+
+@dataclass
+class Built:
+    app_name: pulumi.Output
+    hostname: pulumi.Output
+    client_url: pulumi.Output
+    tls_url: pulumi.Output
+    client_urls: pulumi.Output
+    image_hash: pulumi.Output
+    nats_conf: pulumi.Output
+    verify_urls: pulumi.Output
+    """REGION=URL entries for verify."""
+    resources: list = field(default_factory=list)
+    """What verify waits for: the servers (locally) or the deploy and the regions (Fly)."""
+    repair: str = ""
+    """Changes when a server must be started again (locally), so verify runs again after it."""
+
+
+def secret_outputs(parent: pulumi.Resource, **options) -> pulumi.ResourceOptions:
+    """Options for a Command whose inputs carry a secret. Under pulumi-command v1 only outputs named
+    like a secret input turn secret, so stdout and stderr would sit in the state in plain text."""
+    return pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["stdout", "stderr"], **options)
