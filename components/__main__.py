@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["local"]:
         from . import localrun
         return localrun.main(argv[1:])
+    if argv[:1] == ["reference"]:
+        from . import reference
+        return reference.main(argv[1:])
     parser = argparse.ArgumentParser(prog="nats-fly", description="A global NATS cluster on Fly.io as code.")
     commands = parser.add_subparsers(dest="command", required=True)
     from . import render
@@ -26,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("verify", help="prove a running cluster is whole (see `verify --help`)")
     commands.add_parser("local", help="run local nats-server processes (used by the local platform)")
     commands.add_parser("fly", help="Fly operations that look first (used by the components)")
+    commands.add_parser("reference", help="check or rewrite Pulumi.yaml's config block, the README's reference "
+                                          "and NatsClusterArgs from the key catalogue")
     args = parser.parse_args(argv)
     try:
         return render.run(args)

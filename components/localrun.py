@@ -53,6 +53,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 RELOADABLE = ("cluster.routes", "accounts", "max_connections")
 GENERATION_ENV = "NATS_FLY_GENERATION"
 STATE_DIR_NAME = "local"  # a cluster keeps its servers in <workDir>/local
+WORK_ROOT = ".nats-fly"  # the default <workDir> is .nats-fly/<stack>/<name>
 
 
 class LocalRunError(Exception):
@@ -430,10 +431,16 @@ def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
             terminate(pid, server, lame_duck_wait=timeout)
         for path in server.files():
             path.unlink(missing_ok=True)
+    # The folders go with the last server: <workDir>/local, the cluster's <workDir>, and in the default
+    # layout (.nats-fly/<stack>/<name>/local) the stack's folder and .nats-fly once they are empty.
+    folders = [server.state_dir]
+    if server.state_dir.name == STATE_DIR_NAME:
+        folders.append(server.state_dir.parent)
+        if server.state_dir.parents[2].name == WORK_ROOT:
+            folders += [server.state_dir.parents[1], server.state_dir.parents[2]]
     with contextlib.suppress(OSError):  # not empty: other servers (or their JetStream stores) remain
-        server.state_dir.rmdir()
-        if server.state_dir.name == STATE_DIR_NAME:  # <workDir>/local: the cluster's own folder goes too
-            server.state_dir.parent.rmdir()
+        for folder in folders:
+            folder.rmdir()
     return {"name": name, "action": "absent" if pid is None else "stopped"}
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, NotRequired, Optional, TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import flyctl, natsconf, settings as settings_mod
+from . import flyctl, localrun, natsconf, settings as settings_mod
 from .passwords import ClusterSecrets
 from .platform import Built, secret_outputs
 from .settings import NAMESPACE, Settings, SettingsError
@@ -91,8 +91,7 @@ class NatsClusterArgs(TypedDict):
 
 
 class NatsCluster(pulumi.ComponentResource):
-    """A global NATS cluster on Fly.io: nats-server Machines in several regions of one app, meshed over
-    Fly's private network (or, with platform `local`, nats-server processes on this machine)."""
+    """A global NATS cluster on Fly.io: nats-server Machines in several regions of one app, meshed over Fly's private network (or, with platform `local`, nats-server processes on this machine)."""
 
     app_name: pulumi.Output[str]
     """The Fly app name (locally: the cluster name)."""
@@ -118,7 +117,7 @@ class NatsCluster(pulumi.ComponentResource):
         s = settings_mod.load(_plain(args))
         checked = _check_given_secrets(s, args)
         self.settings = s
-        work = Path(args.get("workDir") or Path(".nats-fly") / pulumi.get_stack() / name)
+        work = Path(args.get("workDir") or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
         secrets = ClusterSecrets.given(s, args, checked)
         if s.platform == "fly":
             from . import fly_platform

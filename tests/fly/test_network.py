@@ -90,7 +90,7 @@ def test_machine_runs_the_image_with_the_fly_environment(standin, prod):
     assert env["FLY_ALLOC_ID"] == m["id"] and env["FLY_PRIVATE_IP"] == m["private_ip"]
     assert env["PRIMARY_REGION"] == "ord" and env["FLY_PROCESS_GROUP"] == "app"
     assert re.fullmatch(r"[0-9a-f]{14}", m["id"])
-    assert "NATS_PASSWORD_APP" in env  # secrets arrive as environment variables
+    assert "NATS_PASSWORD_APP_B64" in env  # secrets arrive as environment variables (base64; see the entrypoint)
 
 
 def test_digit_first_machine_id_starts(standin, prod):
