@@ -20,7 +20,7 @@ def build(parent: pulumi.Resource, name: str, s: Settings, work: Path, env: pulu
     every server process gets in its environment: the passwords its conf refers to."""
     state_dir = work / localrun.STATE_DIR_NAME
     names = natsconf.local_server_names(s)
-    if s.local_base_port is not None:
+    if s.local_base_port:
         layout: pulumi.Output = pulumi.Output.from_input(natsconf.local_layout(s))
     else:
         # Ports free on this machine at the first up, kept in the state: two clusters never share one.

@@ -70,7 +70,7 @@ class NatsClusterArgs(TypedDict):
     volumeSize: NotRequired[int]
     """JetStream volume size in GB (1..500)."""
     localBasePort: NotRequired[int]
-    """Local platform: the first loopback port, 4 per server placed by region. Unset: ports are chosen free at the first `up` and kept."""
+    """Local platform: the first loopback port, 4 per server placed by region; 0: ports chosen free at the first `up` and kept."""
     verify: NotRequired[bool]
     """Run verify after each change, so `pulumi up` fails when the cluster is not whole."""
     verifyUrls: NotRequired[list[str]]
@@ -158,14 +158,14 @@ _LOCAL_PORTS: dict[int, str] = {}  # port -> the cluster (resource name) of this
 
 def _claim_local_ports(name: str, s: Settings) -> None:
     """Two local clusters of one program with fixed ports (localBasePort) must not overlap."""
-    if s.local_base_port is None:
+    if not s.local_base_port:
         return
     ports = {p for server in natsconf.local_layout(s).values() for p in server}
     others = sorted({_LOCAL_PORTS[p] for p in ports if _LOCAL_PORTS.get(p) not in (None, name)})
     if others:
         raise SettingsError([f"{NAMESPACE}:localBasePort: {s.local_base_port} gives {name} ports that cluster "
                              f"{', '.join(others)} of this program uses too; allowed: a localBasePort whose "
-                             f"ports do not overlap, or none (ports chosen free at the first up)"])
+                             f"ports do not overlap, or 0 (ports chosen free at the first up)"])
     _LOCAL_PORTS.update({p: name for p in ports})
 
 

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if s.platform == "fly":
         files = buildctx.build_context(s)
     else:
-        servers = natsconf.local_servers(s, None if s.local_base_port is not None else _sample_layout(s))
+        servers = natsconf.local_servers(s, None if s.local_base_port else _sample_layout(s))
         files = {f"{sv.name}.conf": natsconf.render(natsconf.local_conf(s, sv, servers, f"<state>/{sv.name}"))
                  for sv in servers}
     out = buildctx.write(files, args.out)

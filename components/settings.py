@@ -227,6 +227,12 @@ def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, 
     return tuple(urls)
 
 
+def _local_base_port(key: str, value: Any, problems: list[str]) -> int | None:
+    if value in (0, "0"):
+        return 0
+    return _int_range(1024, 65000, "(or 0: chosen free at the first up)")(key, value, problems)
+
+
 def _count(key: str, value: Any, problems: list[str]) -> int | None:
     return _int_range(1, 100, "machines")(key, value, problems)
 
@@ -280,9 +286,8 @@ KEYS: tuple[Key, ...] = (
         "least 3 servers (per region in a supercluster).", "jetstream", _bool),
     Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500).", "volume_size_gb",
         _int_range(1, MAX_VOLUME_GB, "GB")),
-    Key("localBasePort", "integer", None, "Local platform: the first loopback port, 4 per server placed by "
-        "region. Unset: ports are chosen free at the first `up` and kept.", "local_base_port",
-        _int_range(1024, 65000, ""), default_text="chosen at first up"),
+    Key("localBasePort", "integer", 0, "Local platform: the first loopback port, 4 per server placed by "
+        "region; 0: ports chosen free at the first `up` and kept.", "local_base_port", _local_base_port),
     Key("verify", "boolean", False, "Run verify after each change, so `pulumi up` fails when the cluster is "
         "not whole.", "verify", _bool),
     Key("verifyUrls", "list", [], "`REGION=URL` per region for verify and JetStream scale-down (for example "
@@ -342,7 +347,7 @@ class Settings:
     users: tuple[str, ...]
     jetstream: bool
     volume_size_gb: int
-    local_base_port: int | None
+    local_base_port: int
     verify: bool
     verify_urls: tuple[tuple[str, str], ...]
     server_tls: bool
@@ -450,7 +455,7 @@ def _relations(s: Settings, problems: list[str]) -> None:
         if crowded:
             problems.append(f"{_k('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
                             f"platform; allowed: 1..{MAX_LOCAL_SERVERS_PER_REGION} per region")
-        elif s.local_base_port is not None:
+        elif s.local_base_port:
             span = local_port_span(s)
             if s.local_base_port + span > 65535:
                 problems.append(f"{_k('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
