@@ -1,0 +1,180 @@
+"""NatsCluster inside a larger program, with the real engine: a host program of its own (Pulumi.yaml,
+__main__.py) with two local clusters at default options and a Command that uses one's output.
+
+- both come up whole, with no shared file, folder, process or port, and a second up is a no-op;
+- a preview of a changed stack leaves every file and process of the running clusters as they were;
+- changing one (a region more) or removing it leaves the other's servers untouched;
+- a server killed with kill -9 is started again by the next up, and the up after that is a no-op;
+- every Command whose inputs carry a secret has its stdout and stderr stored as secrets;
+- destroy leaves no process and no folder behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine import Project, engine_environment, missing_tools
+from nats_fly.verify import Expectation, verify
+
+PASSWORD = "host-program-sys-password-3"
+PROGRAM = textwrap.dedent('''\
+    """A larger program: two NATS clusters, and something that uses one of them."""
+    import pulumi
+    from pulumi_command import local
+
+    from nats_fly import NatsCluster
+
+    config = pulumi.Config()
+    password = config.require_secret("sysPassword")
+    clusters = {}
+    for name, regions in config.require_object("clusters").items():
+        clusters[name] = NatsCluster(name, {"app": f"{name}-nats", "platform": "local", "regions": regions,
+                                            "auth": "none", "sysPassword": password})
+        pulumi.export(f"{name}Urls", clusters[name].client_urls)
+        pulumi.export(f"{name}Machines", clusters[name].machines)
+    consumer = local.Command("consumer", create='echo "would connect to $NATS_URL"',
+                             environment={"NATS_URL": clusters["east"].client_url})
+    pulumi.export("consumer", consumer.stdout)
+    ''')
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+@pytest.fixture
+def host(tmp_path):
+    missing = missing_tools()
+    if missing:
+        reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the engine tests: {reason}")
+        pytest.skip(reason)
+    root = tmp_path / "host"
+    (root / "config").mkdir(parents=True)
+    (root / "Pulumi.yaml").write_text(yaml.safe_dump({
+        "name": "host-program", "runtime": {"name": "python", "options": {
+            "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}},
+        "stackConfigDir": "config"}, sort_keys=False))
+    (root / "__main__.py").write_text(PROGRAM)
+    project = Project(root, "dev", engine_environment(tmp_path))
+    project.pulumi("stack", "init", "dev")
+    project.pulumi("config", "set", "--secret", "sysPassword", stdin=PASSWORD)
+    yield project
+    project.pulumi("destroy", "--yes", "--skip-preview", check=False)
+    for pid in servers(root):
+        os.kill(pid, signal.SIGKILL)
+
+
+def set_clusters(project: Project, clusters: dict) -> None:
+    path = project.root / "config" / "Pulumi.dev.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["config"]["host-program:clusters"] = clusters
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def servers(root: Path, cluster: str | None = None) -> dict[int, str]:
+    """pid -> server name of the nats-server processes run from this project (of one cluster)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv[0].endswith("nats-server") or "--pid" not in argv:
+            continue
+        pid_file = Path(argv[argv.index("--pid") + 1])
+        if str(root) in str(pid_file) and (cluster is None or pid_file.parent.parent.name == cluster):
+            found[int(pid)] = f"{pid_file.parent.parent.name}/{pid_file.stem}"
+    return found
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file the clusters keep: path -> (content digest, mtime)."""
+    folder = root / ".nats-fly"
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def whole(outputs: dict, name: str) -> None:
+    urls = {r: u.split(",")[0] for r, u in outputs[f"{name}Urls"].items()}
+    report = asyncio.run(verify(urls, Expectation(regions=outputs[f"{name}Machines"]), user="sys",
+                                password=PASSWORD, timeout=30))
+    assert report.ok, report.table()
+
+
+def test_two_clusters_in_one_program(host):
+    root = host.root
+    set_clusters(host, {"east": ["ord", "iad"], "west": ["sjc", "sea"]})
+    host.pulumi("up", "--yes", "--skip-preview")
+    outputs = host.outputs()
+    whole(outputs, "east")
+    whole(outputs, "west")
+    assert outputs["consumer"] == f"would connect to {outputs['eastUrls']['ord']}"
+    ports = [u for name in ("east", "west") for u in outputs[f"{name}Urls"].values()]
+    assert len(set(ports)) == 4
+    assert sorted(servers(root).values()) == ["east/iad-0", "east/ord-0", "west/sea-0", "west/sjc-0"]
+    assert sorted(p.name for p in (root / ".nats-fly" / "dev").iterdir()) == ["east", "west"]
+    host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+
+    # Every Command with a secret input keeps its stdout/stderr secret in the state (pulumi-command v1
+    # marks only outputs named like a secret input: the components must say so themselves).
+    state = json.loads(host.pulumi("stack", "export").stdout)
+    checked = 0
+    for resource in state["deployment"]["resources"]:
+        if resource["type"] != "command:local:Command" or SECRET_SIG not in json.dumps(resource.get("inputs")):
+            continue
+        checked += 1
+        for output in ("stdout", "stderr"):
+            value = resource["outputs"].get(output)
+            assert value is None or (isinstance(value, dict) and value.get(SECRET_SIG)), (resource["urn"], output)
+    assert checked == 4  # the four servers
+    assert PASSWORD not in json.dumps(state)
+
+    # A preview of a changed stack writes nothing and touches no process.
+    before, pids = snapshot(root), servers(root)
+    set_clusters(host, {"east": ["ord", "iad", "lhr"], "west": ["sjc"]})
+    preview = host.pulumi("preview")
+    assert "to create" in preview.stdout and "to delete" in preview.stdout, preview.stdout
+    assert snapshot(root) == before and servers(root) == pids
+
+    # Changing one cluster (a region more) leaves the other's servers as they were.
+    west_pids = servers(root, "west")
+    set_clusters(host, {"east": ["ord", "iad", "lhr"], "west": ["sjc", "sea"]})
+    host.pulumi("up", "--yes", "--skip-preview")
+    outputs = host.outputs()
+    whole(outputs, "east")
+    assert servers(root, "west") == west_pids
+    host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+
+    # A server killed with kill -9 comes back with the next up; the one after is a no-op again.
+    victim = next(pid for pid, name in servers(root).items() if name == "east/iad-0")
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while victim in servers(root):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    host.pulumi("up", "--yes", "--skip-preview")
+    assert "east/iad-0" in servers(root).values()
+    whole(host.outputs(), "east")
+    host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
+
+    # Removing one cluster from the program stops only its servers and takes only its folder.
+    east_pids = servers(root, "east")
+    set_clusters(host, {"east": ["ord", "iad", "lhr"]})
+    host.pulumi("up", "--yes", "--skip-preview")
+    assert servers(root, "west") == {} and servers(root, "east") == east_pids
+    assert sorted(p.name for p in (root / ".nats-fly" / "dev").iterdir()) == ["east"]
+    whole(host.outputs(), "east")
+
+    host.pulumi("destroy", "--yes", "--skip-preview")
+    assert servers(root) == {}
+    assert not (root / ".nats-fly").exists()
