@@ -111,10 +111,19 @@ def copy_project(root: Path, base_stack: str, stack: str, env: dict[str, str]) -
     manifest = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
     manifest["runtime"]["options"]["virtualenv"] = str(Path(sys.executable).parent.parent)
     (root / "Pulumi.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    shutil.copy(REPO / "config" / f"Pulumi.{base_stack}.yaml", root / "config" / f"Pulumi.{stack}.yaml")
+    # The checkout's stack file, as committed: a salt and secrets a user's own runs wrote into it are
+    # theirs (another passphrase), so they stay behind.
+    document = yaml.safe_load((REPO / "config" / f"Pulumi.{base_stack}.yaml").read_text()) or {}
+    document.pop("encryptionsalt", None)
+    document["config"] = {k: v for k, v in (document.get("config") or {}).items() if not _secure(v)}
+    (root / "config" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     project = Project(root, stack, env)
     project.pulumi("stack", "init", stack)
     return project
+
+
+def _secure(value) -> bool:
+    return isinstance(value, dict) and ("secure" in value or any(_secure(v) for v in value.values()))
 
 
 def flyctl_env(standin, env: dict[str, str]) -> dict[str, str]:
