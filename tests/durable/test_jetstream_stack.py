@@ -654,7 +654,17 @@ def test_jetstream_region_3_to_5_to_3_leaves_only_live_peers_and_survives_one_mo
     standin = js.standin
     js.project.config({"regions": ["ord=3", "syd", "cdg"]})
     js.up()
+    # Each volume of a region asks for a zone of its own (`volumes create` defaults to
+    # --require-unique-zone): ord has 4 here, so a fifth Machine is refused by name, before any
+    # Machine is made, and the up goes through once the region has the room.
+    standin.call("settings", zones={"ord": 4})
     js.project.config({"regions": ["ord=5", "syd", "cdg"]})
+    refused = js.up(check=False)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "region ord: cannot place 1 more 'nats_data' volume(s)" in said, said[-3000:]
+    assert "failed to create volume: aborted: no capacity" in said
+    assert len([m for m in js.machines() if m["region"] == "ord"]) == 3
+    standin.call("settings", zones={"ord": 6})
     js.up()
     grown = live_servers(js)
     peers_grown, _ = meta_peers(standin, js.app, expect=grown)
