@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 FAKE_FLYCTL = r'''#!PYTHON
 import json, sys, os
 state_path = os.environ["FAKE_FLY_STATE"]
@@ -214,3 +216,177 @@ def test_growing_or_no_password_keeps_plain_scale_count(tmp_path):
     machines = [machine(0)]
     state, _ = run_shrink(tmp_path, {"volumes": [vol(0, attached="m0")], "machines": machines}, 1, "sys-" + "r" * 20)
     assert not [a for a in state["log"] if a[0] == "nats" or a[:2] in (["machine", "stop"], ["machine", "destroy"])]
+
+
+# --- leases, the per-app lock, and what a deploy needs first -----------------------------------------
+
+SCRIPTED = r'''#!PYTHON
+import json, os, sys, time
+state_path = os.environ["FAKE_FLY_STATE"]
+args = sys.argv[1:]
+with open(state_path) as f:
+    state = json.load(f)
+state["log"].append([time.time(), args])
+failures = state.get("lease_failures", 0)
+out, code, err = "", 0, ""
+if args[:2] == ["scale", "count"]:
+    if failures:
+        state["lease_failures"] = failures - 1
+        code, err = 1, "Error: failed to obtain lease: failed to get lease on VM 0e0d0c: machine ID 0e0d0c lease currently held by x@tokens.fly.io"
+elif args[:2] == ["machine", "list"]:
+    out = json.dumps(state.get("machines", []))
+elif args[:2] == ["volumes", "list"]:
+    out = json.dumps(state.get("volumes", []))
+elif args[:2] == ["volumes", "create"]:
+    region = args[args.index("--region") + 1]
+    if region in state.get("full", []):
+        code, err = 1, "Error: failed to create volume: aborted: no capacity"
+    else:
+        vol = {"id": "vol_%d" % len(state.setdefault("volumes", [])), "name": args[2], "region": region,
+               "state": "created", "attached_machine_id": None}
+        state["volumes"].append(vol)
+        out = json.dumps(vol)
+with open(state_path, "w") as f:
+    json.dump(state, f)
+if args[:2] == ["scale", "count"] and not code:
+    time.sleep(float(os.environ.get("FAKE_SCALE_SECONDS", "0")))
+    with open(state_path) as f:
+        state = json.load(f)
+    state["log"].append([time.time(), ["done", *args]])
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+sys.stdout.write(out + "\n")
+sys.stderr.write(err + ("\n" if err else ""))
+sys.exit(code)
+'''
+
+
+def scripted(tmp_path: Path, state: dict, **env) -> tuple[dict, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "flyctl").write_text(SCRIPTED.replace("PYTHON", sys.executable))
+    (bin_dir / "flyctl").chmod(0o755)
+    state_path = tmp_path / "state.json"
+    state_path.write_text(json.dumps({**state, "log": []}))
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_FLY_STATE": str(state_path),
+            **env}, state_path
+
+
+def fly(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nats_fly", "fly", *args], env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def fly_deploy(env: dict, files: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nats_fly", "fly", "deploy", "--app", "a"], env=env, text=True,
+                          input=files, capture_output=True, timeout=60)
+
+
+def test_region_commands_of_one_app_take_turns(tmp_path):
+    """Every `scale count` leases all the app's Machines: two at once would wait on each other's leases
+    and give up after a minute. Here they take turns; another app's goes alongside."""
+    env, state_path = scripted(tmp_path, {}, FAKE_SCALE_SECONDS="1")
+    runs = [fly(env, "region", "--app", app, "--region", region, "--count", "2")
+            for app, region in (("a", "ord"), ("a", "syd"), ("a", "cdg"), ("b", "ord"))]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+    log = json.loads(state_path.read_text())["log"]
+    spans = {}
+    for at, args in log:
+        key = (args[args.index("--app") + 1], args[args.index("--region") + 1])
+        spans.setdefault(key, []).append(at)
+    a = sorted(v for (app, _), v in spans.items() if app == "a")
+    assert all(first[1] <= second[0] for first, second in zip(a, a[1:])), a  # one after another
+    b = spans[("b", "ord")]
+    assert any(b[0] < other[1] and other[0] < b[1] for other in a)  # app b did not wait for app a
+
+
+def test_a_lease_held_elsewhere_is_tried_again(tmp_path, monkeypatch):
+    from nats_fly import flyops
+    env, state_path = scripted(tmp_path, {"lease_failures": 1})
+    monkeypatch.setattr(flyops, "LEASE_PAUSE", 0.1)
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("FAKE_FLY_STATE", str(state_path))
+    flyops.converge_region("a", "ord", 2)
+    scales = [args for _, args in json.loads(state_path.read_text())["log"] if args[:2] == ["scale", "count"]]
+    assert len(scales) == 2
+    state = json.loads(state_path.read_text())
+    state["lease_failures"] = 5
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(flyops.FlyError, match="failed to get lease on VM 0e0d0c"):
+        flyops.converge_region("a", "ord", 2)
+
+
+def deploy_files(**changes) -> str:
+    from nats_fly import buildctx
+    from nats_fly.settings import load
+    return buildctx.to_stdin(buildctx.build_context(load({"app": "a", "regions": ["ord", "syd"], **changes})))
+
+
+def mounted(i: int, region: str, volume: bool) -> dict:
+    return {**machine(i, region), "config": {"mounts": [{"volume": f"vol_{i}", "path": "/data"}] if volume else []}}
+
+
+def test_jetstream_switched_on_makes_one_volume_per_machine_then_deploys_immediate(tmp_path):
+    machines = [mounted(0, "ord", False), mounted(1, "syd", False), mounted(2, "syd", False)]
+    env, state_path = scripted(tmp_path, {"machines": machines, "volumes": [vol(9, region="syd")]})
+    run = fly_deploy(env, deploy_files(jetstream=True, regions=["ord", "syd=2"]))
+    assert run.returncode == 0, run.stderr
+    calls = [args for _, args in json.loads(state_path.read_text())["log"]]
+    creates = [c[c.index("--region") + 1] for c in calls if c[:2] == ["volumes", "create"]]
+    assert creates == ["ord", "syd"]  # syd had one unattached volume already
+    deploy = next(c for c in calls if c[0] == "deploy")
+    assert deploy[deploy.index("--strategy") + 1] == "immediate"
+    assert calls.index(deploy) > max(i for i, c in enumerate(calls) if c[:2] == ["volumes", "create"])
+
+
+def test_jetstream_switched_off_is_refused_before_the_deploy(tmp_path):
+    machines = [mounted(0, "ord", True), mounted(1, "syd", True)]
+    env, state_path = scripted(tmp_path, {"machines": machines})
+    run = fly_deploy(env, deploy_files())
+    assert run.returncode == 1
+    assert "jetstream: false, but the Machines of a hold JetStream volumes (ord: 1, syd: 1)" in run.stderr
+    assert not [args for _, args in json.loads(state_path.read_text())["log"] if args[0] == "deploy"]
+    probe = subprocess.run([sys.executable, "-m", "nats_fly", "fly", "probe", "--app", "a", "--jetstream", "false"],
+                           env={**env, "FLY_API_TOKEN": "t"}, capture_output=True, text=True, timeout=60)
+    assert json.loads(probe.stdout)["refusals"][0].startswith("nats-fly:jetstream: false, but the Machines of a")
+
+
+def test_a_first_deploy_with_a_volume_left_elsewhere_gets_one_in_the_primary_region(tmp_path):
+    """flyctl makes the first volume only when the app has no unattached one of the mount's name in any
+    region; one left in syd would make it ask for one in ord (primary_region) instead."""
+    env, state_path = scripted(tmp_path, {"machines": [], "volumes": [vol(5, region="syd")]})
+    run = fly_deploy(env, deploy_files(jetstream=True, regions=["ord=3"]))
+    assert run.returncode == 0, run.stderr
+    calls = [args for _, args in json.loads(state_path.read_text())["log"]]
+    assert [c[c.index("--region") + 1] for c in calls if c[:2] == ["volumes", "create"]] == ["ord"]
+    (tmp_path / "fresh").mkdir()
+    env, state_path = scripted(tmp_path / "fresh", {"machines": [], "volumes": []})
+    assert fly_deploy(env, deploy_files(jetstream=True, regions=["ord=3"])).returncode == 0
+    calls = [args for _, args in json.loads(state_path.read_text())["log"]]
+    assert not [c for c in calls if c[:2] == ["volumes", "create"]]  # none anywhere: the deploy makes it
+
+
+def test_a_region_re_created_reuses_the_volumes_left_behind(tmp_path):
+    state = run_region(tmp_path, {"volumes": [vol(0, region="ord"), vol(1, region="ord")]}, 2)
+    assert not [a for a in state["log"] if a[:2] == ["volumes", "create"]]
+
+
+def test_a_region_without_room_is_named_with_its_count(tmp_path):
+    env, _ = scripted(tmp_path, {"full": ["syd"]})
+    run = fly(env, "region", "--app", "a", "--region", "syd", "--count", "3", "--volume", "nats_data", "--size", "10")
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 1
+    assert "region syd: cannot place 3 more 'nats_data' volume(s) of 10 GB (one per Machine, 3 in all)" in err
+    assert "failed to create volume: aborted: no capacity" in err
+
+
+def test_the_probe_names_what_is_missing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    probe = subprocess.run([sys.executable, "-m", "nats_fly", "fly", "probe", "--app", "a", "--jetstream", "true"],
+                           env={"PATH": str(empty), "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    problems = json.loads(probe.stdout)["problems"]
+    assert [p.split(" ")[0] for p in problems] == ["flyctl", "openssl", "no"], problems
+    assert "FLY_API_TOKEN" in problems[2]
