@@ -221,9 +221,11 @@ def test_growing_or_no_password_keeps_plain_scale_count(tmp_path):
 # --- leases, the per-app lock, and what a deploy needs first -----------------------------------------
 
 SCRIPTED = r'''#!PYTHON
-import json, os, sys, time
+import fcntl, json, os, sys, time
 state_path = os.environ["FAKE_FLY_STATE"]
 args = sys.argv[1:]
+lock = open(state_path + ".lock", "w")  # calls of the two apps run alongside: one state file, in turns
+fcntl.flock(lock, fcntl.LOCK_EX)
 with open(state_path) as f:
     state = json.load(f)
 state["log"].append([time.time(), args])
@@ -248,8 +250,10 @@ elif args[:2] == ["volumes", "create"]:
         out = json.dumps(vol)
 with open(state_path, "w") as f:
     json.dump(state, f)
+fcntl.flock(lock, fcntl.LOCK_UN)
 if args[:2] == ["scale", "count"] and not code:
     time.sleep(float(os.environ.get("FAKE_SCALE_SECONDS", "0")))
+    fcntl.flock(lock, fcntl.LOCK_EX)
     with open(state_path) as f:
         state = json.load(f)
     state["log"].append([time.time(), ["done", *args]])
