@@ -43,11 +43,30 @@ CATALOGUE = [
     ("user passwords in plain text", {"userPasswords": {"app": PLAIN_SECRET}}, "nats-fly:userPasswords"),
     ("server tls without a certificate", {"serverTls": True}, "nats-fly:tlsCert"),
     ("bad verify url", {"verifyUrls": ["ord=http://x"]}, "nats-fly:verifyUrls"),
+    # A YAML `|` block ends in a newline: never part of a hostname, a user or a slug.
+    ("app name with a trailing newline", {"app": "bad-input-app\n"}, "nats-fly:app"),
+    ("org with a trailing newline", {"org": "personal\n"}, "nats-fly:org"),
+    ("user name with a newline, auth none", {"auth": "none", "users": ["app\nroot"]}, "nats-fly:users"),
+    ("verify url port over 65535", {"verifyUrls": ["ord=nats://127.0.0.1:70000"]}, "nats-fly:verifyUrls"),
+    ("verify url for a region not in the stack", {"verifyUrls": ["lhr=nats://127.0.0.1:4222"]}, "nats-fly:verifyUrls"),
+    ("verify url region twice", {"verifyUrls": ["ord=nats://a:1", "ord=nats://b:2"]}, "nats-fly:verifyUrls"),
+    ("memory not a multiple of 256", {"vmMemory": 1000}, "nats-fly:vmMemory"),
+    ("memory over the preset's ceiling", {"vmMemory": 65536}, "nats-fly:vmMemory"),
+    ("memory under a performance preset's floor", {"vmSize": "performance-2x", "vmMemory": 2048}, "nats-fly:vmMemory"),
+    ("count that is not a number", {"machinesPerRegion": "three"}, "nats-fly:machinesPerRegion"),
+    ("hard limit under the soft limit", {"hardLimit": 100}, "nats-fly:hardLimit"),
+    ("port that is not a number", {"clientPort": "4222a"}, "nats-fly:clientPort"),
+    ("duration with a trailing newline", {"killTimeout": "60s\n"}, "nats-fly:killTimeout"),
+    ("local base port out of range", {"platform": "local", "localBasePort": 80}, "nats-fly:localBasePort"),
+    ("certificate armour around garbage", {"serverTls": True, "tlsCert": {"secure": "CERT"}, "tlsKey": {"secure": "KEY"}},
+     "nats-fly:tlsCert"),
 ]
+BAD_PEM = "-----BEGIN CERTIFICATE-----\nTUlJQmZha2U=\n-----END CERTIFICATE-----\n"
+BAD_KEY = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
 
 
 def test_every_bad_stack_fails_at_preview_naming_the_key_and_touching_no_fly(project, standin, engine_env):
-    assert len(CATALOGUE) >= 25
+    assert len(CATALOGUE) >= 45
     engine_env.update(flyctl_env(standin, engine_env))
     stack = project("prod")
     stack.config({"app": "bad-input-app"})
@@ -60,13 +79,44 @@ def test_every_bad_stack_fails_at_preview_naming_the_key_and_touching_no_fly(pro
         stack_file.write_text(good)
         if "sysPassword" not in changes:
             stack.pulumi("config", "set", "--secret", "sysPassword", stdin="system-password-1")
-        stack.config(changes)
+        secrets = {k: v for k, v in changes.items() if isinstance(v, dict) and "secure" in v}
+        stack.config({k: v for k, v in changes.items() if k not in secrets})
+        for key in secrets:  # set by the CLI, as a user would: real secrets whose text is wrong
+            stack.pulumi("config", "set", "--secret", key, stdin=BAD_PEM if key == "tlsCert" else BAD_KEY)
         result = stack.pulumi("preview", check=False)
         text = result.stdout + result.stderr
         if result.returncode == 0 or key not in text:
             failures.append(f"{name}: exit {result.returncode}, key {key} not named:\n{text[-1500:]}")
         if PLAIN_SECRET in text:
             failures.append(f"{name}: the plain secret was echoed")
+        if "an unhandled error occurred" in text:
+            failures.append(f"{name}: the refusal ends with the engine's own line:\n{text[-800:]}")
+        mine = [line for line in text.splitlines() if "nats-fly:" in line and "error" in line.lower()]
+        if not mine:
+            failures.append(f"{name}: no error line of ours:\n{text[-800:]}")
     assert not failures, "\n\n".join(failures)
     assert len(standin.flyctl_log()) == calls_before, "a refused stack made flyctl calls"
     assert not (stack.root / ".nats-fly").exists(), "a refused stack wrote a build context"
+
+
+def test_without_flyctl_or_a_token_preview_warns_and_up_stops_before_any_call(project, standin, engine_env):
+    stack = project("prod")
+    stack.config({"app": "no-tools-app"})
+    stack.pulumi("config", "set", "--secret", "sysPassword", stdin="system-password-1")
+    stack.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin="app-password-1")
+    calls_before = len(standin.flyctl_log())
+    with_flyctl = flyctl_env(standin, engine_env)
+    cases = {"no flyctl on PATH": ({k: v for k, v in with_flyctl.items() if k != "PATH"}, "flyctl is not on PATH"),
+             "no token": ({k: v for k, v in with_flyctl.items() if k != "FLY_API_TOKEN"}, "no Fly token")}
+    for name, (env, problem) in cases.items():
+        stack.env = {**engine_env, **env}
+        stack.env.pop("FLY_API_TOKEN", None) if name == "no token" else None
+        preview = stack.pulumi("preview", check=False)
+        said = preview.stdout + preview.stderr
+        assert preview.returncode == 0 and "warning: nats-fly: " + problem in said, (name, said[-2000:])
+        up = stack.pulumi("up", "--yes", "--skip-preview", check=False)
+        said = up.stdout + up.stderr
+        assert up.returncode != 0 and problem in said and "an unhandled error occurred" not in said, (name, said[-2000:])
+        assert "flyctl: not found" not in said
+    assert len(standin.flyctl_log()) == calls_before, "a call reached Fly"
+    assert "+ " not in "".join(line for line in said.splitlines() if "command:local:Command" in line)
