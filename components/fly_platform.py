@@ -75,6 +75,8 @@ def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecre
         image_hash=image.hash,
         nats_conf=image.nats_conf,
         verify_urls=pulumi.Output.from_input([f"{r}={u}" for r, u in s.verify_urls] or [client_url(s)]),
+        websocket_url=pulumi.Output.from_input(websocket_url(s) if s.websocket else ""),
+        verify_websocket_urls=pulumi.Output.from_input([websocket_url(s)] if s.websocket else []),
         resources=[image.deploy, *regions],
     )
 
@@ -87,6 +89,11 @@ def client_url(s: Settings) -> str:
 def tls_url(s: Settings) -> str:
     """The port where Fly's tls handler terminates TLS, for TLS-first clients."""
     return f"tls://{s.app}.fly.dev:{s.ports.public_tls}"
+
+
+def websocket_url(s: Settings) -> str:
+    """Fly's proxy on 443 (tls + http handlers), for browsers and other WebSocket clients."""
+    return f"wss://{s.app}.fly.dev"
 
 
 def region_environment(s: Settings, region: str, sys_password: Any) -> dict[str, Any]:

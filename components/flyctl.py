@@ -184,11 +184,14 @@ def local_stop(python: str, name: str, state_dir: str) -> str:
     return sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
 
 
-def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool) -> str:
+def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool,
+           websocket_urls: list[str] = ()) -> str:
     """`nats-fly verify`; the system password comes from NATS_SYS_PASSWORD, never argv."""
     args = [python, "-m", "nats_fly", "verify"]
     for url in urls:
         args += ["--url", url]
+    for url in websocket_urls:
+        args += ["--ws-url", url]
     args += ["--expect", ",".join(f"{r}={n}" for r, n in machines.items()), "--topology", topology]
     if jetstream:
         args.append("--jetstream")

@@ -7,7 +7,7 @@ import re
 import tomllib
 from typing import Any, Iterable
 
-from .natsconf import DATA_DIR
+from .natsconf import DATA_DIR, go_memory_limit
 from .settings import Settings
 
 PROCESS_GROUP = "app"
@@ -30,6 +30,7 @@ def fly_toml(s: Settings) -> dict[str, Any]:
             "NATS_CLUSTER_PORT": str(s.ports.cluster),
             "NATS_GATEWAY_PORT": str(s.ports.gateway),
             "NATS_PEER_WAIT": str(s.peer_wait),
+            "GOMEMLIMIT": go_memory_limit(s),
         },
         "services": [{
             "internal_port": s.ports.client,
@@ -56,6 +57,19 @@ def fly_toml(s: Settings) -> dict[str, Any]:
         },
         "vm": [{"size": s.vm_size, "memory": f"{s.vm_memory_mb}mb"}],
     }
+    if s.websocket:
+        # Browsers: wss://<app>.fly.dev. Fly's tls + http handlers on 443 terminate TLS (the shared
+        # IPv4 serves them) and pass the HTTP/1.1 upgrade on to nats-server's websocket port.
+        conf["services"].append({
+            "internal_port": s.ports.websocket,
+            "protocol": "tcp",
+            "auto_stop_machines": "off",
+            "auto_start_machines": False,
+            "min_machines_running": 0,
+            "ports": [{"port": 443, "handlers": ["tls", "http"]}],
+            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
+            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
+        })
     if s.jetstream:
         conf["mounts"] = [{"source": VOLUME_NAME, "destination": DATA_DIR,
                            "initial_size": f"{s.volume_size_gb}gb"}]

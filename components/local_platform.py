@@ -50,6 +50,8 @@ def build(parent: pulumi.Resource, name: str, s: Settings, work: Path, env: pulu
         ))
     by_region = servers.apply(lambda found: {
         r: ",".join(sv.client_url for sv in found if sv.region == r) for r in s.regions})
+    websockets = servers.apply(lambda found: {
+        r: next(sv.websocket_url for sv in found if sv.region == r) for r in s.regions} if s.websocket else {})
     rendered = confs.apply(lambda c: {n: natsconf.render(conf) for n, conf in c.items()})
     return Built(
         app_name=pulumi.Output.from_input(s.app),
@@ -61,6 +63,8 @@ def build(parent: pulumi.Resource, name: str, s: Settings, work: Path, env: pulu
         nats_conf=rendered.apply(lambda r: r[names[0]]),
         verify_urls=by_region.apply(lambda urls: [f"{r}={u}" for r, u in s.verify_urls] or
                                     [f"{r}={u.split(',')[0]}" for r, u in urls.items()]),
+        websocket_url=websockets.apply(lambda urls: urls.get(s.primary_region, "")),
+        verify_websocket_urls=websockets.apply(lambda urls: [f"{r}={u}" for r, u in urls.items()]),
         resources=commands,
         repair=json.dumps(generations, sort_keys=True),
     )

@@ -52,6 +52,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # refused reload prints them, credentials included): anything else restarts the server instead.
 RELOADABLE = ("cluster.routes", "accounts", "max_connections")
 GENERATION_ENV = "NATS_FLY_GENERATION"
+PORTS_PER_SERVER = 6  # client, cluster, gateway, monitor, websocket, leafnode (settings.LOCAL_PORTS_PER_SERVER)
 STATE_DIR_NAME = "local"  # a cluster keeps its servers in <workDir>/local
 WORK_ROOT = ".nats-fly"  # the default <workDir> is .nats-fly/<stack>/<name>
 
@@ -455,18 +456,16 @@ def observed_generation(state_dir: Path, name: str) -> int:
     return generation if running_pid(server) is not None else generation + 1
 
 
-def choose_ports(servers: list[str], previous: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Four loopback ports per server: a server keeps the ones it has; a new one gets ports free now
-    (the kernel's pick, held together so none repeats) and not given to another server."""
-    layout = {name: list(previous[name]) for name in servers if len(previous.get(name) or []) == 4}
+def choose_ports(servers: list[str], previous: dict[str, list[int]], per_server: int = PORTS_PER_SERVER) -> dict[str, list[int]]:
+    """`per_server` loopback ports per server: a server keeps the ones it has (and gets the ones it
+    lacks); new ones are free now (the kernel's pick, held together so none repeats) and given once."""
+    layout = {name: [int(p) for p in previous.get(name) or []][:per_server] for name in servers}
     taken = {port for ports in layout.values() for port in ports}
     held: list[socket.socket] = []
     try:
         for name in servers:
-            if name in layout:
-                continue
-            ports = []
-            while len(ports) < 4:
+            ports = layout[name]
+            while len(ports) < per_server:
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))
                 held.append(sock)
@@ -474,7 +473,6 @@ def choose_ports(servers: list[str], previous: dict[str, list[int]]) -> dict[str
                 if port not in taken:
                     taken.add(port)
                     ports.append(port)
-            layout[name] = ports
     finally:
         for sock in held:
             sock.close()

@@ -65,12 +65,18 @@ class NatsClusterArgs(TypedDict):
     """`password`: every client logs in. `none`: anonymous clients are allowed (say so explicitly; never on a network others reach)."""
     users: NotRequired[list[str]]
     """Client user names in account `APP`; each needs a password in `userPasswords`."""
+    websocket: NotRequired[bool]
+    """Serve NATS over WebSocket for browsers: `wss://<app>.fly.dev` (Fly's proxy on 443 terminates TLS, on the shared IPv4 too); locally a loopback port per server. Same users as the client port."""
+    websocketPort: NotRequired[int]
+    """nats-server's WebSocket port inside a Machine (Fly serves it on 443)."""
+    websocketOrigins: NotRequired[list[str]]
+    """Origins (`https://host[:port]`) whose pages may open a WebSocket. Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
     jetstream: NotRequired[bool]
     """Enable JetStream: one volume per Machine on Fly; R3 streams need at least 3 servers (per region in a supercluster)."""
     volumeSize: NotRequired[int]
     """JetStream volume size in GB (1..500)."""
     localBasePort: NotRequired[int]
-    """Local platform: the first loopback port, 4 per server placed by region; 0: ports chosen free at the first `up` and kept."""
+    """Local platform: the first loopback port, 6 per server placed by region; 0: ports chosen free at the first `up` and kept."""
     verify: NotRequired[bool]
     """Run verify after each change, so `pulumi up` fails when the cluster is not whole."""
     verifyUrls: NotRequired[list[str]]
@@ -101,6 +107,8 @@ class NatsCluster(pulumi.ComponentResource):
     """`nats://<app>.fly.dev:10000`; locally, the first region's servers."""
     tls_url: pulumi.Output[str]
     """`tls://<app>.fly.dev:10001`, for TLS-first clients (empty locally)."""
+    websocket_url: pulumi.Output[str]
+    """With websocket: `wss://<app>.fly.dev` for browsers (locally the first region's `ws://127.0.0.1:<port>`); else empty."""
     client_urls: pulumi.Output[dict[str, str]]
     """region -> client URL(s) of that region's servers (locally; on Fly every region is the one URL)."""
     machines: pulumi.Output[dict[str, int]]
@@ -130,13 +138,16 @@ class NatsCluster(pulumi.ComponentResource):
         self.app_name, self.hostname = built.app_name, built.hostname
         self.client_url, self.tls_url, self.client_urls = built.client_url, built.tls_url, built.client_urls
         self.image_hash, self.nats_conf = built.image_hash, built.nats_conf
+        self.websocket_url = built.websocket_url
         self.machines = pulumi.Output.from_input(dict(s.machines))
         if s.verify:
             self._verify(name, s, built, secrets.sys_password)
-        self.how_to_connect = self.client_url.apply(lambda url: _how_to_connect(s, url))
+        self.how_to_connect = pulumi.Output.all(self.client_url, self.websocket_url).apply(
+            lambda urls: _how_to_connect(s, urls[0], urls[1]))
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
-            "tlsUrl": self.tls_url, "clientUrls": self.client_urls, "machines": self.machines,
+            "tlsUrl": self.tls_url, "websocketUrl": self.websocket_url, "clientUrls": self.client_urls,
+            "machines": self.machines,
             "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
         })
 
@@ -146,8 +157,9 @@ class NatsCluster(pulumi.ComponentResource):
         state = pulumi.Output.all(built.image_hash, dict(s.machines), built.repair).apply(lambda v: _sha256(repr(v)))
         local.Command(
             f"{name}-verify",
-            create=built.verify_urls.apply(lambda urls: flyctl.verify(flyctl.python(), urls, dict(s.machines),
-                                                                      s.topology, s.jetstream)),
+            create=pulumi.Output.all(built.verify_urls, built.verify_websocket_urls).apply(
+                lambda urls: flyctl.verify(flyctl.python(), urls[0], dict(s.machines), s.topology, s.jetstream,
+                                           urls[1])),
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=secret_outputs(self, depends_on=built.resources),
         )
@@ -199,7 +211,7 @@ def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> pulumi.Output:
     return pulumi.Output.all(*(args[key] for key in opaque)).apply(check) if opaque else pulumi.Output.from_input(True)
 
 
-def _how_to_connect(s: Settings, url: str) -> str:
+def _how_to_connect(s: Settings, url: str, websocket: str) -> str:
     first = url.split(",")[0]
     login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
     text = f"await nats.connect({first!r}{login})"
@@ -208,6 +220,8 @@ def _how_to_connect(s: Settings, url: str) -> str:
         text += f"; TLS-first clients: await nats.connect({tls_url(s)!r}{login}, tls_handshake_first=True)"
     else:
         text += "; each region's servers are in clientUrls"
+    if websocket:
+        text += f"; browsers (nats.ws): connect({{servers: {websocket!r}}})"
     return text
 
 

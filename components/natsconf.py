@@ -147,9 +147,26 @@ def fly_conf(s: Settings) -> dict[str, Any]:
     if s.topology == "supercluster":
         conf["gateway"] = _gateway(Var("FLY_REGION"), f"[::]:{s.ports.gateway}", Var(GATEWAY_ADVERTISE), {
             r: [f"nats://{r}.{internal}:{s.ports.gateway}"] for r in s.regions})
+    if s.websocket:
+        # Fly's proxy terminates TLS on 443 (handlers tls + http) and passes the upgrade on in plaintext.
+        conf["websocket"] = _websocket(s, "::", s.ports.websocket, (f"https://{s.app}.fly.dev",))
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, DATA_DIR)
     return conf
+
+
+def _websocket(s: Settings, host: str, port: int, default_origins: tuple[str, ...]) -> dict[str, Any]:
+    """The WebSocket listener, behind TLS terminated in front of it. Its Origin check: the listed
+    origins, else `default_origins`, else (none) only pages of the server's own origin; `*`: none."""
+    block: dict[str, Any] = {"host": host, "port": port, "no_tls": True}
+    origins = s.websocket_origins or default_origins
+    if origins == ("*",):
+        return block
+    if origins:
+        block["allowed_origins"] = list(origins)
+    else:
+        block["same_origin"] = True
+    return block
 
 
 ROUTE_PING_INTERVAL, ROUTE_PING_MAX = "5s", 3
@@ -195,6 +212,8 @@ class LocalServer:
     cluster_port: int
     gateway_port: int
     monitor_port: int
+    websocket_port: int
+    leafnode_port: int
 
     @property
     def name(self) -> str:
@@ -203,6 +222,10 @@ class LocalServer:
     @property
     def client_url(self) -> str:
         return f"nats://127.0.0.1:{self.client_port}"
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.websocket_port}"
 
 
 def local_server_names(s: Settings) -> list[str]:
@@ -246,6 +269,8 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
     if s.topology == "supercluster":
         conf["gateway"] = _gateway(server.region, f"127.0.0.1:{server.gateway_port}", None, {
             r: [f"nats://127.0.0.1:{p.gateway_port}" for p in servers if p.region == r] for r in s.regions})
+    if s.websocket:
+        conf["websocket"] = _websocket(s, "127.0.0.1", server.websocket_port, ())
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, store_dir)  # nats-server adds jetstream/
     return conf
@@ -289,15 +314,29 @@ def _accounts(s: Settings) -> dict[str, Any]:
     return conf
 
 
+FILE_STORE_SHARE = 0.9  # of the volume: a tenth is left to the filesystem and to compaction
+MEMORY_STORE_SHARE = 0.5  # of the VM's memory: the rest is the server's own (connections, buffers, Raft)
+GO_MEMORY_LIMIT_SHARE = 0.8  # GOMEMLIMIT: the Go runtime collects harder before the VM runs out
+
+
 def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
-    # store_dir is a parent: nats-server keeps its files in <store_dir>/jetstream. Leave a tenth
-    # of the volume for the filesystem and compaction headroom, and half of the VM's memory for
-    # everything that is not the memory store.
-    return {
+    # store_dir is a parent: nats-server keeps its files in <store_dir>/jetstream.
+    js: dict[str, Any] = {
         "store_dir": store_dir,
-        "max_file_store": s.volume_size_gb * 1024**3 * 9 // 10,
-        "max_memory_store": s.vm_memory_mb * 1024**2 // 2,
+        "max_file_store": int(s.volume_size_gb * 1024**3 * FILE_STORE_SHARE),
+        "max_memory_store": int(s.vm_memory_mb * 1024**2 * MEMORY_STORE_SHARE),
     }
+    if s.topology == "mesh":
+        # One cluster over every region: an R3 stream puts each replica in another region (the
+        # server_tags "region:<code>"), so losing a region loses no stream. A supercluster's
+        # clusters are single regions: there R3 must fit in one, and the tag stays off.
+        js["unique_tag"] = "region:"
+    return js
+
+
+def go_memory_limit(s: Settings) -> str:
+    """GOMEMLIMIT for a Machine of the stack's VM size (fly.toml [env])."""
+    return f"{int(s.vm_memory_mb * GO_MEMORY_LIMIT_SHARE)}MiB"
 
 
 # ---------------------------------------------------------------- rendering

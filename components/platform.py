@@ -19,6 +19,10 @@ class Built:
     nats_conf: pulumi.Output
     verify_urls: pulumi.Output
     """REGION=URL entries for verify."""
+    websocket_url: pulumi.Output
+    """Where browsers connect ("" without websocket)."""
+    verify_websocket_urls: pulumi.Output
+    """[REGION=]URL entries of the WebSocket path for verify ([] without websocket)."""
     resources: list = field(default_factory=list)
     """What verify waits for: the servers (locally) or the deploy and the regions (Fly)."""
     repair: str = ""

@@ -29,7 +29,7 @@ MAX_KILL_TIMEOUT = 300  # Fly's ceiling for kill_timeout
 MIN_LAME_DUCK_DURATION = 30  # nats-server refuses less
 MAX_VOLUME_GB = 500  # Fly's ceiling for one volume
 MAX_LOCAL_SERVERS_PER_REGION = 10
-LOCAL_PORTS_PER_SERVER = 4  # client, cluster, gateway, monitor
+LOCAL_PORTS_PER_SERVER = 6  # client, cluster, gateway, monitor, websocket, leafnode (localrun too)
 # Fly's presets: (cpu kind, cpus). Memory is a multiple of 256 MB, from 256 MB (shared) or 2 GB
 # (performance) per CPU up to 2 GB (shared) or 8 GB (performance) per CPU (docs: machines/guides-
 # examples/machine-sizing; the Machines API's MachineGuest.memory_mb "must be a multiple of 256").
@@ -233,6 +233,30 @@ def _local_base_port(key: str, value: Any, problems: list[str]) -> int | None:
     return _int_range(1024, 65000, "(or 0: chosen free at the first up)")(key, value, problems)
 
 
+def _origins(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    items = _list(key, value, problems)
+    if items is None:
+        return None
+    if items == ["*"]:
+        return ("*",)
+    origins = []
+    for item in items:
+        try:
+            parts = urlsplit(item) if isinstance(item, str) else None
+            port_ok = parts is not None and (parts.port is None or 1 <= parts.port <= 65535)
+        except ValueError:
+            parts, port_ok = None, False
+        if (parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.path or parts.query or parts.fragment or parts.username or re.search(r"\s", item)):
+            problems.append(f"{_k(key)}: {item!r} is not an origin; allowed: http(s)://host[:port] with no path, "
+                            f"or '*' alone for any origin")
+        elif item in origins:
+            problems.append(f"{_k(key)}: {item!r} is listed twice; each origin may appear once")
+        else:
+            origins.append(item)
+    return tuple(origins)
+
+
 def _count(key: str, value: Any, problems: list[str]) -> int | None:
     return _int_range(1, 100, "machines")(key, value, problems)
 
@@ -282,11 +306,20 @@ KEYS: tuple[Key, ...] = (
         "(say so explicitly; never on a network others reach).", "auth", _choice(AUTH_MODES)),
     Key("users", "list", ["app"], "Client user names in account `APP`; each needs a password in "
         "`userPasswords`.", "users", _users),
+    Key("websocket", "boolean", False, "Serve NATS over WebSocket for browsers: `wss://<app>.fly.dev` (Fly's "
+        "proxy on 443 terminates TLS, on the shared IPv4 too); locally a loopback port per server. Same users "
+        "as the client port.", "websocket", _bool),
+    Key("websocketPort", "integer", 8080, "nats-server's WebSocket port inside a Machine (Fly serves it on 443).",
+        "ports.websocket", _port),
+    Key("websocketOrigins", "list", [], "Origins (`https://host[:port]`) whose pages may open a WebSocket. "
+        "Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). "
+        "`*`: any origin. Clients outside a browser send no Origin and are always let in.",
+        "websocket_origins", _origins),
     Key("jetstream", "boolean", False, "Enable JetStream: one volume per Machine on Fly; R3 streams need at "
         "least 3 servers (per region in a supercluster).", "jetstream", _bool),
     Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500).", "volume_size_gb",
         _int_range(1, MAX_VOLUME_GB, "GB")),
-    Key("localBasePort", "integer", 0, "Local platform: the first loopback port, 4 per server placed by "
+    Key("localBasePort", "integer", 0, "Local platform: the first loopback port, 6 per server placed by "
         "region; 0: ports chosen free at the first `up` and kept.", "local_base_port", _local_base_port),
     Key("verify", "boolean", False, "Run verify after each change, so `pulumi up` fails when the cluster is "
         "not whole.", "verify", _bool),
@@ -323,6 +356,7 @@ class Ports:
     monitor: int
     public: int
     public_tls: int
+    websocket: int
 
 
 @dataclass(frozen=True)
@@ -345,6 +379,8 @@ class Settings:
     public_ipv4: str
     auth: str
     users: tuple[str, ...]
+    websocket: bool
+    websocket_origins: tuple[str, ...]
     jetstream: bool
     volume_size_gb: int
     local_base_port: int
@@ -438,7 +474,7 @@ def _relations(s: Settings, problems: list[str]) -> None:
         problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
                         f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
     internal = {"clientPort": s.ports.client, "clusterPort": s.ports.cluster,
-                "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor}
+                "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor, "websocketPort": s.ports.websocket}
     public = {"publicPort": s.ports.public, "publicTlsPort": s.ports.public_tls}
     for group in (internal, public):
         seen: dict[int, str] = {}

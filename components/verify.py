@@ -490,6 +490,7 @@ async def verify(
     messages: int = 50,
     tls_handshake_first: bool = False,
     tls_ca_file: str | None = None,
+    websocket_urls: Mapping[str, str] | str | None = None,
 ) -> Report:
     """Prove the cluster behind `urls` matches `expect`.
 
@@ -498,7 +499,10 @@ async def verify(
     messages go through that one URL and no cross-region path is proved. `user`/`password`
     must be a system-account user; messages travel in its account. `timeout` bounds each
     phase's wait for the cluster to come whole (connect, cluster state, pub/sub). No
-    credential appears in the report: URLs are shown without their user information."""
+    credential appears in the report: URLs are shown without their user information.
+
+    `websocket_urls` (ws:// or wss://, per region or one) adds a WebSocket path: messages published
+    over WebSocket in a region reach a client of another region's client port, and the reverse."""
     targets = {SINGLE: urls} if isinstance(urls, str) else dict(urls)
     if SINGLE not in targets and set(targets) != set(expect.regions):
         raise ValueError(
@@ -532,7 +536,40 @@ async def verify(
         if connections:
             report.checks += cluster_checks
             report.checks += await pubsub_checks(connections, list(targets), messages, timeout)
+        if websocket_urls:
+            report.checks += await websocket_checks(stack, websocket_urls, connections, seen, messages, timeout,
+                                                    user=user, password=password, tls_ca_file=tls_ca_file)
     return report
+
+
+async def websocket_checks(stack: contextlib.AsyncExitStack, urls: Mapping[str, str] | str,
+                           connections: Mapping[str, Client], seen: list[ServerSeen], messages: int,
+                           timeout: float, **login) -> list[Check]:
+    """Each WebSocket URL: where it lands, and messages both ways between it and another region's
+    client-port connection (its own region's when it is the only one)."""
+    targets = {SINGLE: urls} if isinstance(urls, str) else dict(urls)
+    checks: list[Check] = []
+    for key, url in targets.items():
+        label = "websocket" if key == SINGLE else f"websocket[{key}]"
+        tls = ssl.create_default_context(cafile=login["tls_ca_file"]) if url.startswith("wss://") else None
+        try:
+            ws = await connect(url, user=login["user"], password=login["password"], timeout=timeout, tls=tls,
+                               tls_handshake_first=False)
+        except ConnectError as error:
+            checks.append(Check(label, False, f"{display(url)}: {error}"))
+            continue
+        stack.push_async_callback(ws.close)
+        name = landed_on(ws)
+        region = next((s.region for s in seen if s.name == name), None)
+        checks.append(Check(label, key in (SINGLE, region), f"landed on {name} (region {region}) via {display(url)}"))
+        other = next((k for k in connections if k != key), key if key in connections else None)
+        if other is None:
+            checks.append(Check(f"{label}:pubsub", False, "not run: no client-port connection to pair it with"))
+            continue
+        there = "" if other == SINGLE else other
+        checks.append(await pubsub(ws, connections[other], f"{label}->tcp[{there or 'client url'}]", messages, timeout))
+        checks.append(await pubsub(connections[other], ws, f"tcp[{there or 'client url'}]->{label}", messages, timeout))
+    return checks
 
 
 async def pubsub_checks(connections: Mapping[str, Client], keys: list[str], messages: int, timeout: float) -> list[Check]:
@@ -566,6 +603,7 @@ def parse_expect(text: str) -> dict[str, int]:
 
 
 def parse_urls(values: list[str]) -> dict[str, str] | str:
+    """REGION=URL values (or one plain URL); a URL with a password in it is refused."""
     by_region, plain = {}, []
     for value in values:
         found = re.match(r"^([A-Za-z0-9_-]+)=(.+)$", value)
@@ -609,6 +647,8 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--jetstream", action="store_true", help="expect JetStream with one meta leader")
     cli.add_argument("--tls-first", action="store_true", help="TLS handshake before INFO (Fly's tls handler on :10001)")
     cli.add_argument("--ca", metavar="PATH", help="CA file to trust for TLS")
+    cli.add_argument("--ws-url", action="append", default=[], metavar="[REGION=]URL",
+                     help="a WebSocket URL (ws:// or wss://) per region, or one: prove the WebSocket path too")
     cli.add_argument("--timeout", type=float, default=15.0, help="seconds each phase waits for the cluster (default 15)")
     cli.add_argument("--messages", type=int, default=50, help="messages per region pair (default 50)")
     cli.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -623,8 +663,10 @@ def main(argv: list[str] | None = None) -> int:
             urls = parse_urls(args.url)
             expect = Expectation(parse_expect(args.expect), args.topology, args.jetstream)
             password = read_password(args.password_file)
+            ws_urls = parse_urls(args.ws_url) if args.ws_url else None
             run = verify(urls, expect, user=args.user, password=password, timeout=args.timeout,
-                         messages=args.messages, tls_handshake_first=args.tls_first, tls_ca_file=args.ca)
+                         messages=args.messages, tls_handshake_first=args.tls_first, tls_ca_file=args.ca,
+                         websocket_urls=ws_urls)
             report = asyncio.run(run)
         except ValueError as error:
             cli.error(str(error))

@@ -24,7 +24,7 @@ FAKE_PEM = ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRI
 
 class Mocks(pulumi.runtime.Mocks):
     """Every Command 'runs' successfully; the TLS marker command prints a PEM pair, the local ports
-    command four ports per server from 20000 on."""
+    command six ports per server from 20000 on."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
@@ -35,7 +35,7 @@ class Mocks(pulumi.runtime.Mocks):
             elif args.name.endswith("-ports"):
                 argv = shlex.split(args.inputs["create"])
                 servers = argv[argv.index("--servers") + 1].split(",")
-                state["stdout"] = json.dumps({n: [20000 + 4 * i + k for k in range(4)] for i, n in enumerate(servers)})
+                state["stdout"] = json.dumps({n: [20000 + 6 * i + k for k in range(6)] for i, n in enumerate(servers)})
             state["stderr"] = ""
         return f"{args.name}-id", state
 

@@ -307,8 +307,10 @@ def test_a_killed_server_asks_for_the_next_generation_and_ensure_brings_it_back(
 
 def test_ports_are_kept_per_server_and_new_ones_are_free_and_distinct():
     first = localrun.choose_ports(["ord-0", "syd-0"], {})
-    assert len({p for ports in first.values() for p in ports}) == 8
+    assert len({p for ports in first.values() for p in ports}) == 12
     grown = localrun.choose_ports(["ord-0", "syd-0", "syd-1"], first)
     assert grown["ord-0"] == first["ord-0"] and grown["syd-0"] == first["syd-0"]
     assert not set(grown["syd-1"]) & {p for ports in first.values() for p in ports}
     assert list(localrun.choose_ports(["syd-1"], grown)) == ["syd-1"]
+    older = localrun.choose_ports(["ord-0"], {"ord-0": first["ord-0"][:4]})  # a layout of four ports a server
+    assert older["ord-0"][:4] == first["ord-0"][:4] and len(set(older["ord-0"])) == 6

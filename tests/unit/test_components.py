@@ -99,10 +99,10 @@ def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
                                                                "ord-0,syd-0,syd-1"]
     create = shlex.split(inputs["nats-syd-1"]["create"])
     assert create[1:] == ["-m", "nats_fly", "local", "ensure", "--name", "syd-1", "--state-dir",
-                          str(tmp_path / "local"), "--client-port", "20008", "--http-port", "20011"]
-    conf = json.loads(inputs["nats-syd-1"]["stdin"])  # the mocks' ports: 20000 + 4 a server
+                          str(tmp_path / "local"), "--client-port", "20012", "--http-port", "20015"]
+    conf = json.loads(inputs["nats-syd-1"]["stdin"])  # the mocks' ports: 20000 + 6 a server
     assert conf["cluster"]["routes"] == ["nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20001",
-                                         "nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20005"]
+                                         "nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20007"]
     assert conf["cluster"]["authorization"] == {"user": "route", "password": {"$var": "NATS_ROUTE_PASSWORD"}}
     assert inputs["nats-syd-1"]["environment"]["NATS_FLY_GENERATION"] == "0"
     assert "stdin" not in mock_program.secret_paths("nats-syd-1")  # no secret in it, so the state may show it

@@ -22,6 +22,7 @@ VARIANTS = {
     "jetstream": {"jetstream": True, "machinesPerRegion": 3, "volumeSize": 10},
     "supercluster-jetstream": {"topology": "supercluster", "jetstream": True, "machinesPerRegion": 3},
     "servertls": {"serverTls": True},
+    "websocket": {"websocket": True, "websocketOrigins": ["https://app.example.com"]},
 }
 
 
@@ -161,3 +162,36 @@ def test_render_cli_refuses_plaintext_secret_and_duplicate_keys(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert "plain-text-pw" not in result.stderr
+
+
+def test_websocket_is_served_on_443_by_fly_and_checks_origins():
+    s = stack_settings("prod")  # prod says websocket: true
+    doc = tomllib.loads(flytoml.render(flytoml.fly_toml(s)))
+    web = next(svc for svc in doc["services"] if svc["internal_port"] == 8080)
+    assert web["ports"] == [{"port": 443, "handlers": ["tls", "http"]}]  # the shared IPv4 serves it
+    conf = natsconf.fly_conf(s)["websocket"]
+    assert conf == {"host": "::", "port": 8080, "no_tls": True, "allowed_origins": [f"https://{s.app}.fly.dev"]}
+    listed = stack_settings("prod", websocket=True, websocketOrigins=["https://app.example.com"])
+    assert natsconf.fly_conf(listed)["websocket"]["allowed_origins"] == ["https://app.example.com"]
+    anyone = stack_settings("prod", websocket=True, websocketOrigins=["*"])
+    assert "allowed_origins" not in natsconf.fly_conf(anyone)["websocket"]
+    local = stack_settings("local", websocket=True)
+    servers = natsconf.local_servers(local)
+    block = natsconf.local_conf(local, servers[0], servers, "/tmp/x")["websocket"]
+    assert block == {"host": "127.0.0.1", "port": servers[0].websocket_port, "no_tls": True, "same_origin": True}
+    assert "websocket" not in natsconf.fly_conf(stack_settings("dev"))
+
+
+def test_jetstream_places_replicas_across_regions_in_a_mesh_only():
+    mesh = stack_settings("prod")
+    assert natsconf.fly_conf(mesh)["jetstream"]["unique_tag"] == "region:"
+    assert natsconf.fly_conf(mesh)["server_tags"] == [natsconf.Var(natsconf.REGION_TAG)]  # region:<code>
+    sc = stack_settings("prod", topology="supercluster", jetstream=True, machinesPerRegion=3)
+    assert "unique_tag" not in natsconf.fly_conf(sc)["jetstream"]
+
+
+def test_memory_rules_follow_the_vm_and_the_volume():
+    s = stack_settings("prod")  # 1024 MB VMs, 10 GB volumes
+    js = natsconf.fly_conf(s)["jetstream"]
+    assert js["max_file_store"] == int(10 * 1024**3 * 0.9) and js["max_memory_store"] == 512 * 1024**2
+    assert tomllib.loads(flytoml.render(flytoml.fly_toml(s)))["env"]["GOMEMLIMIT"] == "819MiB"
