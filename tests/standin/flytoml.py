@@ -129,7 +129,8 @@ def services(cfg: dict) -> list[dict]:
             "autostart": svc.get("auto_start_machines", False),
             "min_machines_running": svc.get("min_machines_running", 0),
             "ports": [{"port": p["port"], **({"handlers": p["handlers"]} if p.get("handlers") else {}),
-                       **({"tls_options": p["tls_options"]} if p.get("tls_options") else {})}
+                       **({"tls_options": p["tls_options"]} if p.get("tls_options") else {}),
+                       **({"force_https": True} if p.get("force_https") else {})}
                       for p in svc.get("ports", [])],
             "concurrency": {"type": conc.get("type", "connections"),
                             "soft_limit": conc.get("soft_limit", 20),
