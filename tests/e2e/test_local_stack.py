@@ -40,9 +40,23 @@ def whole(outputs: dict, topology: str = "mesh"):
     return report
 
 
+async def websocket_hello(ws_url: str, tcp_url: str) -> bytes:
+    import nats
+    ws = await nats.connect(ws_url, allow_reconnect=False)
+    tcp = await nats.connect(tcp_url, allow_reconnect=False)
+    sub = await ws.subscribe("hello")
+    await ws.flush()
+    await tcp.publish("hello", b"hello")
+    await tcp.flush()
+    message = await sub.next_msg(timeout=5)
+    await ws.close()
+    await tcp.close()
+    return message.data
+
+
 def test_local_stack_lifecycle(project, tmp_path):
     stack = project("local")
-    stack.config({"localBasePort": 24000})
+    stack.config({"localBasePort": 24000, "websocket": True})
     stack.pulumi("config", "set", "--secret", "sysPassword", stdin=PASSWORD)
     marker = str(stack.root)
     try:
@@ -50,6 +64,9 @@ def test_local_stack_lifecycle(project, tmp_path):
         outputs = stack.outputs()
         assert outputs["machines"] == {"ord": 1, "syd": 1, "cdg": 1}
         whole(outputs)
+        # The stack's own verify (verify: true) proved each region's WebSocket path; a client here too.
+        assert outputs["websocketUrl"].startswith("ws://127.0.0.1:")
+        assert asyncio.run(websocket_hello(outputs["websocketUrl"], outputs["clientUrl"])) == b"hello"
         assert len(our_servers(marker)) == 3
 
         stack.config({"regions": ["ord", "syd", "cdg", "lhr=2"]})
