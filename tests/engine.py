@@ -8,10 +8,12 @@ import importlib.resources
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from support import REPO
@@ -75,6 +77,34 @@ class Project:
         return history[0].get("resourceChanges", {})
 
 
+
+
+def require(missing: list[str], what: str) -> None:
+    """Skip when tools are missing; under CI=true fail instead: CI must run every suite."""
+    if missing:
+        reason = f"missing {', '.join(missing)}: run scripts/bootstrap"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run {what}: {reason}")
+        pytest.skip(reason)
+
+
+def run_pulumi(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None, check: bool = True,
+               timeout: float = 900) -> subprocess.CompletedProcess:
+    """The CLI in a session of its own: whatever it leaves running (plugins) is killed after."""
+    proc = subprocess.Popen([find_tool("pulumi"), *args, "--non-interactive"], cwd=cwd, env=env,
+                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    if check:
+        assert proc.returncode == 0, f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}\n{err[-4000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def missing_tools() -> list[str]:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from engine import copy_project, engine_environment, missing_tools
+from engine import copy_project, engine_environment, missing_tools, require
 
 
 @pytest.fixture
 def engine_env(tmp_path):
-    missing = missing_tools()
-    if missing:
-        reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the engine tests: {reason}")
-        pytest.skip(reason)
+    require(missing_tools(), "the engine tests")
     return engine_environment(tmp_path)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import engine_environment, find_tool, missing_tools
+from engine import engine_environment, find_tool, missing_tools, require, run_pulumi
 
 COMPONENT_MAIN = textwrap.dedent('''\
     from typing import Optional, TypedDict
@@ -82,34 +81,13 @@ class Workspace:
         (self.component / "__main__.py").write_text(COMPONENT_MAIN)
         self.env = engine_environment(root)
 
-    def pulumi(self, cwd: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        """The CLI in a session of its own: whatever it leaves running (plugins) is killed after."""
-        proc = subprocess.Popen([find_tool("pulumi"), *args, "--non-interactive"], cwd=cwd, env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        if check:
-            assert result.returncode == 0, (f"pulumi {' '.join(args)} failed ({result.returncode}):\n"
-                                            f"{out[-4000:]}\n{err[-4000:]}")
-        return result
+    def pulumi(self, cwd: Path, *args: str, **options) -> subprocess.CompletedProcess:
+        return run_pulumi(self.env, cwd, *args, **options)
 
 
 @pytest.fixture(scope="module")
 def workspace():
-    missing = missing_tools() + ([] if yaml_host() else ["pulumi-language-yaml"])
-    if missing:
-        reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the component host tests: {reason}")
-        pytest.skip(reason)
+    require(missing_tools() + ([] if yaml_host() else ["pulumi-language-yaml"]), "the component host tests")
     with tempfile.TemporaryDirectory(prefix="nats-fly-components-") as tmp:
         yield Workspace(Path(tmp))
 

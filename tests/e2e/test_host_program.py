@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import Project, engine_environment, missing_tools
+from engine import Project, engine_environment, missing_tools, require
 from nats_fly.verify import Expectation, verify
 
 PASSWORD = "host-program-sys-password-3"
@@ -52,12 +51,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 @pytest.fixture
 def host(tmp_path):
-    missing = missing_tools()
-    if missing:
-        reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the engine tests: {reason}")
-        pytest.skip(reason)
+    require(missing_tools(), "the engine tests")
     root = tmp_path / "host"
     (root / "config").mkdir(parents=True)
     (root / "Pulumi.yaml").write_text(yaml.safe_dump({

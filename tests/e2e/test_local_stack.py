@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 
 from nats_fly.verify import Expectation, verify
+from support import nats_servers
 
 PASSWORD = "e2e-system-password-Zq81"
 
@@ -16,19 +16,6 @@ PASSWORD = "e2e-system-password-Zq81"
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def our_servers(marker: str) -> list[int]:
-    """pids of nats-server processes whose command line names our project copy."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if "nats-server" in cmdline and marker in cmdline:
-            pids.append(int(pid))
-    return pids
 
 
 def whole(outputs: dict, topology: str = "mesh"):
@@ -67,14 +54,14 @@ def test_local_stack_lifecycle(project, tmp_path):
         # The stack's own verify (verify: true) proved each region's WebSocket path; a client here too.
         assert outputs["websocketUrl"].startswith("ws://127.0.0.1:")
         assert asyncio.run(websocket_hello(outputs["websocketUrl"], outputs["clientUrl"])) == b"hello"
-        assert len(our_servers(marker)) == 3
+        assert len(nats_servers(marker)) == 3
 
         stack.config({"regions": ["ord", "syd", "cdg", "lhr=2"]})
         stack.pulumi("up", "--yes", "--skip-preview")
         outputs = stack.outputs()
         assert outputs["machines"]["lhr"] == 2
         whole(outputs)
-        assert len(our_servers(marker)) == 5
+        assert len(nats_servers(marker)) == 5
 
         noop = stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
         changes = stack.last_changes()
@@ -91,7 +78,7 @@ def test_local_stack_lifecycle(project, tmp_path):
         ports = [int(u.rsplit(":", 1)[1]) for urls in outputs["clientUrls"].values() for u in urls.split(",")]
     finally:
         stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
-        leftover = our_servers(marker)
+        leftover = nats_servers(marker)
         for pid in leftover:
             subprocess.run(["kill", "-9", str(pid)], check=False)
     assert not leftover, f"nats-server processes left after destroy: {leftover}"

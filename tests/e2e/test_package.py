@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -26,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import engine_environment, find_tool, missing_tools
-from support import REPO
+from engine import engine_environment, find_tool, missing_tools, require, run_pulumi
+from support import REPO, nats_servers
 from nats_fly.verify import Expectation, verify
 
 PASSWORD = "package-system-password-7"
@@ -46,23 +45,8 @@ class Workspace:
         (self.package / "requirements.txt").write_text(f"-e {REPO}\n")
         self.env = engine_environment(root)
 
-    def pulumi(self, cwd: Path, *args: str, timeout: float = 900, check: bool = True,
-               stdin: str | None = None) -> subprocess.CompletedProcess:
-        """The CLI in a session of its own: whatever it leaves running (plugins) is killed after."""
-        proc = subprocess.Popen([find_tool("pulumi"), *args, "--non-interactive"], cwd=cwd, env=self.env,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        if check:
-            assert proc.returncode == 0, f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}\n{err[-4000:]}"
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    def pulumi(self, cwd: Path, *args: str, **options) -> subprocess.CompletedProcess:
+        return run_pulumi(self.env, cwd, *args, **options)
 
 
 def yaml_host() -> bool:
@@ -72,12 +56,7 @@ def yaml_host() -> bool:
 
 @pytest.fixture(scope="module")
 def workspace():
-    missing = missing_tools() + ([] if yaml_host() else ["pulumi-language-yaml"])
-    if missing:
-        reason = f"Pulumi tools missing ({', '.join(missing)}): run scripts/bootstrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the package tests: {reason}")
-        pytest.skip(reason)
+    require(missing_tools() + ([] if yaml_host() else ["pulumi-language-yaml"]), "the package tests")
     with tempfile.TemporaryDirectory(prefix="nats-fly-package-") as tmp:
         yield Workspace(Path(tmp))
 
@@ -95,19 +74,6 @@ def test_get_schema_is_the_golden_schema(workspace):
     assert cluster["properties"]["machines"]["additionalProperties"] == {"type": "integer"}
 
 
-def our_servers(marker: str) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if argv.startswith("nats-server") or "/nats-server\0" in argv:
-            if marker in argv:
-                pids.append(int(pid))
-    return pids
-
-
 def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int]) -> None:
     """up -> verify whole -> no-op preview -> destroy, with nothing left behind."""
     workspace.pulumi(project, "stack", "init", "dev")
@@ -119,13 +85,13 @@ def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int]) -> N
         urls = {r: u.split(",")[0] for r, u in outputs["clientUrls"].items()}
         report = asyncio.run(verify(urls, Expectation(regions=regions), user="sys", password=PASSWORD, timeout=30))
         assert report.ok, report.table()
-        assert len(our_servers(str(project))) == sum(regions.values())
+        assert len(nats_servers(str(project))) == sum(regions.values())
         workspace.pulumi(project, "preview", "--expect-no-changes")
         exported = workspace.pulumi(project, "stack", "export").stdout
         assert PASSWORD not in exported
     finally:
         workspace.pulumi(project, "destroy", "--yes", "--skip-preview", check=False)
-    assert not our_servers(str(project))
+    assert not nats_servers(str(project))
     assert not (project / ".nats-fly").exists()
 
 

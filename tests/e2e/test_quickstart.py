@@ -7,29 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 
-import pytest
-
-from engine import missing_tools
-from support import REPO
-
-
-def servers_of(root: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if "nats-server" in argv.split("\0")[0] and root in argv:
-            found.append(pid)
-    return found
+from engine import missing_tools, require
+from support import REPO, nats_servers
 
 
 def test_up_local_on_a_fresh_clone_leaves_it_clean(tmp_path):
-    if missing_tools():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the quickstart: {missing_tools()} missing")
-        pytest.skip("Pulumi tools missing: run scripts/bootstrap")
+    require(missing_tools(), "the quickstart")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "NATS_FLY_ROOT", "VIRTUAL_ENV"))}
@@ -49,5 +32,5 @@ def test_up_local_on_a_fresh_clone_leaves_it_clean(tmp_path):
         down = subprocess.run([str(clone / "scripts" / "up-local"), "destroy"], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=900)
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
-    assert servers_of(str(clone)) == []
+    assert nats_servers(str(clone)) == []
     assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""

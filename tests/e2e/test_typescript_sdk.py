@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import textwrap
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import TOOLS, engine_environment, find_tool, missing_tools
+from engine import TOOLS, engine_environment, find_tool, missing_tools, require, run_pulumi
 from support import REPO
 
 GENERATOR = "nats-fly-gen-nodejs-sdk"
@@ -146,12 +145,7 @@ class Consumer:
 
 @pytest.fixture(scope="module")
 def consumer():
-    absent = missing()
-    if absent:
-        reason = f"missing {', '.join(absent)} (scripts/bootstrap builds {GENERATOR}; node and npm from the system)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the TypeScript SDK tests: {reason}")
-        pytest.skip(reason)
+    require(missing(), "the TypeScript SDK tests")  # scripts/bootstrap builds the generator; node and npm are the system's
     with tempfile.TemporaryDirectory(prefix="nats-fly-typescript-") as tmp:
         yield Consumer(Path(tmp))
 
@@ -241,32 +235,8 @@ def our_servers(marker: str) -> list[int]:
     return pids
 
 
-def pulumi(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None, check: bool = True,
-           timeout: float = 900) -> subprocess.CompletedProcess:
-    """The CLI in a session of its own: whatever it leaves running (plugins) is killed after."""
-    proc = subprocess.Popen([find_tool("pulumi"), *args, "--non-interactive"], cwd=cwd, env=env,
-                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    if check:
-        assert proc.returncode == 0, f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}\n{err[-4000:]}"
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def test_readme_example_runs_as_a_local_cluster(consumer):
-    absent = missing_tools()
-    if absent:
-        reason = f"Pulumi tools missing ({', '.join(absent)}): run scripts/bootstrap"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the TypeScript example: {reason}")
-        pytest.skip(reason)
+    require(missing_tools(), "the TypeScript example")
     with tempfile.TemporaryDirectory(prefix="nats-fly-typescript-run-") as tmp:
         root = Path(tmp)
         env = engine_environment(root)
@@ -291,23 +261,23 @@ def test_readme_example_runs_as_a_local_cluster(consumer):
         write_json(project / "package.json", manifest)
         write_json(project / "tsconfig.json", TSCONFIG)
         (project / "index.ts").write_text('import * as pulumi from "@pulumi/pulumi";\n')
-        added = pulumi(env, project, "package", "add", str(package))
+        added = run_pulumi(env, project, "package", "add", str(package))
         said = added.stdout + added.stderr
         assert 'import * as natsFly from "@pulumi/nats-fly";' in said, said   # the README's import line
         (project / "index.ts").write_text(local_variant(readme_example()))
 
-        pulumi(env, project, "stack", "init", "dev")
-        pulumi(env, project, "config", "set", "--secret", "natsSysPassword", stdin=PASSWORD)
+        run_pulumi(env, project, "stack", "init", "dev")
+        run_pulumi(env, project, "config", "set", "--secret", "natsSysPassword", stdin=PASSWORD)
         try:
-            pulumi(env, project, "up", "--yes", "--skip-preview")
-            outputs = json.loads(pulumi(env, project, "stack", "output", "--json").stdout)
+            run_pulumi(env, project, "up", "--yes", "--skip-preview")
+            outputs = json.loads(run_pulumi(env, project, "stack", "output", "--json").stdout)
             assert outputs["machines"] == {"ord": 1, "syd": 1}
             assert set(outputs["regions"]) == {"ord", "syd"} and "127.0.0.1" in outputs["natsUrl"]
             assert len(our_servers(str(project))) == 2
-            pulumi(env, project, "preview", "--expect-no-changes")
-            assert PASSWORD not in pulumi(env, project, "stack", "export").stdout
+            run_pulumi(env, project, "preview", "--expect-no-changes")
+            assert PASSWORD not in run_pulumi(env, project, "stack", "export").stdout
         finally:
-            pulumi(env, project, "destroy", "--yes", "--skip-preview", check=False)
+            run_pulumi(env, project, "destroy", "--yes", "--skip-preview", check=False)
         assert not our_servers(str(project))
         assert not (project / ".nats-fly").exists()
-        pulumi(env, project, "stack", "rm", "--yes")
+        run_pulumi(env, project, "stack", "rm", "--yes")

@@ -4,7 +4,6 @@ conf valid for nats-server, whatever digits a Machine id or a secret starts with
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import re
 import shutil
