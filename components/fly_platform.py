@@ -77,6 +77,9 @@ def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecre
         verify_urls=pulumi.Output.from_input([f"{r}={u}" for r, u in s.verify_urls] or [client_url(s)]),
         websocket_url=pulumi.Output.from_input(websocket_url(s) if s.websocket else ""),
         verify_websocket_urls=pulumi.Output.from_input([websocket_url(s)] if s.websocket else []),
+        leaf_url=pulumi.Output.from_input(leaf_url(s) if s.leafnodes else ""),
+        leaf_remotes=pulumi.Output.from_input(
+            natsconf.leaf_remote_snippet(s, leaf_url(s), tls_first=True) if s.leafnodes else ""),
         resources=[image.deploy, *regions],
     )
 
@@ -94,6 +97,11 @@ def tls_url(s: Settings) -> str:
 def websocket_url(s: Settings) -> str:
     """Fly's proxy on 443 (tls + http handlers), for browsers and other WebSocket clients."""
     return f"wss://{s.app}.fly.dev"
+
+
+def leaf_url(s: Settings) -> str:
+    """Fly's tls handler on publicLeafPort: leaf remotes do TLS first (`tls { handshake_first: true }`)."""
+    return f"tls://{s.app}.fly.dev:{s.ports.public_leaf}"
 
 
 def region_environment(s: Settings, region: str, sys_password: Any) -> dict[str, Any]:

@@ -70,6 +70,19 @@ def fly_toml(s: Settings) -> dict[str, Any]:
             "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
             "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
         })
+    if s.leafnodes:
+        # Leaf nodes from anywhere: Fly's tls handler terminates their TLS-first handshake (the shared IPv4
+        # serves tls-handler ports, routed by SNI) and passes plaintext to the leafnode listener.
+        conf["services"].append({
+            "internal_port": s.ports.leafnode,
+            "protocol": "tcp",
+            "auto_stop_machines": "off",
+            "auto_start_machines": False,
+            "min_machines_running": 0,
+            "ports": [{"port": s.ports.public_leaf, "handlers": ["tls"]}],
+            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
+            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
+        })
     if s.jetstream:
         conf["mounts"] = [{"source": VOLUME_NAME, "destination": DATA_DIR,
                            "initial_size": f"{s.volume_size_gb}gb"}]

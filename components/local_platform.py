@@ -65,6 +65,9 @@ def build(parent: pulumi.Resource, name: str, s: Settings, work: Path, env: pulu
                                     [f"{r}={u.split(',')[0]}" for r, u in urls.items()]),
         websocket_url=websockets.apply(lambda urls: urls.get(s.primary_region, "")),
         verify_websocket_urls=websockets.apply(lambda urls: [f"{r}={u}" for r, u in urls.items()]),
+        leaf_url=servers.apply(lambda found: found[0].leafnode_url if s.leafnodes else ""),
+        leaf_remotes=servers.apply(lambda found: natsconf.leaf_remote_snippet(s, found[0].leafnode_url, tls_first=False)
+                                   if s.leafnodes else ""),
         resources=commands,
         repair=json.dumps(generations, sort_keys=True),
     )

@@ -71,6 +71,14 @@ class NatsClusterArgs(TypedDict):
     """nats-server's WebSocket port inside a Machine (Fly serves it on 443)."""
     websocketOrigins: NotRequired[list[str]]
     """Origins (`https://host[:port]`) whose pages may open a WebSocket. Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
+    leafnodes: NotRequired[bool]
+    """Let leaf nodes from outside Fly join: nats-server's leafnode listener behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); locally a loopback port per server. Each leaf logs in as one of `leafUsers`."""
+    leafPort: NotRequired[int]
+    """nats-server's leafnode port inside a Machine."""
+    publicLeafPort: NotRequired[int]
+    """Public port for leaf nodes on `<app>.fly.dev`, where Fly's `tls` handler terminates TLS."""
+    leafUsers: NotRequired[list[str]]
+    """Leaf node user names, each bound to account `APP`; each needs a password in `leafPasswords`."""
     jetstream: NotRequired[bool]
     """Enable JetStream: one volume per Machine on Fly; R3 streams need at least 3 servers (per region in a supercluster)."""
     volumeSize: NotRequired[int]
@@ -87,6 +95,8 @@ class NatsClusterArgs(TypedDict):
     """Secret. Password of the system user `sys` (verify, monitoring), at least 12 characters: `pulumi config set --secret sysPassword`."""
     userPasswords: NotRequired[pulumi.Input[dict[str, str]]]
     """Secret. Map from user to password, at least 8 characters each: `pulumi config set --secret --path userPasswords.<user>`."""
+    leafPasswords: NotRequired[pulumi.Input[dict[str, str]]]
+    """Secret. Map from leaf user to password, at least 12 characters each: `pulumi config set --secret --path leafPasswords.<user>`."""
     tlsCert: NotRequired[pulumi.Input[str]]
     """Secret. With `serverTls`: the PEM certificate chain, server certificate first: `pulumi config set --secret tlsCert < cert.pem`."""
     tlsKey: NotRequired[pulumi.Input[str]]
@@ -109,6 +119,10 @@ class NatsCluster(pulumi.ComponentResource):
     """`tls://<app>.fly.dev:10001`, for TLS-first clients (empty locally)."""
     websocket_url: pulumi.Output[str]
     """With websocket: `wss://<app>.fly.dev` for browsers (locally the first region's `ws://127.0.0.1:<port>`); else empty."""
+    leaf_url: pulumi.Output[str]
+    """With leafnodes: `tls://<app>.fly.dev:7422` for leaf nodes (locally a `nats-leaf://` loopback URL); else empty."""
+    leaf_remotes: pulumi.Output[str]
+    """With leafnodes: a `leafnodes { remotes [...] }` block for a leaf node's conf, without the password; else empty."""
     client_urls: pulumi.Output[dict[str, str]]
     """region -> client URL(s) of that region's servers (locally; on Fly every region is the one URL)."""
     machines: pulumi.Output[dict[str, int]]
@@ -139,6 +153,7 @@ class NatsCluster(pulumi.ComponentResource):
         self.client_url, self.tls_url, self.client_urls = built.client_url, built.tls_url, built.client_urls
         self.image_hash, self.nats_conf = built.image_hash, built.nats_conf
         self.websocket_url = built.websocket_url
+        self.leaf_url, self.leaf_remotes = built.leaf_url, built.leaf_remotes
         self.machines = pulumi.Output.from_input(dict(s.machines))
         if s.verify:
             self._verify(name, s, built, secrets.sys_password)
@@ -146,8 +161,8 @@ class NatsCluster(pulumi.ComponentResource):
             lambda urls: _how_to_connect(s, urls[0], urls[1]))
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
-            "tlsUrl": self.tls_url, "websocketUrl": self.websocket_url, "clientUrls": self.client_urls,
-            "machines": self.machines,
+            "tlsUrl": self.tls_url, "websocketUrl": self.websocket_url, "leafUrl": self.leaf_url,
+            "leafRemotes": self.leaf_remotes, "clientUrls": self.client_urls, "machines": self.machines,
             "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
         })
 

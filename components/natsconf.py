@@ -124,6 +124,10 @@ def user_password_var(user: str) -> str:
     return f"NATS_PASSWORD_{user.upper()}"
 
 
+def leaf_password_var(user: str) -> str:
+    return f"NATS_LEAF_PASSWORD_{user.upper()}"
+
+
 # ---------------------------------------------------------------- building
 
 def fly_conf(s: Settings) -> dict[str, Any]:
@@ -150,9 +154,36 @@ def fly_conf(s: Settings) -> dict[str, Any]:
     if s.websocket:
         # Fly's proxy terminates TLS on 443 (handlers tls + http) and passes the upgrade on in plaintext.
         conf["websocket"] = _websocket(s, "::", s.ports.websocket, (f"https://{s.app}.fly.dev",))
+    if s.leafnodes:
+        # Fly's tls handler terminates the remotes' TLS-first handshake: the listener speaks plaintext and
+        # has no tls block (one would make INFO say tls_required, and the remote's TLS is done already).
+        # The advertised URL is the public one, so what a leaf learns to reconnect to goes through Fly.
+        conf["leafnodes"] = _leafnodes(s, f"0.0.0.0:{s.ports.leafnode}", f"{s.app}.fly.dev:{s.ports.public_leaf}")
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, DATA_DIR)
     return conf
+
+
+def _leafnodes(s: Settings, listen: str, advertise: str | None) -> dict[str, Any]:
+    """The leafnode listener: each leaf user logs in with its password and lands in the app's account."""
+    block: dict[str, Any] = {"listen": listen}
+    if advertise:
+        block["advertise"] = advertise
+    block["authorization"] = {"users": [{"user": u, "password": Var(leaf_password_var(u)), "account": APP_ACCOUNT}
+                                        for u in s.leaf_users]}
+    return block
+
+
+def leaf_remote_snippet(s: Settings, url: str, tls_first: bool) -> str:
+    """A `leafnodes { remotes [...] }` block for a leaf node's own conf, its password left for the user
+    to fill in (URL-escaped): `first_info_timeout` leaves room for Fly's proxy to reach a Machine."""
+    user = s.leaf_users[0] if s.leaf_users else "<leaf user>"
+    scheme, _, rest = url.partition("://")
+    remote: dict[str, Any] = {"url": f"{scheme}://{user}:<its leafPasswords entry>@{rest}"}
+    if tls_first:
+        remote["tls"] = {"handshake_first": True}
+        remote["first_info_timeout"] = "5s"
+    return render({"leafnodes": {"remotes": [remote]}})
 
 
 def _websocket(s: Settings, host: str, port: int, default_origins: tuple[str, ...]) -> dict[str, Any]:
@@ -227,6 +258,10 @@ class LocalServer:
     def websocket_url(self) -> str:
         return f"ws://127.0.0.1:{self.websocket_port}"
 
+    @property
+    def leafnode_url(self) -> str:
+        return f"nats-leaf://127.0.0.1:{self.leafnode_port}"
+
 
 def local_server_names(s: Settings) -> list[str]:
     return [f"{region}-{i}" for region in s.regions for i in range(s.machines[region])]
@@ -271,6 +306,8 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
             r: [f"nats://127.0.0.1:{p.gateway_port}" for p in servers if p.region == r] for r in s.regions})
     if s.websocket:
         conf["websocket"] = _websocket(s, "127.0.0.1", server.websocket_port, ())
+    if s.leafnodes:
+        conf["leafnodes"] = _leafnodes(s, f"127.0.0.1:{server.leafnode_port}", None)
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, store_dir)  # nats-server adds jetstream/
     return conf

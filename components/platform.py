@@ -23,6 +23,10 @@ class Built:
     """Where browsers connect ("" without websocket)."""
     verify_websocket_urls: pulumi.Output
     """[REGION=]URL entries of the WebSocket path for verify ([] without websocket)."""
+    leaf_url: pulumi.Output
+    """Where leaf nodes connect ("" without leafnodes)."""
+    leaf_remotes: pulumi.Output
+    """A leaf node's `leafnodes { remotes [...] }` block, without the password ("" without leafnodes)."""
     resources: list = field(default_factory=list)
     """What verify waits for: the servers (locally) or the deploy and the regions (Fly)."""
     repair: str = ""

@@ -196,6 +196,22 @@ def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
     return None if bad or not items else tuple(users)
 
 
+def _leaf_users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    items = _list(key, value, problems)
+    if items is None:
+        return None
+    users: list[str] = []
+    for name in items:
+        if not isinstance(name, str) or not _USER_NAME.fullmatch(name) or name == "sys":
+            problems.append(f"{_k(key)}: {name!r} is not a valid user name; allowed: lowercase letters, digits "
+                            f"and '_', starting with a letter, at most 32, and not 'sys'")
+        elif name in users:
+            problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
+        else:
+            users.append(name)
+    return tuple(users)
+
+
 def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...] | None:
     items = _list(key, value, problems)
     if items is None:
@@ -315,6 +331,14 @@ KEYS: tuple[Key, ...] = (
         "Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). "
         "`*`: any origin. Clients outside a browser send no Origin and are always let in.",
         "websocket_origins", _origins),
+    Key("leafnodes", "boolean", False, "Let leaf nodes from outside Fly join: nats-server's leafnode listener "
+        "behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); "
+        "locally a loopback port per server. Each leaf logs in as one of `leafUsers`.", "leafnodes", _bool),
+    Key("leafPort", "integer", 7422, "nats-server's leafnode port inside a Machine.", "ports.leafnode", _port),
+    Key("publicLeafPort", "integer", 7422, "Public port for leaf nodes on `<app>.fly.dev`, where Fly's `tls` "
+        "handler terminates TLS.", "ports.public_leaf", _port),
+    Key("leafUsers", "list", [], "Leaf node user names, each bound to account `APP`; each needs a password in "
+        "`leafPasswords`.", "leaf_users", _leaf_users),
     Key("jetstream", "boolean", False, "Enable JetStream: one volume per Machine on Fly; R3 streams need at "
         "least 3 servers (per region in a supercluster).", "jetstream", _bool),
     Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500).", "volume_size_gb",
@@ -333,6 +357,8 @@ KEYS: tuple[Key, ...] = (
         "least 12 characters: `pulumi config set --secret sysPassword`.", secret=True),
     Key("userPasswords", "map", {}, "Secret. Map from user to password, at least 8 characters each: `pulumi "
         "config set --secret --path userPasswords.<user>`.", secret=True),
+    Key("leafPasswords", "map", {}, "Secret. Map from leaf user to password, at least 12 characters each: "
+        "`pulumi config set --secret --path leafPasswords.<user>`.", secret=True),
     Key("tlsCert", "string", "", "Secret. With `serverTls`: the PEM certificate chain, server certificate "
         "first: `pulumi config set --secret tlsCert < cert.pem`.", secret=True),
     Key("tlsKey", "string", "", "Secret. With `serverTls`: the PEM private key of that certificate.",
@@ -357,6 +383,8 @@ class Ports:
     public: int
     public_tls: int
     websocket: int
+    leafnode: int
+    public_leaf: int
 
 
 @dataclass(frozen=True)
@@ -381,6 +409,8 @@ class Settings:
     users: tuple[str, ...]
     websocket: bool
     websocket_origins: tuple[str, ...]
+    leafnodes: bool
+    leaf_users: tuple[str, ...]
     jetstream: bool
     volume_size_gb: int
     local_base_port: int
@@ -474,14 +504,22 @@ def _relations(s: Settings, problems: list[str]) -> None:
         problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
                         f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
     internal = {"clientPort": s.ports.client, "clusterPort": s.ports.cluster,
-                "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor, "websocketPort": s.ports.websocket}
-    public = {"publicPort": s.ports.public, "publicTlsPort": s.ports.public_tls}
+                "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor, "websocketPort": s.ports.websocket,
+                "leafPort": s.ports.leafnode}
+    public = {"publicPort": s.ports.public, "publicTlsPort": s.ports.public_tls, "publicLeafPort": s.ports.public_leaf}
+    for key, port in public.items():
+        if s.websocket and port == 443:
+            problems.append(f"{_k(key)}: 443 is where Fly serves the websocket listener; allowed: another port, "
+                            f"or websocket: false")
     for group in (internal, public):
         seen: dict[int, str] = {}
         for key, port in group.items():
             if port in seen:
                 problems.append(f"{_k(key)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = key
+    if s.leafnodes and not s.leaf_users:
+        problems.append(f"{_k('leafUsers')}: [] is empty, but leafnodes is true; allowed: at least one leaf user "
+                        f"(every leaf node logs in)")
     strangers = [f"{r}={url}" for r, url in s.verify_urls if r not in s.regions]
     if strangers:
         problems.append(f"{_k('verifyUrls')}: {', '.join(strangers)} names a region that is not in the stack; "
@@ -555,7 +593,7 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
         if value not in (None, "", {}, "{}") and not is_secret:
             problems.append(f"{_k(key)}: given in plain text; allowed: a secret, set it with "
                             f"`pulumi config set --secret {key}` (the value is not shown here)")
-    for key in ("sysPassword", "userPasswords"):
+    for key in ("sysPassword", "userPasswords", "leafPasswords"):
         value = given.get(key, (None, True))[0]
         texts = value.values() if isinstance(value, dict) else [value]
         if any(isinstance(t, str) and re.search(r"[\x00-\x1f\x7f]", t) for t in texts):
@@ -584,6 +622,24 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
                 if user not in s.users:
                     problems.append(f"{_k('userPasswords')}: {user!r} is not in users {list(s.users)}; "
                                     f"allowed: passwords for listed users only")
+    leaf = given.get("leafPasswords", (None, True))[0]
+    if isinstance(leaf, str):
+        try:
+            leaf = json.loads(leaf)
+        except json.JSONDecodeError:
+            leaf = None
+    if s.leafnodes and leaf is not OPAQUE:
+        known = leaf if isinstance(leaf, dict) else {}
+        for user in s.leaf_users:
+            if not isinstance(known.get(user), str) or len(known[user]) < 12:
+                problems.append(f"{_k('leafPasswords')}: no password of at least 12 characters for leaf user "
+                                f"{user!r}; allowed: one per entry of leafUsers")
+        for user in known:
+            if user not in s.leaf_users:
+                problems.append(f"{_k('leafPasswords')}: {user!r} is not in leafUsers {list(s.leaf_users)}; "
+                                f"allowed: passwords for listed leaf users only")
+    elif not s.leafnodes and leaf not in (None, "", {}, "{}"):
+        problems.append(f"{_k('leafPasswords')}: given but leafnodes is false; allowed: set leafnodes: true to use it")
     cert, key = (given.get(k, (None, True))[0] for k in ("tlsCert", "tlsKey"))
     if s.server_tls:
         from .pem import check_pair

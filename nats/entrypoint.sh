@@ -72,7 +72,7 @@ NATS_CLUSTER_ADVERTISE=$(quote "${stable}:${cluster_port}")
 NATS_GATEWAY_ADVERTISE=$(quote "${stable}:${gateway_port}")
 export NATS_SERVER_NAME NATS_REGION_TAG NATS_CLUSTER_ADVERTISE NATS_GATEWAY_ADVERTISE
 route_password=$NATS_ROUTE_PASSWORD
-for secret in NATS_SYS_PASSWORD NATS_ROUTE_PASSWORD $(env | sed -n 's/^\(NATS_PASSWORD_[A-Z0-9_]*\)=.*/\1/p'); do
+for secret in NATS_SYS_PASSWORD NATS_ROUTE_PASSWORD $(env | sed -n 's/^\(NATS_\(LEAF_\)\{0,1\}PASSWORD_[A-Z0-9_]*\)=.*/\1/p'); do
   eval "value=\${$secret:-}"
   if [ -n "$value" ]; then export "$secret=$(quote "$value")"; fi
 done

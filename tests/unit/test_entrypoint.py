@@ -27,7 +27,8 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
     if not Path(BUSYBOX).exists():
         pytest.fail("busybox is missing: apt-get install busybox-static (scripts/test installs it)")
-    s = load({"app": "my-nats", "regions": ["ord", "syd"], "topology": topology, "users": ["app", "bob"]})
+    s = load({"app": "my-nats", "regions": ["ord", "syd"], "topology": topology, "users": ["app", "bob"],
+              "leafnodes": True, "leafUsers": ["edge"]})
     context = buildctx.write(buildctx.build_context(s), tmp_path / "ctx")
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -39,7 +40,7 @@ def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
         "FLY_PRIVATE_IP": "fdaa:0:1::2", "NATS_PEER_WAIT": "0", "NATS_TOPOLOGY": topology,
         "NATS_CLUSTER_PORT": "4248", "NATS_GATEWAY_PORT": "7222", "NATS_FLY_TLS_DIR": str(tls_dir),
         **fly_secrets({"NATS_SYS_PASSWORD": '1234567890 "x" \\ y', "NATS_ROUTE_PASSWORD": "1e5f" * 16,
-                       "NATS_PASSWORD_APP": "0042", "NATS_PASSWORD_BOB": "3e3",
+                       "NATS_PASSWORD_APP": "0042", "NATS_PASSWORD_BOB": "3e3", "NATS_LEAF_PASSWORD_EDGE": "7e7",
                        "NATS_TLS_CERT": cert.read_text(), "NATS_TLS_KEY": key.read_text()}),
     }
     result = subprocess.run([BUSYBOX, "sh", str(context / "entrypoint.sh"), "sh", "-c",
@@ -52,7 +53,7 @@ def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
     assert exported["NATS_CLUSTER_ADVERTISE"] == '"4e4ac1d2e3f4a5.vm.my-nats.internal:4248"'
     peers = "syd.my-nats.internal" if topology == "supercluster" else "my-nats.internal"
     assert exported["NATS_ROUTES"] == f'["nats-route://route:{"1e5f" * 16}@{peers}:4248"]'
-    assert exported["NATS_PASSWORD_BOB"] == '"3e3"'
+    assert exported["NATS_PASSWORD_BOB"] == '"3e3"' and exported["NATS_LEAF_PASSWORD_EDGE"] == '"7e7"'
     assert exported["NATS_SYS_PASSWORD"] == '"1234567890 \\"x\\" \\\\ y"'
     assert "NATS_TLS_KEY" not in exported and not [k for k in exported if k.endswith("_B64")]
     assert (tls_dir / "key.pem").read_text() == key.read_text()

@@ -23,6 +23,7 @@ VARIANTS = {
     "supercluster-jetstream": {"topology": "supercluster", "jetstream": True, "machinesPerRegion": 3},
     "servertls": {"serverTls": True},
     "websocket": {"websocket": True, "websocketOrigins": ["https://app.example.com"]},
+    "leafnodes": {"leafnodes": True, "leafUsers": ["edge", "plant"]},
 }
 
 
@@ -83,6 +84,7 @@ def boot_env(tmp_path: Path) -> dict[str, str]:
               "NATS_SYS_PASSWORD": '12345 "quoted" \\ pw', "NATS_ROUTE_PASSWORD": "1e5" + "f" * 61,
               "NATS_TLS_CERT_FILE": str(cert), "NATS_TLS_KEY_FILE": str(key)}
     values.update({natsconf.user_password_var(u): "007" for u in ("app", "alice", "bob")})
+    values.update({natsconf.leaf_password_var(u): "0leaf" for u in ("edge", "plant")})
     routes = "[" + ", ".join(natsconf.conf_string(f"nats-route://route:1e5f@[fdaa::{i}]:4248") for i in (2, 3)) + "]"
     return {**os.environ, "FLY_REGION": "ord", "NATS_ROUTES": routes,
             **{k: natsconf.conf_string(v) for k, v in values.items()}}
@@ -195,3 +197,21 @@ def test_memory_rules_follow_the_vm_and_the_volume():
     js = natsconf.fly_conf(s)["jetstream"]
     assert js["max_file_store"] == int(10 * 1024**3 * 0.9) and js["max_memory_store"] == 512 * 1024**2
     assert tomllib.loads(flytoml.render(flytoml.fly_toml(s)))["env"]["GOMEMLIMIT"] == "819MiB"
+
+
+def test_leaf_nodes_come_in_through_fly_tls_handler_in_the_app_account():
+    s = stack_settings("prod", leafnodes=True, leafUsers=["edge"])
+    block = natsconf.fly_conf(s)["leafnodes"]
+    assert block == {"listen": "0.0.0.0:7422", "advertise": f"{s.app}.fly.dev:7422", "authorization": {"users": [
+        {"user": "edge", "password": natsconf.Var("NATS_LEAF_PASSWORD_EDGE"), "account": "APP"}]}}
+    assert "tls" not in block  # Fly's tls handler did the TLS; a block here would make INFO say tls_required
+    doc = tomllib.loads(flytoml.render(flytoml.fly_toml(s)))
+    leaf = next(svc for svc in doc["services"] if svc["internal_port"] == 7422)
+    assert leaf["ports"] == [{"port": 7422, "handlers": ["tls"]}]
+    snippet = natsconf.leaf_remote_snippet(s, f"tls://{s.app}.fly.dev:7422", tls_first=True)
+    assert f'"tls://edge:<its leafPasswords entry>@{s.app}.fly.dev:7422"' in snippet
+    assert "handshake_first: true" in snippet and 'first_info_timeout: "5s"' in snippet
+    local = stack_settings("local", leafnodes=True, leafUsers=["edge"])
+    servers = natsconf.local_servers(local)
+    assert natsconf.local_conf(local, servers[0], servers, "/tmp/x")["leafnodes"]["listen"] == \
+        f"127.0.0.1:{servers[0].leafnode_port}"

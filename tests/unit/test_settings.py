@@ -93,6 +93,12 @@ BAD = [
     ({"websocketOrigins": ["https://a.example.com", "https://a.example.com"]}, "nats-fly:websocketOrigins",
      "listed twice"),
     ({"websocketPort": 8222}, "nats-fly:websocketPort", "already used by monitorPort"),
+    ({"websocket": True, "publicTlsPort": 443}, "nats-fly:publicTlsPort", "443 is where Fly serves the websocket"),
+    ({"leafnodes": True}, "nats-fly:leafUsers", "at least one leaf user"),
+    ({"leafUsers": ["edge", "edge"]}, "nats-fly:leafUsers", "listed twice"),
+    ({"leafUsers": ["Edge!"]}, "nats-fly:leafUsers", "not a valid user name"),
+    ({"leafPort": 4222}, "nats-fly:leafPort", "already used by clientPort"),
+    ({"publicLeafPort": 10001}, "nats-fly:publicLeafPort", "already used by publicTlsPort"),
     ({"platform": "local", "machinesPerRegion": 11}, "nats-fly:machinesPerRegion", "1..10 per region"),
     ({"platform": "local", "localBasePort": 65000, "machinesPerRegion": 3},
      "nats-fly:localBasePort", "leaves no room"),
@@ -193,3 +199,17 @@ def test_every_catalogue_default_is_valid_and_reaches_settings():
             assert not problems, (key.name, problems)
             holder, _, attr = key.field.rpartition(".")
             assert getattr(s.ports if holder else s, attr) == parsed, key.name
+
+
+def test_leaf_passwords_are_secret_complete_and_only_for_leaf_users():
+    s = load(leafnodes=True, leafUsers=["edge"])
+    ok = {"sysPassword": ("x" * 12, True), "userPasswords": ({"app": "a" * 8}, True)}
+    settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "e" * 12}, True)})
+    with pytest.raises(SettingsError) as caught:
+        settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "short", "other": "o" * 12}, True)})
+    assert "no password of at least 12 characters for leaf user 'edge'" in str(caught.value)
+    assert "'other' is not in leafUsers" in str(caught.value)
+    with pytest.raises(SettingsError, match="nats-fly:leafPasswords: given in plain text"):
+        settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "e" * 12}, False)})
+    with pytest.raises(SettingsError, match="given but leafnodes is false"):
+        settings.check_secrets(load(), {**ok, "leafPasswords": ({"edge": "e" * 12}, True)})
