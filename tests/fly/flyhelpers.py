@@ -31,6 +31,7 @@ class Stack:
     settings: object  # nats_fly.settings.Settings
     sys_password: str
     user_passwords: dict[str, str]
+    leaf_passwords: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def app(self) -> str:
@@ -60,7 +61,8 @@ def load_stack(name: str = "prod", **changes) -> Stack:
     if "regions" in changes and "machines" not in changes:
         changes["machines"] = {r: s.machines.get(r, 1) for r in changes["regions"]}
     s = dataclasses.replace(s, **changes)
-    return Stack(s, secrets.token_hex(12), {u: secrets.token_hex(12) for u in s.users})
+    return Stack(s, secrets.token_hex(12), {u: secrets.token_hex(12) for u in s.users},
+                 {u: secrets.token_hex(12) for u in s.leaf_users})
 
 
 def render_ours(stack: Stack, out: Path) -> Path:
@@ -105,7 +107,7 @@ def secrets_text(standin, stack: Stack, pem: str | None = None) -> str:
     from nats_fly.passwords import process_secrets, route_password
     pem = pem or sh(standin, flyctl.tls_marker_cert(stack.app)).stdout
     values = process_secrets(stack.settings, stack.sys_password, route_password(stack.app, stack.sys_password),
-                             stack.user_passwords)
+                             stack.user_passwords, stack.leaf_passwords)
     return flyctl.secrets_text(fly_secrets(values, pem))
 
 
