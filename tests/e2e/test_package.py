@@ -69,7 +69,7 @@ def test_get_schema_is_the_golden_schema(workspace):
     cluster = schema["resources"]["nats-fly:index:NatsCluster"]
     assert sorted(cluster["requiredInputs"]) == ["app", "regions", "sysPassword"]
     assert {k for k, v in cluster["inputProperties"].items() if v.get("secret")} == {
-        "sysPassword", "userPasswords", "tlsCert", "tlsKey"}
+        "sysPassword", "userPasswords", "leafPasswords", "tlsCert", "tlsKey"}
     assert cluster["properties"]["clientUrls"]["additionalProperties"] == {"type": "string"}
     assert cluster["properties"]["machines"]["additionalProperties"] == {"type": "integer"}
 
