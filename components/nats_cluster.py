@@ -136,19 +136,22 @@ class NatsCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NatsClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
-        s = settings_mod.load(_plain(args))
-        checked = _check_given_secrets(s, args)
-        self.settings = s
-        work = Path(args.get("workDir") or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
-        secrets = ClusterSecrets.given(s, args, checked)
-        if s.platform == "fly":
-            from . import fly_platform
-            built = fly_platform.build(self, name, s, secrets, args)
-        else:
-            from . import local_platform
-            _claim_local_ports(name, s)
-            env = secrets.values(s).apply(lambda v: {k: natsconf.conf_string(x) for k, x in v.items()})
-            built = local_platform.build(self, name, s, work, env)
+        try:
+            s = settings_mod.load(_plain(args))
+            checked = _check_given_secrets(s, args)
+            self.settings = s
+            work = Path(args.get("workDir") or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
+            secrets = ClusterSecrets.given(s, args, checked)
+            if s.platform == "fly":
+                from . import fly_platform
+                built = fly_platform.build(self, name, s, secrets, args)
+            else:
+                from . import local_platform
+                _claim_local_ports(name, s)
+                env = secrets.values(s).apply(lambda v: {k: natsconf.conf_string(x) for k, x in v.items()})
+                built = local_platform.build(self, name, s, work, env)
+        except SettingsError as error:
+            raise NatsClusterError(error.problems) from None
         self.app_name, self.hostname = built.app_name, built.hostname
         self.client_url, self.tls_url, self.client_urls = built.client_url, built.tls_url, built.client_urls
         self.image_hash, self.nats_conf = built.image_hash, built.nats_conf
@@ -178,6 +181,11 @@ class NatsCluster(pulumi.ComponentResource):
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=secret_outputs(self, depends_on=built.resources),
         )
+
+
+class NatsClusterError(SettingsError, pulumi.RunError):
+    """NatsCluster's settings refused. A RunError too: a host program fails with these lines alone,
+    without a traceback (`except SettingsError` still catches it)."""
 
 
 _LOCAL_PORTS: dict[int, str] = {}  # port -> the cluster (resource name) of this program that uses it

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-OPAQUE_TYPES = (str,)
-
-
 def check_pair(cert: Any, key: Any, name: Callable[[str], str]) -> list[str]:
     """Problems with a (certificate chain, private key) pair; values that are not strings yet (secret
     Outputs, resolved later) are skipped, and so is the match when either half is unreadable."""

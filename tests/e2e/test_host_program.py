@@ -169,6 +169,14 @@ def test_two_clusters_in_one_program(host):
     assert sorted(p.name for p in (root / ".nats-fly" / "dev").iterdir()) == ["east"]
     whole(host.outputs(), "east")
 
+    # A bad cluster in a host program: its lines, no traceback, and nothing touched.
+    set_clusters(host, {"east": ["ord", "iad", "lhr"], "broken": ["ord", "atlantis"]})
+    refused = host.pulumi("up", "--yes", "--skip-preview", check=False)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "nats-fly:regions: 'atlantis' is not a Fly region" in said, said[-2000:]
+    assert "Traceback" not in said and servers(root, "east") == east_pids
+    set_clusters(host, {"east": ["ord", "iad", "lhr"]})
+
     host.pulumi("destroy", "--yes", "--skip-preview")
     assert servers(root) == {}
     assert not (root / ".nats-fly").exists()
