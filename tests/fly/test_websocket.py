@@ -26,18 +26,19 @@ def prod(standin, apps):
 class WebSocketClient(Client):
     """The same client, over wss://<app>.fly.dev (the edge's 443) as a browser would reach it."""
 
-    def __init__(self, standin, stack, region: str, origin: str | None = None, password: str | None = None):
+    def __init__(self, standin, stack, region: str, origin: str | None = None, password: str | None = None,
+                 anonymous: bool = False):
         super().__init__(standin, stack, region)
-        self.origin, self.password = origin, password
+        self.origin, self.password, self.anonymous = origin, password, anonymous
 
     async def connect(self):
         host, port = self.standin.edge(self.stack.app, self.region, 443)
         context = ssl.create_default_context(cafile=self.standin.ca_file)
         headers = {"Origin": [self.origin]} if self.origin else None
-        self.nc = await nats.connect(f"wss://{host}:{port}", user="app", tls=context,
-                                     password=self.password or self.stack.user_password("app"), connect_timeout=5,
-                                     allow_reconnect=False, max_reconnect_attempts=1, ws_connection_headers=headers,
-                                     name=f"ws@{self.region}")
+        login = {} if self.anonymous else {"user": "app", "password": self.password or self.stack.user_password("app")}
+        self.nc = await nats.connect(f"wss://{host}:{port}", tls=context, connect_timeout=5, allow_reconnect=False,
+                                     max_reconnect_attempts=1, ws_connection_headers=headers, name=f"ws@{self.region}",
+                                     **login)
         return self
 
 
@@ -73,7 +74,8 @@ def test_a_page_of_another_origin_and_a_wrong_password_are_refused(standin, prod
         return "accepted"
 
     assert run(attempt(origin="https://evil.example")) == "refused: NoServersError"  # 403 at the upgrade
-    assert run(attempt(password="not-the-password")) .startswith("refused")
+    assert run(attempt(password="not-the-password")).startswith("refused")
+    assert run(attempt(anonymous=True)).startswith("refused")  # no password at all: the client port's rule
     assert run(attempt(origin=f"https://{prod.app}.fly.dev")) == "accepted"
     assert run(attempt()) == "accepted"  # no Origin: not a browser page
 
