@@ -30,11 +30,13 @@ class Stack:
                             stdin="app-" + secrets.token_hex(10))
         self.seen = len(standin.flyctl_log()) if standin is not None else 0
         self.created = False
+        self.output = ""  # stdout + stderr of the last up
 
     def up(self, *extra: str) -> float:
         t0 = time.monotonic()
         self.created = True
-        self.project.pulumi("up", "--yes", "--skip-preview", *extra)
+        result = self.project.pulumi("up", "--yes", "--skip-preview", *extra)
+        self.output = result.stdout + result.stderr
         return time.monotonic() - t0
 
     def destroy(self) -> float:
@@ -66,4 +68,6 @@ def summary(calls: list[dict]) -> dict:
     return {"mutating": len(mutating), "read_only": len(calls) - len(mutating),
             "flyctl_s": round(sum(c["duration_s"] for c in calls), 2),
             "commands": [c["command"] for c in mutating],
+            "read_only_commands": [c["command"] for c in calls if not c["mutates"]],
+            "failed": [f"{c['command']} (exit {c['exit']})" for c in calls if c.get("exit")],
             "regions_touched": regions_of(mutating)}

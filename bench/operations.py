@@ -46,6 +46,12 @@ MANUAL = {
 }
 
 
+def counted(commands: list[str]) -> str:
+    """`machine list x2 + status` from a list of command names, in first-seen order."""
+    seen = dict.fromkeys(commands)
+    return " + ".join(f"{c} x{commands.count(c)}" if commands.count(c) > 1 else c for c in seen) or "-"
+
+
 def run_ours(standin) -> dict:
     app = "bench-ops"
     stack = Stack(standin, app, {"jetstream": False, "peerWait": 3})
@@ -106,11 +112,12 @@ def main() -> None:
         o, m = ours[name], manual[name]
         rows.append([name, o["mutating"], o["read_only"], ", ".join(o["regions_touched"]) or "-", o["flyctl_s"],
                      o["wall_s"], " + ".join(sorted(set(o["commands"]), key=o["commands"].index)) or "-",
-                     m["mutating"], m["read_only"], m["wall_s"], len(m["typed"])])
+                     counted(o["read_only_commands"]), m["mutating"], m["read_only"], m["wall_s"], len(m["typed"])])
     tables = [common.table(
         "flyctl calls per step: ours (pulumi up through the components) and the example's manual procedure",
         ["step", "ours mutating", "ours read-only", "regions touched", "ours flyctl s", "ours pulumi wall s",
-         "ours mutating commands", "manual mutating", "manual read-only", "manual flyctl s", "commands typed"],
+         "ours mutating commands", "ours read-only commands", "manual mutating", "manual read-only",
+         "manual flyctl s", "commands typed"],
         rows)]
     tables.append(common.table(
         "The example's manual procedure, as typed (Fly's current CLI), run against the stand-in",
@@ -120,10 +127,19 @@ def main() -> None:
     ours_m = sum(ours[s]["mutating"] for s in after_first)
     manual_m = sum(manual[s]["mutating"] for s in after_first)
     failed = {s: manual[s]["failed"] for s in STEPS if manual[s]["failed"]}
+    ours_failed = {s: ours[s]["failed"] for s in STEPS if ours[s]["failed"]}
     notes = [
         "ours: the real engine (`pulumi up --yes --skip-preview`) on a copy of the project with the prod stack "
-        "(JetStream off, as the example has none; peerWait 3 s), the stand-in's flyctl log read after each step. Read-only calls are the look-before-create "
-        "guards (`status` before `apps create`, `ips list` before allocating), which make every create idempotent.",
+        "(JetStream off, as the example has none; peerWait 3 s), the stand-in's flyctl log read after each step.",
+        "ours, read-only: every `pulumi up` (and preview) first runs the probe, one `machine list` (JetStream off: "
+        "does the live app hold JetStream volumes this stack would have to detach?), which on a first up finds no "
+        "app yet (exit 1, as `status` before `apps create` does); it is the no-op's one call and the one "
+        "read-only call of adding or scaling a region. A deploy (first up, a nats setting) adds its own `machine "
+        "list` before it (strategy, volumes) and after it (Machines left stopped), and the first up the "
+        "look-before-create guards (`status` before `apps create`, `ips list` before allocating), which make "
+        "every create idempotent. `pulumi destroy` does not run the program, so no probe. The mutating calls "
+        "are as before the probe (the run before it, 2026-11-29 00:22 UTC: 8, 0, 1, 1, 1, 1 mutating and 3, 0, 0, 1, 0, 0 "
+        "read-only).",
         "manual: the example's README (2020) says `flyctl init --import example-fly.toml`, `flyctl deploy`, "
         "`fly regions set ord syd cdg`, `fly scale count 3`. On Fly today `flyctl init` no longer exists, "
         "`regions set` fails for Machines apps and a bare `scale count 3` stays in the primary region, so the "
@@ -135,9 +151,14 @@ def main() -> None:
     ]
     if failed:
         notes.append(f"manual commands that failed on the stand-in: {failed}")
+    if ours_failed:
+        notes.append(f"ours, calls that exited non-zero (read-only look-ups that find nothing yet): {ours_failed}")
     key = (f"operations: no-op {ours['no-op up']['mutating']} mutating calls, add a region touched "
            f"{ours['add a region (lhr)']['regions_touched']}, scale touched {ours['scale one region 1->3 (syd)']['regions_touched']}; "
-           f"mutating calls after the first up, ours/manual = {ours_m}/{manual_m} = {common.ratio(ours_m, manual_m)}")
+           f"mutating calls after the first up, ours/manual = {ours_m}/{manual_m} = {common.ratio(ours_m, manual_m)}; "
+           f"read-only after the first up {sum(ours[s]['read_only'] for s in after_first)} "
+           f"({len(after_first) - 1} probes, one per up, and the deploy's own "
+           f"{sum(ours[s]['read_only'] for s in after_first) - (len(after_first) - 1)})")
     common.record("operations", "2. Fly operations per change", opts.quick, started, tables, notes, key,
                   {"ours": ours, "manual": manual})
     log(key)
