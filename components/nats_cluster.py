@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: the multi-language provider reads these annotations
 # as types (pulumi.provider.experimental's analyzer), not as strings.
 import hashlib
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, NotRequired, Optional, TypedDict
 
@@ -144,6 +145,8 @@ class NatsCluster(pulumi.ComponentResource):
             secrets = ClusterSecrets.given(s, args, checked)
             if s.platform == "fly":
                 from . import fly_platform
+                _claim("fly app", {s.app}, name, f"{NAMESPACE}:app: {s.app!r} is the Fly app of cluster {{others}} "
+                       f"of this program too; allowed: an app of its own for each cluster")
                 built = fly_platform.build(self, name, s, secrets, args)
             else:
                 from . import local_platform
@@ -188,7 +191,28 @@ class NatsClusterError(SettingsError, pulumi.RunError):
     without a traceback (`except SettingsError` still catches it)."""
 
 
-_LOCAL_PORTS: dict[int, str] = {}  # port -> the cluster (resource name) of this program that uses it
+# What the clusters of one program run have taken: (kind, port or app) -> the cluster's resource name.
+# Kept per run (the root Stack resource, or project and stack where there is none, as in a provider's
+# construct), so a process that runs several programs (Automation API, tests) starts each afresh.
+_RUNS: "weakref.WeakKeyDictionary[pulumi.Resource, dict]" = weakref.WeakKeyDictionary()
+_RUNS_WITHOUT_ROOT: dict[tuple[str, str], dict] = {}
+
+
+def _taken() -> dict:
+    root = pulumi.runtime.get_root_resource()
+    if root is None:
+        return _RUNS_WITHOUT_ROOT.setdefault((pulumi.get_project(), pulumi.get_stack()), {})
+    return _RUNS.setdefault(root, {})
+
+
+def _claim(kind: str, things: set, name: str, refusal: str) -> None:
+    """Take `things` for cluster `name` in this program; another cluster's are refused by name."""
+    registry = _taken()
+    things = {(kind, t) for t in things}
+    others = sorted({registry[t] for t in things if registry.get(t) not in (None, name)})
+    if others:
+        raise SettingsError([refusal.format(others=", ".join(others))])
+    registry.update({t: name for t in things})
 
 
 def _claim_local_ports(name: str, s: Settings) -> None:
@@ -196,12 +220,9 @@ def _claim_local_ports(name: str, s: Settings) -> None:
     if not s.local_base_port:
         return
     ports = {p for server in natsconf.local_layout(s).values() for p in server}
-    others = sorted({_LOCAL_PORTS[p] for p in ports if _LOCAL_PORTS.get(p) not in (None, name)})
-    if others:
-        raise SettingsError([f"{NAMESPACE}:localBasePort: {s.local_base_port} gives {name} ports that cluster "
-                             f"{', '.join(others)} of this program uses too; allowed: a localBasePort whose "
-                             f"ports do not overlap, or 0 (ports chosen free at the first up)"])
-    _LOCAL_PORTS.update({p: name for p in ports})
+    _claim("local port", ports, name, f"{NAMESPACE}:localBasePort: {s.local_base_port} gives {name} ports that "
+           f"cluster {{others}} of this program uses too; allowed: a localBasePort whose ports do not overlap, "
+           f"or 0 (ports chosen free at the first up)")
 
 
 def _plain(args: Mapping[str, Any]) -> dict[str, Any]:

@@ -232,6 +232,8 @@ def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, 
             if problem is None and (parts.scheme not in ("nats", "tls") or not parts.hostname
                                     or re.search(r"\s", url) or parts.path not in ("", "/")):
                 problem = "its URL is not nats://host:port or tls://host:port"
+            elif problem is None and (parts.username or parts.password):
+                problem = "its URL carries credentials, which would sit in a command line; verify logs in as sys"
             elif problem is None and port is None:
                 problem = "its URL has no port"
             elif problem is None and region in dict(urls):

@@ -111,6 +111,15 @@ def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
     assert mock_program.value(cluster.client_urls)["syd"].count("nats://127.0.0.1:") == 2
 
 
+def test_two_clusters_may_not_deploy_one_fly_app(mock_program, tmp_path):
+    def program():
+        for name in ("blue", "green"):
+            NatsCluster(name, {"app": "shared-app", "regions": ["ord"], "auth": "none",
+                               "sysPassword": pulumi.Output.secret("s" * 16)})
+    with pytest.raises(SettingsError, match="nats-fly:app: 'shared-app' is the Fly app of cluster blue"):
+        mock_program.run(program)
+
+
 def test_local_fixed_ports_of_two_clusters_may_not_overlap(mock_program, tmp_path):
     def program():
         for name in ("east", "west"):

@@ -81,6 +81,7 @@ BAD = [
     ({"verifyUrls": ["lhr=nats://127.0.0.1:4222"]}, "nats-fly:verifyUrls", "not in the stack"),
     ({"verifyUrls": ["ord=nats://a:4222", "ord=nats://b:4222"]}, "nats-fly:verifyUrls", "listed twice"),
     ({"verifyUrls": ["ord=http://a:4222"]}, "nats-fly:verifyUrls", "nats://host:port"),
+    ({"verifyUrls": ["ord=nats://sys:hunter2@a:4222"]}, "nats-fly:verifyUrls", "carries credentials"),
     ({"verifyUrls": ["ord=nats://a:4222\n"]}, "nats-fly:verifyUrls", "nats://host:port"),
     ({"vmMemory": 1000}, "nats-fly:vmMemory", "multiple of 256 from 256 to 2048 MB"),
     ({"vmMemory": 65536}, "nats-fly:vmMemory", "does not fit vmSize shared-cpu-1x"),
