@@ -32,19 +32,10 @@ def fly_toml(s: Settings) -> dict[str, Any]:
             "NATS_PEER_WAIT": str(s.peer_wait),
             "GOMEMLIMIT": go_memory_limit(s),
         },
-        "services": [{
-            "internal_port": s.ports.client,
-            "protocol": "tcp",
-            "auto_stop_machines": "off",
-            "auto_start_machines": False,
-            "min_machines_running": 0,
-            "ports": [
-                {"port": s.ports.public},  # no handler: raw TCP to nats-server
-                {"port": s.ports.public_tls, "handlers": ["tls"]},  # Fly terminates TLS
-            ],
-            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
-            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
-        }],
+        "services": [_service(s, s.ports.client, [
+            {"port": s.ports.public},  # no handler: raw TCP to nats-server
+            {"port": s.ports.public_tls, "handlers": ["tls"]},  # Fly terminates TLS
+        ])],
         # The rolling deploy's gate: plain /healthz, which with JetStream also asks for a meta leader
         # and every stream and consumer replica on the server to be current. So the next Machine
         # goes down only once the last one has caught up. (The first deploy's lone Machine can't
@@ -60,33 +51,30 @@ def fly_toml(s: Settings) -> dict[str, Any]:
     if s.websocket:
         # Browsers: wss://<app>.fly.dev. Fly's tls + http handlers on 443 terminate TLS (the shared
         # IPv4 serves them) and pass the HTTP/1.1 upgrade on to nats-server's websocket port.
-        conf["services"].append({
-            "internal_port": s.ports.websocket,
-            "protocol": "tcp",
-            "auto_stop_machines": "off",
-            "auto_start_machines": False,
-            "min_machines_running": 0,
-            "ports": [{"port": 443, "handlers": ["tls", "http"]}],
-            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
-            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
-        })
+        conf["services"].append(_service(s, s.ports.websocket, [{"port": 443, "handlers": ["tls", "http"]}]))
     if s.leafnodes:
         # Leaf nodes from anywhere: Fly's tls handler terminates their TLS-first handshake (the shared IPv4
         # serves tls-handler ports, routed by SNI) and passes plaintext to the leafnode listener.
-        conf["services"].append({
-            "internal_port": s.ports.leafnode,
-            "protocol": "tcp",
-            "auto_stop_machines": "off",
-            "auto_start_machines": False,
-            "min_machines_running": 0,
-            "ports": [{"port": s.ports.public_leaf, "handlers": ["tls"]}],
-            "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
-            "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
-        })
+        conf["services"].append(_service(s, s.ports.leafnode, [{"port": s.ports.public_leaf, "handlers": ["tls"]}]))
     if s.jetstream:
         conf["mounts"] = [{"source": VOLUME_NAME, "destination": DATA_DIR,
                            "initial_size": f"{s.volume_size_gb}gb"}]
     return conf
+
+
+def _service(s: Settings, internal_port: int, ports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One [[services]] block: always on (no auto stop or start), the stack's connection limits, and a
+    TCP check that takes a Machine out of the proxy's routing while the port does not answer."""
+    return {
+        "internal_port": internal_port,
+        "protocol": "tcp",
+        "auto_stop_machines": "off",
+        "auto_start_machines": False,
+        "min_machines_running": 0,
+        "ports": ports,
+        "concurrency": {"type": "connections", "soft_limit": s.soft_limit, "hard_limit": s.hard_limit},
+        "tcp_checks": [{"grace_period": "10s", "interval": "15s", "timeout": "2s"}],
+    }
 
 
 def loads(text: str) -> dict[str, Any]:

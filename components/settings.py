@@ -212,6 +212,31 @@ def _leaf_users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | 
     return tuple(users)
 
 
+def _password_map(given: Mapping[str, tuple[Any, bool]], key: str, users_key: str, users: tuple[str, ...],
+                  shortest: int, problems: list[str]) -> None:
+    """A secret map of user -> password: one of at least `shortest` characters per listed user, no others."""
+    passwords = given.get(key, (None, True))[0]
+    if isinstance(passwords, str):
+        try:
+            passwords = json.loads(passwords)
+        except json.JSONDecodeError:
+            passwords = None
+    if passwords is OPAQUE:
+        return
+    if not isinstance(passwords, dict):
+        problems.append(f"{_k(key)}: missing; allowed: a secret map of user -> password, set with "
+                        f"`pulumi config set --secret --path {key}.<user>`")
+        return
+    for user in users:
+        if not isinstance(passwords.get(user), str) or len(passwords[user]) < shortest:
+            problems.append(f"{_k(key)}: no password of at least {shortest} characters for user {user!r}; "
+                            f"allowed: one per entry of {users_key}")
+    for user in passwords:
+        if user not in users:
+            problems.append(f"{_k(key)}: {user!r} is not in {users_key} {list(users)}; allowed: passwords for "
+                            f"listed users only")
+
+
 def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...] | None:
     items = _list(key, value, problems)
     if items is None:
@@ -605,42 +630,11 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
     if sys_password is not OPAQUE and (not isinstance(sys_password, str) or len(sys_password) < 12):
         problems.append(f"{_k('sysPassword')}: missing or shorter than 12 characters; allowed: a secret "
                         f"of at least 12 characters for the system user (verify and monitoring)")
-    passwords = given.get("userPasswords", (None, True))[0]
-    if isinstance(passwords, str):
-        try:
-            passwords = json.loads(passwords)
-        except json.JSONDecodeError:
-            passwords = None
-    if s.auth == "password" and passwords is not OPAQUE:
-        if not isinstance(passwords, dict):
-            problems.append(f"{_k('userPasswords')}: missing; allowed: a secret map of user -> password, "
-                            f"set with `pulumi config set --secret --path userPasswords.<user>`")
-        else:
-            for user in s.users:
-                if not isinstance(passwords.get(user), str) or len(passwords[user]) < 8:
-                    problems.append(f"{_k('userPasswords')}: no password of at least 8 characters for user "
-                                    f"{user!r}; allowed: one per entry of users")
-            for user in passwords:
-                if user not in s.users:
-                    problems.append(f"{_k('userPasswords')}: {user!r} is not in users {list(s.users)}; "
-                                    f"allowed: passwords for listed users only")
-    leaf = given.get("leafPasswords", (None, True))[0]
-    if isinstance(leaf, str):
-        try:
-            leaf = json.loads(leaf)
-        except json.JSONDecodeError:
-            leaf = None
-    if s.leafnodes and leaf is not OPAQUE:
-        known = leaf if isinstance(leaf, dict) else {}
-        for user in s.leaf_users:
-            if not isinstance(known.get(user), str) or len(known[user]) < 12:
-                problems.append(f"{_k('leafPasswords')}: no password of at least 12 characters for leaf user "
-                                f"{user!r}; allowed: one per entry of leafUsers")
-        for user in known:
-            if user not in s.leaf_users:
-                problems.append(f"{_k('leafPasswords')}: {user!r} is not in leafUsers {list(s.leaf_users)}; "
-                                f"allowed: passwords for listed leaf users only")
-    elif not s.leafnodes and leaf not in (None, "", {}, "{}"):
+    if s.auth == "password":
+        _password_map(given, "userPasswords", "users", s.users, 8, problems)
+    if s.leafnodes:
+        _password_map(given, "leafPasswords", "leafUsers", s.leaf_users, 12, problems)
+    elif given.get("leafPasswords", (None, True))[0] not in (None, "", {}, "{}"):
         problems.append(f"{_k('leafPasswords')}: given but leafnodes is false; allowed: set leafnodes: true to use it")
     cert, key = (given.get(k, (None, True))[0] for k in ("tlsCert", "tlsKey"))
     if s.server_tls:

@@ -208,7 +208,7 @@ def test_leaf_passwords_are_secret_complete_and_only_for_leaf_users():
     settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "e" * 12}, True)})
     with pytest.raises(SettingsError) as caught:
         settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "short", "other": "o" * 12}, True)})
-    assert "no password of at least 12 characters for leaf user 'edge'" in str(caught.value)
+    assert "nats-fly:leafPasswords: no password of at least 12 characters for user 'edge'" in str(caught.value)
     assert "'other' is not in leafUsers" in str(caught.value)
     with pytest.raises(SettingsError, match="nats-fly:leafPasswords: given in plain text"):
         settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "e" * 12}, False)})
