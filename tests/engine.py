@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,22 @@ def run_pulumi(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = N
     if check:
         assert proc.returncode == 0, f"pulumi {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}\n{err[-4000:]}"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def python_consumer(project: Path) -> Path:
+    """An empty Python program in `project` with a virtualenv of its own (`venv`) that sees this repo's
+    packages through a .pth file (no download), ready for `pulumi package add`."""
+    project.mkdir()
+    venv = project / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    Path(site, "nats_fly_repo_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (project / "Pulumi.yaml").write_text(
+        f"name: {project.name}\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
+    (project / "requirements.txt").write_text("pulumi>=3.159\n")
+    (project / "__main__.py").write_text("import pulumi\n")
+    return project
 
 
 def missing_tools() -> list[str]:

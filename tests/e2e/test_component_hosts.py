@@ -19,15 +19,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from engine import engine_environment, find_tool, missing_tools, require, run_pulumi
+from engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
 
 COMPONENT_MAIN = textwrap.dedent('''\
     from typing import Optional, TypedDict
@@ -147,16 +145,8 @@ def test_yaml_program_up_destroy(workspace):
 
 def test_python_program_package_add_up_destroy(workspace):
     project = workspace.root / "py-consumer"
-    project.mkdir()
+    python_consumer(project)
     venv = project / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    Path(site, "nats_fly_repo_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    (project / "Pulumi.yaml").write_text(
-        "name: py-consumer\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
-    (project / "requirements.txt").write_text("pulumi>=3.159\n")
-    (project / "__main__.py").write_text("import pulumi\n")
 
     added = workspace.pulumi(project, "package", "add", "../component")
     said = added.stdout + added.stderr

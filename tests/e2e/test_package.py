@@ -16,8 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import textwrap
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import engine_environment, find_tool, missing_tools, require, run_pulumi
+from engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
 from support import REPO, nats_servers
 from nats_fly.verify import Expectation, verify
 
@@ -112,16 +110,7 @@ def test_yaml_program_brings_up_a_whole_local_cluster(workspace):
 
 def test_python_program_through_the_generated_sdk(workspace):
     project = workspace.root / "py-consumer"
-    project.mkdir()
-    venv = project / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    Path(site, "nats_fly_repo_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    (project / "Pulumi.yaml").write_text(
-        "name: py-consumer\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
-    (project / "requirements.txt").write_text("pulumi>=3.159\n")
-    (project / "__main__.py").write_text("import pulumi\n")
+    python_consumer(project)
     added = workspace.pulumi(project, "package", "add", str(workspace.package))
     assert "import pulumi_nats_fly as nats_fly" in added.stdout + added.stderr, added.stdout + added.stderr
     (project / "__main__.py").write_text(textwrap.dedent("""\
