@@ -263,3 +263,14 @@ def test_command_paths_are_relative_to_the_project_when_under_it(tmp_path, monke
     assert flyctl.portable("/usr/bin/python3") == "/usr/bin/python3"
 
 
+
+
+def test_without_openssl_the_marker_certificate_says_what_is_missing(tmp_path):
+    from nats_fly import flyctl
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    made = subprocess.run(["/bin/sh", "-c", flyctl.tls_marker_cert("my-nats")], capture_output=True, text=True,
+                          env={"PATH": str(empty)})
+    assert made.returncode == 127 and "nats-fly: openssl is not on PATH" in made.stderr, made.stderr
+    real = subprocess.run(["/bin/sh", "-c", flyctl.tls_marker_cert("my-nats")], capture_output=True, text=True)
+    assert real.returncode == 0 and "-----BEGIN CERTIFICATE-----" in real.stdout and "PRIVATE KEY" in real.stdout
