@@ -9,8 +9,8 @@
 # seconds by the clock, plus at most one round of lookups, longer only when DNS does not
 # answer) until the route name resolves to someone else makes the first dial find a peer;
 # once any route is up, gossip completes the mesh. A watcher that reloads routes would have
-# to stay alive beside nats-server, forward signals and own the process tree: more moving
-# parts for the same result. The only Machine the route name can reach waits just long
+# to keep asking DNS beside nats-server, rewrite its routes and reload it: more moving parts
+# for the same result (this script stays beside the server only to pass Fly's signals on). The only Machine the route name can reach waits just long
 # enough to be sure of it (ALONE_SETTLE); later Machines find it at once.
 # POSIX sh with busybox tools only, as in the nats:alpine image.
 set -eu
