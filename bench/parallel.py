@@ -53,6 +53,15 @@ def scale_figures(scale: list[dict]) -> dict:
             "scale_failed": sum(1 for c in scale if c.get("exit"))}
 
 
+def destroy_fast(standin, stack: Stack) -> None:
+    """Destroy `stack` without the added latency and create delay, then put them back."""
+    saved = standin.settings()
+    standin.settings(latency_ms=0, create_delay_s=0)
+    stack.destroy()
+    stack.close()
+    standin.settings(latency_ms=saved["latency_ms"], create_delay_s=saved["create_delay_s"])
+
+
 def first_up(standin, name: str, regions: list[str], layout: dict[str, int]) -> dict:
     """One first `pulumi up` of `layout`, its flyctl calls, then destroy (without the latency)."""
     config = {"jetstream": False, "peerWait": 3, "regions": [f"{r}={n}" if n != 1 else r for r, n in layout.items()]}
@@ -63,11 +72,7 @@ def first_up(standin, name: str, regions: list[str], layout: dict[str, int]) -> 
         output = stack.output
         made = Counter(m["region"] for m in standin.machines(name))
     finally:
-        saved = standin.settings()
-        standin.settings(latency_ms=0, create_delay_s=0)
-        stack.destroy()
-        stack.close()
-        standin.settings(latency_ms=saved["latency_ms"], create_delay_s=saved["create_delay_s"])
+        destroy_fast(standin, stack)
     scale = [c for c in calls if c["command"] == "scale count"]
     whole_span, whole_peak = overlap(calls)
     total = sum(c["duration_s"] for c in calls)
@@ -109,11 +114,7 @@ def unlocked(standin, name: str, layout: dict[str, int]) -> dict:
         calls = [c for c in stack.calls() if c["command"] == "scale count"]
         made = Counter(m["region"] for m in standin.machines(name))
     finally:
-        saved = standin.settings()
-        standin.settings(latency_ms=0, create_delay_s=0)
-        stack.destroy()
-        stack.close()
-        standin.settings(latency_ms=saved["latency_ms"], create_delay_s=saved["create_delay_s"])
+        destroy_fast(standin, stack)
     figures = scale_figures(calls)
     return {**figures, "machines_made": dict(made), "machines_as_asked": dict(made) == layout,
             "calls_that_waited_on_a_lease": sum(1 for p in procs if LEASE_WAIT in p.stdout + p.stderr),

@@ -175,7 +175,9 @@ def _list(key: str, value: Any, problems: list[str]) -> list | None:
     return value
 
 
-def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+def _user_names(key: str, value: Any, problems: list[str], *, empty_allowed: bool) -> tuple[str, ...] | None:
+    """A list of distinct user names (client or leaf users): None when one is bad, or the list is empty
+    where it may not be."""
     items = _list(key, value, problems)
     if items is None:
         return None
@@ -191,25 +193,18 @@ def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
             problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
         else:
             users.append(name)
-    if not items:
+    if not items and not empty_allowed:
         problems.append(f"{_k(key)}: [] is empty; give at least one client user")
-    return None if bad or not items else tuple(users)
+        return None
+    return None if bad else tuple(users)
+
+
+def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    return _user_names(key, value, problems, empty_allowed=False)
 
 
 def _leaf_users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
-    items = _list(key, value, problems)
-    if items is None:
-        return None
-    users: list[str] = []
-    for name in items:
-        if not isinstance(name, str) or not _USER_NAME.fullmatch(name) or name == "sys":
-            problems.append(f"{_k(key)}: {name!r} is not a valid user name; allowed: lowercase letters, digits "
-                            f"and '_', starting with a letter, at most 32, and not 'sys'")
-        elif name in users:
-            problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
-        else:
-            users.append(name)
-    return tuple(users)
+    return _user_names(key, value, problems, empty_allowed=True)
 
 
 def _password_map(given: Mapping[str, tuple[Any, bool]], key: str, users_key: str, users: tuple[str, ...],
