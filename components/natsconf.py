@@ -351,6 +351,7 @@ def _accounts(s: Settings) -> dict[str, Any]:
     return conf
 
 
+UNIQUE_TAG_REGIONS = 3  # an R3 stream's replicas, one per region
 FILE_STORE_SHARE = 0.9  # of the volume: a tenth is left to the filesystem and to compaction
 MEMORY_STORE_SHARE = 0.5  # of the VM's memory: the rest is the server's own (connections, buffers, Raft)
 GO_MEMORY_LIMIT_SHARE = 0.8  # GOMEMLIMIT: the Go runtime collects harder before the VM runs out
@@ -363,10 +364,11 @@ def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
         "max_file_store": int(s.volume_size_gb * 1024**3 * FILE_STORE_SHARE),
         "max_memory_store": int(s.vm_memory_mb * 1024**2 * MEMORY_STORE_SHARE),
     }
-    if s.topology == "mesh":
+    if s.topology == "mesh" and len(s.regions) >= UNIQUE_TAG_REGIONS:
         # One cluster over every region: an R3 stream puts each replica in another region (the
-        # server_tags "region:<code>"), so losing a region loses no stream. A supercluster's
-        # clusters are single regions: there R3 must fit in one, and the tag stays off.
+        # server_tags "region:<code>"), so losing a region loses no stream. With fewer regions than
+        # replicas the tag would leave every R3 stream unplaceable ("server tag not unique"), and a
+        # supercluster's clusters are single regions: there replicas share a region, and it stays off.
         js["unique_tag"] = "region:"
     return js
 
