@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import buildctx, natsconf, settings as settings_mod, stack_config
@@ -17,11 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s, given = stack_config.from_file(stack_config.stack_file(args.project_dir, args.stack))
-    # Rendering needs no secret values: one not set yet passes here (up asks for it), but a secret
-    # given in plain text, or given where the stack cannot use it, is refused all the same.
-    later = {"sysPassword", "userPasswords"} | ({"tlsCert", "tlsKey"} if s.server_tls else set())
-    settings_mod.check_secrets(s, {key: (settings_mod.OPAQUE, True) if value is None and key in later
-                                   else (value, is_secret) for key, (value, is_secret) in given.items()})
+    # Rendering needs no secret values: one the stack uses but has not set yet passes here (up asks for
+    # it), but a secret given in plain text, or given where the stack cannot use it, is refused all the same.
+    later = {key.name for key in settings_mod.KEYS if key.secret and settings_mod.applies(key, s)}
+    for warning in settings_mod.check_secrets(s, {
+            key: (settings_mod.OPAQUE, True) if value is None and key in later else (value, secret)
+            for key, (value, secret) in given.items()}):
+        print(f"warning: {warning}", file=sys.stderr)
     if s.platform == "fly":
         files = buildctx.build_context(s)
     else:

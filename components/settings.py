@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from . import origins
 from .regions import FLY_REGIONS
 
 NAMESPACE = "nats-fly"
@@ -45,8 +46,9 @@ MEMORY_STEP_MB = 256
 
 _APP_NAME = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
 _USER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_ORG = re.compile(r"[a-z0-9][a-z0-9-]*")
-_DURATION = re.compile(r"(\d+)(s|m)?")
+_ORG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_DURATION = re.compile(r"(\d{1,6})(s|m)?")
+MAX_ITEMS = 100  # entries of a list key (users, origins...): each becomes conf text, a secret or a check
 
 
 class SettingsError(ValueError):
@@ -61,6 +63,25 @@ class SettingsError(ValueError):
 
 REQUIRED = object()  # a key without a default: it must be given
 Parser = Callable[[str, Any, list[str]], Any]
+FLY, LOCAL = ("fly",), ("local",)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What else a key needs to have any effect: a setting, in the user's words and as a test."""
+
+    setting: str
+    test: Callable[["Settings"], bool]
+
+
+WEBSOCKET = Needs("websocket: true", lambda s: s.websocket)
+LEAFNODES = Needs("leafnodes: true", lambda s: s.leafnodes)
+JETSTREAM = Needs("jetstream: true", lambda s: s.jetstream)
+SUPERCLUSTER = Needs("topology: supercluster", lambda s: s.topology == "supercluster")
+PASSWORDS = Needs("auth: password", lambda s: s.auth == "password")
+SERVER_TLS = Needs("serverTls: true", lambda s: s.server_tls)
+VERIFY_URLS_USED = Needs("verify: true (on fly also jetstream: true, whose scale-down reaches the cluster there)",
+                         lambda s: s.verify or (s.platform == "fly" and s.jetstream))
 
 
 @dataclass(frozen=True)
@@ -81,14 +102,36 @@ class Key:
     """False: a NatsCluster argument only, not a stack key."""
     default_text: str | None = None
     """How the README shows the default, when the value alone would not say it."""
+    platforms: tuple[str, ...] = ("fly", "local")
+    """Where the key has an effect; elsewhere a value other than its default is refused."""
+    needs: Needs | None = None
+    """What else it needs to have an effect (its feature on); without it, the same."""
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
 
+SHOWN_CHARS = 60  # an echoed value longer than this is cut
+
+
+def show(value: Any) -> str:
+    """A value as an error line echoes it: whatever sits between a URL's scheme (or the start, or
+    an `=`) and its last `@` hidden, since it may be a credential; a long value cut."""
+    text = value if isinstance(value, str) else repr(value)
+    at = text.rfind("@")
+    if at >= 0:
+        scheme, equals = text.find("://"), text.find("=")
+        start = scheme + 3 if 0 <= scheme < at else equals + 1 if 0 <= equals < at else 0
+        text = text[:start] + "***" + text[at:]
+    shown = repr(text) if isinstance(value, str) else text
+    if len(shown) > SHOWN_CHARS:
+        shown = f"{shown[:SHOWN_CHARS]}... ({len(text)} characters)"
+    return shown
+
+
 def _k(key: str) -> str:
-    return f"{NAMESPACE}:{key}"
+    return f"{NAMESPACE}:{key if len(key) <= SHOWN_CHARS else show(key)}"
 
 
 # ---------------------------------------------------------------- parsers (one error line per bad value)
@@ -100,7 +143,7 @@ def _text(value: Any) -> str | None:
 def _app(key: str, value: Any, problems: list[str]) -> str | None:
     text = _text(value)
     if text is None or len(text) > 63 or not _APP_NAME.fullmatch(text):
-        problems.append(f"{_k(key)}: {value!r} is not a valid app name; allowed: a DNS label of lowercase "
+        problems.append(f"{_k(key)}: {show(value)} is not a valid app name; allowed: a DNS label of lowercase "
                         f"letters, digits and '-', starting with a letter, at most 63 characters")
         return None
     return text
@@ -109,7 +152,7 @@ def _app(key: str, value: Any, problems: list[str]) -> str | None:
 def _pattern(regex: re.Pattern, allowed: str) -> Parser:
     def parse(key: str, value: Any, problems: list[str]) -> str | None:
         if _text(value) is None or not regex.fullmatch(value):
-            problems.append(f"{_k(key)}: {value!r} is not valid; allowed: {allowed}")
+            problems.append(f"{_k(key)}: {show(value)} is not valid; allowed: {allowed}")
             return None
         return value
     return parse
@@ -117,8 +160,8 @@ def _pattern(regex: re.Pattern, allowed: str) -> Parser:
 
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(key: str, value: Any, problems: list[str]) -> str | None:
-        if value not in choices:
-            problems.append(f"{_k(key)}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+        if not isinstance(value, str) or value not in choices:
+            problems.append(f"{_k(key)}: {show(value)} is not allowed; allowed: {', '.join(choices)}")
             return None
         return value
     return parse
@@ -129,13 +172,13 @@ def _int_range(low: int, high: int, unit: str) -> Parser:
 
     def parse(key: str, value: Any, problems: list[str]) -> int | None:
         number = value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value):  # Pulumi passes numbers as text
             number = int(value)
         if isinstance(number, bool) or not isinstance(number, int):
-            problems.append(f"{_k(key)}: {value!r} is not an integer; allowed: {allowed}")
+            problems.append(f"{_k(key)}: {show(value)} is not an integer; allowed: {allowed}")
             return None
         if not low <= number <= high:
-            problems.append(f"{_k(key)}: {value!r} is out of range; allowed: {allowed}")
+            problems.append(f"{_k(key)}: {show(value)} is out of range; allowed: {allowed}")
             return None
         return number
     return parse
@@ -144,14 +187,21 @@ def _int_range(low: int, high: int, unit: str) -> Parser:
 _port = _int_range(1, 65535, "")
 
 
-def _duration(key: str, value: Any, problems: list[str]) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if not match:
-        problems.append(f"{_k(key)}: {value!r} is not a duration; allowed: whole seconds like 30, '30s' or '2m'")
-        return None
-    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+def _duration(low: int, high: int) -> Parser:
+    allowed = f"whole seconds {low}..{high}, written like 30, '30s' or '2m'"
+
+    def parse(key: str, value: Any, problems: list[str]) -> int | None:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+        if not match:
+            problems.append(f"{_k(key)}: {show(value)} is not a duration; allowed: {allowed}")
+            return None
+        seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+        if not low <= seconds <= high:
+            problems.append(f"{_k(key)}: {show(value)} is out of range; allowed: {allowed}")
+            return None
+        return seconds
+    return parse
 
 
 def _bool(key: str, value: Any, problems: list[str]) -> bool | None:
@@ -159,7 +209,7 @@ def _bool(key: str, value: Any, problems: list[str]) -> bool | None:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    problems.append(f"{_k(key)}: {value!r} is not a boolean; allowed: true, false")
+    problems.append(f"{_k(key)}: {show(value)} is not a boolean; allowed: true, false")
     return None
 
 
@@ -170,7 +220,10 @@ def _list(key: str, value: Any, problems: list[str]) -> list | None:
         except json.JSONDecodeError:
             value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, list):
-        problems.append(f"{_k(key)}: {value!r} is not a list")
+        problems.append(f"{_k(key)}: {show(value)} is not a list; allowed: a list of at most {MAX_ITEMS} strings")
+        return None
+    if len(value) > MAX_ITEMS:
+        problems.append(f"{_k(key)}: {len(value)} entries is too many; allowed: at most {MAX_ITEMS}")
         return None
     return value
 
@@ -186,11 +239,11 @@ def _user_names(key: str, value: Any, problems: list[str], *, empty_allowed: boo
     for name in items:
         if not isinstance(name, str) or not _USER_NAME.fullmatch(name) or name == "sys":
             bad = True
-            problems.append(f"{_k(key)}: {name!r} is not a valid user name; allowed: lowercase letters, digits "
+            problems.append(f"{_k(key)}: {show(name)} is not a valid user name; allowed: lowercase letters, digits "
                             f"and '_', starting with a letter, at most 32, and not 'sys' (the system user)")
         elif name in users:
             bad = True
-            problems.append(f"{_k(key)}: {name!r} is listed twice; each user may appear once")
+            problems.append(f"{_k(key)}: {show(name)} is listed twice; each user may appear once")
         else:
             users.append(name)
     if not items and not empty_allowed:
@@ -205,31 +258,6 @@ def _users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
 
 def _leaf_users(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
     return _user_names(key, value, problems, empty_allowed=True)
-
-
-def _password_map(given: Mapping[str, tuple[Any, bool]], key: str, users_key: str, users: tuple[str, ...],
-                  shortest: int, problems: list[str]) -> None:
-    """A secret map of user -> password: one of at least `shortest` characters per listed user, no others."""
-    passwords = given.get(key, (None, True))[0]
-    if isinstance(passwords, str):
-        try:
-            passwords = json.loads(passwords)
-        except json.JSONDecodeError:
-            passwords = None
-    if passwords is OPAQUE:
-        return
-    if not isinstance(passwords, dict):
-        problems.append(f"{_k(key)}: missing; allowed: a secret map of user -> password, set with "
-                        f"`pulumi config set --secret --path {key}.<user>`")
-        return
-    for user in users:
-        if not isinstance(passwords.get(user), str) or len(passwords[user]) < shortest:
-            problems.append(f"{_k(key)}: no password of at least {shortest} characters for user {user!r}; "
-                            f"allowed: one per entry of {users_key}")
-    for user in passwords:
-        if user not in users:
-            problems.append(f"{_k(key)}: {user!r} is not in {users_key} {list(users)}; allowed: passwords for "
-                            f"listed users only")
 
 
 def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...] | None:
@@ -247,52 +275,58 @@ def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, 
             try:
                 parts = urlsplit(url)
                 port = parts.port
-            except ValueError as error:
-                parts, port, problem = None, None, f"its URL is not valid ({error})"
+            except ValueError:  # its words may hold the URL's userinfo: never echoed
+                parts, port, problem = None, None, "its URL's port is not 1..65535"
             if problem is None and (parts.scheme not in ("nats", "tls") or not parts.hostname
-                                    or re.search(r"\s", url) or parts.path not in ("", "/")):
+                                    or len(parts.hostname) > 253 or re.search(r"\s", url)
+                                    or parts.path not in ("", "/")):
                 problem = "its URL is not nats://host:port or tls://host:port"
-            elif problem is None and (parts.username or parts.password):
+            elif problem is None and "@" in parts.netloc:
                 problem = "its URL carries credentials, which would sit in a command line; verify logs in as sys"
             elif problem is None and port is None:
                 problem = "its URL has no port"
             elif problem is None and region in dict(urls):
                 problem = f"region {region} is listed twice"
         if problem:
-            problems.append(f"{_k(key)}: {item!r} is not valid ({problem}); allowed: {allowed}")
+            problems.append(f"{_k(key)}: {show(item)} is not valid ({problem}); allowed: {allowed}")
         else:
             urls.append((region, url))
     return tuple(urls)
 
 
 def _local_base_port(key: str, value: Any, problems: list[str]) -> int | None:
-    if value in (0, "0"):
+    if value in (0, "0") and not isinstance(value, bool):
         return 0
     return _int_range(1024, 65000, "(or 0: chosen free at the first up)")(key, value, problems)
 
 
 def _origins(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    """Each origin as browsers send it (see origins.py); nats-server keeps one origin per host."""
     items = _list(key, value, problems)
     if items is None:
         return None
     if items == ["*"]:
         return ("*",)
-    origins = []
+    allowed = "http(s)://host[:port] with no path (a Unicode host is written as punycode), or '*' alone"
+    found: dict[str, str] = {}  # host -> origin
     for item in items:
         try:
-            parts = urlsplit(item) if isinstance(item, str) else None
-            port_ok = parts is not None and (parts.port is None or 1 <= parts.port <= 65535)
-        except ValueError:
-            parts, port_ok = None, False
-        if (parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname
-                or parts.path or parts.query or parts.fragment or parts.username or re.search(r"\s", item)):
-            problems.append(f"{_k(key)}: {item!r} is not an origin; allowed: http(s)://host[:port] with no path, "
-                            f"or '*' alone for any origin")
-        elif item in origins:
-            problems.append(f"{_k(key)}: {item!r} is listed twice; each origin may appear once")
+            origin = origins.normalise(item) if isinstance(item, str) and item != "*" else None
+            if origin is None:
+                raise origins.OriginError("'*' stands alone" if item == "*" else "not a string")
+        except origins.OriginError as error:
+            problems.append(f"{_k(key)}: {show(item)} is not valid ({error}); allowed: {allowed}")
+            continue
+        host = origins.host_of(origin)
+        if found.get(host) == origin:
+            problems.append(f"{_k(key)}: {show(item)} is listed twice ({origin}); each origin may appear once")
+        elif host in found:
+            problems.append(f"{_k(key)}: {show(item)} shares host {host} with {found[host]}; nats-server keeps "
+                            f"one origin per host (the last), so the other would let no page in; allowed: one "
+                            f"scheme and port per host")
         else:
-            origins.append(item)
-    return tuple(origins)
+            found[host] = origin
+    return tuple(found.values())
 
 
 def _count(key: str, value: Any, problems: list[str]) -> int | None:
@@ -303,7 +337,7 @@ KEYS: tuple[Key, ...] = (
     Key("app", "string", REQUIRED, "Fly app name: a DNS label of at most 63 characters, globally unique on "
         "Fly. Locally, the cluster name.", "app", _app),
     Key("org", "string", "personal", "Fly organization slug the app is created in.", "org",
-        _pattern(_ORG, "a Fly organization slug (lowercase letters, digits and '-')")),
+        _pattern(_ORG, "a Fly organization slug (lowercase letters, digits and '-', at most 63)"), platforms=FLY),
     Key("platform", "string", "fly", "`fly`, or `local` for nats-server processes on this machine's loopback "
         "(rootless, no Fly account).", "platform", _choice(PLATFORMS)),
     Key("regions", "list", REQUIRED, "Fly region codes; the first is `primary_region`. `syd=3` gives a region "
@@ -313,81 +347,96 @@ KEYS: tuple[Key, ...] = (
     Key("topology", "string", "mesh", "`mesh`: one cluster over every region, routes via `<app>.internal`. "
         "`supercluster`: a cluster per region, routes via `<region>.<app>.internal`, gateways to every "
         "region.", "topology", _choice(TOPOLOGIES)),
-    Key("clientPort", "integer", 4222, "nats-server's client port inside a Machine.", "ports.client", _port),
-    Key("clusterPort", "integer", 4248, "Route port on the private network.", "ports.cluster", _port),
+    Key("clientPort", "integer", 4222, "nats-server's client port inside a Machine.", "ports.client", _port,
+        platforms=FLY),
+    Key("clusterPort", "integer", 4248, "Route port on the private network.", "ports.cluster", _port,
+        platforms=FLY),
     Key("gatewayPort", "integer", 7222, "Gateway port on the private network (supercluster).", "ports.gateway",
-        _port),
+        _port, platforms=FLY, needs=SUPERCLUSTER),
     Key("monitorPort", "integer", 8222, "HTTP monitoring port (`/healthz` for Fly's checks).", "ports.monitor",
-        _port),
-    Key("publicPort", "integer", 10000, "Public raw TCP port on `<app>.fly.dev`.", "ports.public", _port),
+        _port, platforms=FLY),
+    Key("publicPort", "integer", 10000, "Public raw TCP port on `<app>.fly.dev`.", "ports.public", _port,
+        platforms=FLY),
     Key("publicTlsPort", "integer", 10001, "Public port where Fly's `tls` handler terminates TLS, for TLS-first "
-        "clients.", "ports.public_tls", _port),
-    Key("lameDuckGracePeriod", "string", "10s", "Lame duck grace period before clients are evicted; shorter "
-        "than the duration.", "lame_duck_grace_period", _duration),
+        "clients.", "ports.public_tls", _port, platforms=FLY),
+    Key("lameDuckGracePeriod", "string", "10s", "Lame duck grace period before clients are evicted, 1 s or more "
+        "(nats-server reads 0 as its default, 10 s); shorter than the duration.", "lame_duck_grace_period",
+        _duration(1, MAX_KILL_TIMEOUT)),
     Key("lameDuckDuration", "string", "30s", "Lame duck duration over which clients are evicted, at least 30 s "
-        "(nats-server's floor).", "lame_duck_duration", _duration),
+        "(nats-server's floor).", "lame_duck_duration", _duration(1, MAX_KILL_TIMEOUT)),
     Key("killTimeout", "string", "60s", "Fly `kill_timeout` after the kill signal (SIGINT, which the entrypoint "
-        "turns into lame duck): longer than grace period + duration, at most 300 s.", "kill_timeout", _duration),
-    Key("vmSize", "string", "shared-cpu-1x", "Fly VM size preset.", "vm_size", _choice(VM_SIZES)),
+        "turns into lame duck): longer than grace period + duration, at most 300 s.", "kill_timeout",
+        _duration(1, MAX_KILL_TIMEOUT), platforms=FLY),
+    Key("vmSize", "string", "shared-cpu-1x", "Fly VM size preset.", "vm_size", _choice(VM_SIZES), platforms=FLY),
     Key("vmMemory", "integer", 512, "VM memory in MB: a multiple of 256 within the preset's range (256..2048 "
-        "per shared CPU, 2048..8192 per performance CPU).", "vm_memory_mb", _int_range(256, 131072, "MB")),
+        "per shared CPU, 2048..8192 per performance CPU).", "vm_memory_mb", _int_range(256, 131072, "MB"),
+        platforms=FLY),
     Key("softLimit", "integer", 20000, "Fly proxy soft connection limit per Machine.", "soft_limit",
-        _int_range(1, 1_000_000, "connections")),
+        _int_range(1, 1_000_000, "connections"), platforms=FLY),
     Key("hardLimit", "integer", 25000, "Fly proxy hard connection limit per Machine, also nats-server's "
         "`max_connections`.", "hard_limit", _int_range(1, 1_000_000, "connections")),
     Key("peerWait", "integer", 20, "Seconds a booting server waits for a peer in DNS before starting alone "
         "(the island guard). The only Machine its route name can reach does not wait.", "peer_wait",
-        _int_range(0, 600, "seconds")),
+        _int_range(0, 600, "seconds"), platforms=FLY),
     Key("publicIpv4", "string", "shared", "`shared` (free; IPv4 reaches only the TLS port), `dedicated` (raw "
-        "TCP over IPv4 too; billed) or `none`.", "public_ipv4", _choice(PUBLIC_IPV4)),
+        "TCP over IPv4 too; billed) or `none`.", "public_ipv4", _choice(PUBLIC_IPV4), platforms=FLY),
     Key("auth", "string", "password", "`password`: every client logs in. `none`: anonymous clients are allowed "
         "(say so explicitly; never on a network others reach).", "auth", _choice(AUTH_MODES)),
     Key("users", "list", ["app"], "Client user names in account `APP`; each needs a password in "
-        "`userPasswords`.", "users", _users),
+        "`userPasswords`.", "users", _users, needs=PASSWORDS),
     Key("websocket", "boolean", False, "Serve NATS over WebSocket for browsers: `wss://<app>.fly.dev` (Fly's "
         "proxy on 443 terminates TLS, on the shared IPv4 too); locally a loopback port per server. Same users "
         "as the client port.", "websocket", _bool),
     Key("websocketPort", "integer", 8080, "nats-server's WebSocket port inside a Machine (Fly serves it on 443).",
-        "ports.websocket", _port),
-    Key("websocketOrigins", "list", [], "Origins (`https://host[:port]`) whose pages may open a WebSocket. "
-        "Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). "
-        "`*`: any origin. Clients outside a browser send no Origin and are always let in.",
-        "websocket_origins", _origins),
+        "ports.websocket", _port, platforms=FLY, needs=WEBSOCKET),
+    Key("websocketOrigins", "list", [], "Origins (`https://host[:port]`) whose pages may open a WebSocket, "
+        "written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes "
+        "`https://xn--bcher-kva.example`), no default port; one per host, no wildcards (nats-server compares "
+        "literally). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own "
+        "(`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in.",
+        "websocket_origins", _origins, needs=WEBSOCKET),
     Key("leafnodes", "boolean", False, "Let leaf nodes from outside Fly join: nats-server's leafnode listener "
         "behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); "
         "locally a loopback port per server. Each leaf logs in as one of `leafUsers`.", "leafnodes", _bool),
-    Key("leafPort", "integer", 7422, "nats-server's leafnode port inside a Machine.", "ports.leafnode", _port),
+    Key("leafPort", "integer", 7422, "nats-server's leafnode port inside a Machine.", "ports.leafnode", _port,
+        platforms=FLY, needs=LEAFNODES),
     Key("publicLeafPort", "integer", 7422, "Public port for leaf nodes on `<app>.fly.dev`, where Fly's `tls` "
-        "handler terminates TLS.", "ports.public_leaf", _port),
+        "handler terminates TLS.", "ports.public_leaf", _port, platforms=FLY, needs=LEAFNODES),
     Key("leafUsers", "list", [], "Leaf node user names, each bound to account `APP`; each needs a password in "
-        "`leafPasswords`.", "leaf_users", _leaf_users),
+        "`leafPasswords`.", "leaf_users", _leaf_users, needs=LEAFNODES),
     Key("jetstream", "boolean", False, "Enable JetStream: one volume per Machine on Fly; R3 streams need at "
-        "least 3 servers (per region in a supercluster).", "jetstream", _bool),
-    Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500).", "volume_size_gb",
-        _int_range(1, MAX_VOLUME_GB, "GB")),
+        "least 3 servers (per region in a supercluster). A mesh of 3 regions or more puts each replica in "
+        "another region (`unique_tag`); with fewer, replicas may share a region.", "jetstream", _bool),
+    Key("volumeSize", "integer", 1, "JetStream volume size in GB (1..500); locally the cap of each server's file "
+        "store.", "volume_size_gb", _int_range(1, MAX_VOLUME_GB, "GB"), needs=JETSTREAM),
     Key("localBasePort", "integer", 0, "Local platform: the first loopback port, 6 per server placed by "
-        "region; 0: ports chosen free at the first `up` and kept.", "local_base_port", _local_base_port),
+        "region; 0: ports chosen free at the first `up` and kept.", "local_base_port", _local_base_port,
+        platforms=LOCAL),
     Key("verify", "boolean", False, "Run verify after each change, so `pulumi up` fails when the cluster is "
         "not whole.", "verify", _bool),
     Key("verifyUrls", "list", [], "`REGION=URL` per region for verify and JetStream scale-down (for example "
         "through `fly proxy` or WireGuard); default: the client URL.", "verify_urls", _verify_urls,
-        default_text="client URL"),
+        default_text="client URL", needs=VERIFY_URLS_USED),
     Key("serverTls", "boolean", False, "Serve TLS on the raw port too, with your certificate (`tlsCert`, "
         "`tlsKey`; `handshake_first: auto`), so TLS-first clients can go straight to `:10000`.", "server_tls",
         _bool),
     Key("sysPassword", "string", REQUIRED, "Secret. Password of the system user `sys` (verify, monitoring), at "
         "least 12 characters: `pulumi config set --secret sysPassword`.", secret=True),
-    Key("userPasswords", "map", {}, "Secret. Map from user to password, at least 8 characters each: `pulumi "
-        "config set --secret --path userPasswords.<user>`.", secret=True),
-    Key("leafPasswords", "map", {}, "Secret. Map from leaf user to password, at least 12 characters each: "
-        "`pulumi config set --secret --path leafPasswords.<user>`.", secret=True),
-    Key("tlsCert", "string", "", "Secret. With `serverTls`: the PEM certificate chain, server certificate "
-        "first: `pulumi config set --secret tlsCert < cert.pem`.", secret=True),
-    Key("tlsKey", "string", "", "Secret. With `serverTls`: the PEM private key of that certificate.",
-        secret=True),
+    Key("userPasswords", "map", {}, "Secret. Map from user to password, at least 8 characters each, every "
+        "entry a secret of its own: `pulumi config set --secret --path userPasswords.<user>`.", secret=True,
+        needs=PASSWORDS),
+    Key("leafPasswords", "map", {}, "Secret. Map from leaf user to password, at least 12 characters each, every "
+        "entry a secret of its own: `pulumi config set --secret --path leafPasswords.<user>`.", secret=True,
+        needs=LEAFNODES),
+    Key("tlsCert", "string", "", "Secret. With `serverTls`: the PEM certificate chain (`CERTIFICATE` blocks), "
+        "server certificate first, its key RSA (1024 bits or more), ECDSA on P-256, P-384 or P-521, or Ed25519 "
+        "(what Go's crypto/tls loads): `pulumi config set --secret tlsCert < cert.pem`.", secret=True,
+        needs=SERVER_TLS),
+    Key("tlsKey", "string", "", "Secret. With `serverTls`: the unencrypted PEM private key of that certificate.",
+        secret=True, needs=SERVER_TLS),
     Key("workDir", "string", None, "NatsCluster only: where this cluster keeps its local files. Default: "
         "`.nats-fly/<stack>/<resource name>` under the project.", stack=False,
-        default_text=".nats-fly/<stack>/<name>"),
+        default_text=".nats-fly/<stack>/<name>", platforms=LOCAL),
 )
 KEY_BY_NAME = {key.name: key for key in KEYS}
 SECRET_KEYS = tuple(key.name for key in KEYS if key.secret)
@@ -470,6 +519,7 @@ def load(values: Mapping[str, Any]) -> Settings:
 
     kwargs: dict[str, Any] = {}
     ports: dict[str, int] = {}
+    changed: dict[str, Any] = {}  # key -> its raw value, where it differs from the default
     for key in KEYS:
         if key.parse is None or key.field is None:
             continue
@@ -479,6 +529,8 @@ def load(values: Mapping[str, Any]) -> Settings:
         value = key.parse(key.name, raw[key.name], problems) if given else _default(key)
         if value is None and (given or key.default is not None):
             continue
+        if given and not key.required and value != _default(key):
+            changed[key.name] = raw[key.name]
         if key.field.startswith("ports."):
             ports[key.field.split(".", 1)[1]] = value
         else:
@@ -491,10 +543,30 @@ def load(values: Mapping[str, Any]) -> Settings:
     if problems:
         raise SettingsError(problems)
     settings = Settings(ports=Ports(**ports), **kwargs)
+    for name, value in changed.items():
+        problem = without_effect(KEY_BY_NAME[name], settings)
+        if problem:
+            problems.append(f"{_k(name)}: {show(value)} {problem}, or leave it at its default "
+                            f"({KEY_BY_NAME[name].default_text or show(KEY_BY_NAME[name].default)})")
     _relations(settings, problems)
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def applies(key: Key, s: Settings) -> bool:
+    """Whether `key` has any effect on the stack `s`: its platform, and its feature on."""
+    return s.platform in key.platforms and (key.needs is None or key.needs.test(s))
+
+
+def without_effect(key: Key, s: Settings) -> str | None:
+    """Why a value of `key` would change nothing on `s`, and what would give it an effect ('... allowed: X');
+    None when it has an effect."""
+    if s.platform not in key.platforms:
+        return f"has no effect on the {s.platform} platform; allowed: platform: {', '.join(key.platforms)}"
+    if key.needs and not key.needs.test(s):
+        return f"has no effect without {key.needs.setting}; allowed: {key.needs.setting}"
+    return None
 
 
 def _default(key: Key) -> Any:
@@ -514,38 +586,16 @@ def _relations(s: Settings, problems: list[str]) -> None:
     if s.lame_duck_grace_period >= s.lame_duck_duration:
         problems.append(f"{_k('lameDuckGracePeriod')}: {s.lame_duck_grace_period}s must be shorter than "
                         f"lameDuckDuration ({s.lame_duck_duration}s)")
-    if not lame_duck_total < s.kill_timeout <= MAX_KILL_TIMEOUT:
-        problems.append(f"{_k('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
-                        f"lameDuckDuration ({lame_duck_total}s) and be at most {MAX_KILL_TIMEOUT}s (Fly's limit)")
-    if s.soft_limit > s.hard_limit:
-        problems.append(f"{_k('softLimit')}: {s.soft_limit} exceeds {_k('hardLimit')} ({s.hard_limit}); allowed: "
-                        f"a softLimit that does not exceed hardLimit (lower one, or raise the other)")
-    kind, cpus = VM_PRESETS[s.vm_size]
-    low, high = (per_cpu * cpus for per_cpu in MEMORY_PER_CPU_MB[kind])
-    if s.vm_memory_mb % MEMORY_STEP_MB or not low <= s.vm_memory_mb <= high:
-        problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
-                        f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
-    internal = {"clientPort": s.ports.client, "clusterPort": s.ports.cluster,
-                "gatewayPort": s.ports.gateway, "monitorPort": s.ports.monitor, "websocketPort": s.ports.websocket,
-                "leafPort": s.ports.leafnode}
-    public = {"publicPort": s.ports.public, "publicTlsPort": s.ports.public_tls, "publicLeafPort": s.ports.public_leaf}
-    for key, port in public.items():
-        if s.websocket and port == 443:
-            problems.append(f"{_k(key)}: 443 is where Fly serves the websocket listener; allowed: another port, "
-                            f"or websocket: false")
-    for group in (internal, public):
-        seen: dict[int, str] = {}
-        for key, port in group.items():
-            if port in seen:
-                problems.append(f"{_k(key)}: {port} is already used by {seen[port]}; ports must differ")
-            seen[port] = key
+    if s.platform == "fly":
+        _fly_relations(s, lame_duck_total, problems)
+    _port_relations(s, problems)
     if s.leafnodes and not s.leaf_users:
         problems.append(f"{_k('leafUsers')}: [] is empty, but leafnodes is true; allowed: at least one leaf user "
                         f"(every leaf node logs in)")
     strangers = [f"{r}={url}" for r, url in s.verify_urls if r not in s.regions]
     if strangers:
-        problems.append(f"{_k('verifyUrls')}: {', '.join(strangers)} names a region that is not in the stack; "
-                        f"allowed: the stack's regions {', '.join(s.regions)}")
+        problems.append(f"{_k('verifyUrls')}: {show(', '.join(strangers))} names a region that is not in the "
+                        f"stack; allowed: the stack's regions {', '.join(s.regions)}")
     if s.platform == "local":
         crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
         if crowded:
@@ -567,6 +617,39 @@ def _relations(s: Settings, problems: list[str]) -> None:
         elif s.total_machines < need:
             problems.append(f"{_k('machinesPerRegion')}: {s.total_machines} servers in all is too few for "
                             f"jetstream; R3 streams need at least {need}")
+
+
+def _fly_relations(s: Settings, lame_duck_total: int, problems: list[str]) -> None:
+    """What only Fly reads: the stop timeout, the proxy's limits, the VM."""
+    if not lame_duck_total < s.kill_timeout <= MAX_KILL_TIMEOUT:
+        problems.append(f"{_k('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
+                        f"lameDuckDuration ({lame_duck_total}s) and be at most {MAX_KILL_TIMEOUT}s (Fly's limit)")
+    if s.soft_limit > s.hard_limit:
+        problems.append(f"{_k('softLimit')}: {s.soft_limit} exceeds {_k('hardLimit')} ({s.hard_limit}); allowed: "
+                        f"a softLimit that does not exceed hardLimit (lower one, or raise the other)")
+    kind, cpus = VM_PRESETS[s.vm_size]
+    low, high = (per_cpu * cpus for per_cpu in MEMORY_PER_CPU_MB[kind])
+    if s.vm_memory_mb % MEMORY_STEP_MB or not low <= s.vm_memory_mb <= high:
+        problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
+                        f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
+
+
+_INTERNAL_PORTS = ("clientPort", "clusterPort", "gatewayPort", "monitorPort", "websocketPort", "leafPort")
+_PUBLIC_PORTS = ("publicPort", "publicTlsPort", "publicLeafPort")
+
+
+def _port_relations(s: Settings, problems: list[str]) -> None:
+    """Ports that are in use must differ; a port whose feature is off is in nobody's way."""
+    for group in (_INTERNAL_PORTS, _PUBLIC_PORTS):
+        seen: dict[int, str] = {}
+        for name in (n for n in group if applies(KEY_BY_NAME[n], s)):
+            port = getattr(s.ports, KEY_BY_NAME[name].field.split(".", 1)[1])
+            if s.websocket and name in _PUBLIC_PORTS and port == 443:
+                problems.append(f"{_k(name)}: 443 is where Fly serves the websocket listener; allowed: another "
+                                f"port, or websocket: false")
+            if port in seen:
+                problems.append(f"{_k(name)}: {port} is already used by {seen[port]}; ports must differ")
+            seen[port] = name
 
 
 def local_port_slot(region: str, index: int) -> int:
@@ -591,30 +674,59 @@ def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[st
         problems.append(f"{_k('regions')}: [] is empty; give at least one Fly region code")
     regions: list[str] = []
     machines: dict[str, int] = {}
+    own_counts = 0
     for item in items:
-        code, _, count = str(item).partition("=")
+        code, sep, count = item.partition("=") if isinstance(item, str) else ("", "", "")
         if code not in FLY_REGIONS:
-            problems.append(f"{_k('regions')}: {code!r} is not a Fly region; allowed: {', '.join(FLY_REGIONS)}")
+            hint = f" (codes are lowercase: {code.lower()!r})" if code.lower() in FLY_REGIONS else ""
+            problems.append(f"{_k('regions')}: {show(item)} is not a Fly region{hint}; allowed: a code of "
+                            f"{', '.join(FLY_REGIONS)}, optionally with =N machines")
             continue
         if code in machines:
             problems.append(f"{_k('regions')}: {code!r} is listed twice; each region may appear once")
             continue
-        n = _count(f"regions[{code}]", count, problems) if count else default
+        n = default
+        if sep:
+            own_counts += 1
+            n = _count(f"regions[{code}]", count, problems) if re.fullmatch(r"\d{1,3}", count) else None
+            if not re.fullmatch(r"\d{1,3}", count):
+                problems.append(f"{_k(f'regions[{code}]')}: {show(count)} after '=' is not a count; allowed: "
+                                f"{code}=N, N 1..100 in digits")
         regions.append(code)
         machines[code] = n if n is not None else 1
+    if items and own_counts == len(items) and default not in (None, 1):
+        problems.append(f"{_k('machinesPerRegion')}: {show(per_region)} has no effect, every region gives its own "
+                        f"count; allowed: leave it at its default (1), or a region without =N")
     return tuple(regions), machines
 
 
 # ---------------------------------------------------------------- secrets
 
-def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
-    """Validate the secret keys: `given` maps key -> (value, whether it was stored as a secret).
-    A value may be OPAQUE (an Output not resolved yet): then only its presence is known."""
+Given = Mapping[str, tuple[Any, Any]]
+"""key -> (value, secret): secret is whether it was stored as a secret, or for a map, entry -> that."""
+
+
+def check_secrets(s: Settings, given: Given, library: bool = False) -> list[str]:
+    """Validate the secret keys. A value may be OPAQUE (an Output not resolved yet, an encrypted
+    value), as may a map's entry: then only its presence is known. Returns warnings (an expired
+    certificate) that do not stop anything. `library`: the secrets came from a program (NatsCluster's
+    arguments), not a stack, and the words say how to make one secret there."""
     problems: list[str] = []
-    for key, (value, is_secret) in given.items():
-        if value not in (None, "", {}, "{}") and not is_secret:
-            problems.append(f"{_k(key)}: given in plain text; allowed: a secret, set it with "
-                            f"`pulumi config set --secret {key}` (the value is not shown here)")
+    for key, (value, secret) in given.items():
+        if _empty(value):
+            continue
+        plain = [e for e, kept in secret.items() if not kept] if isinstance(secret, Mapping) else \
+            ([] if secret else [None])
+        for entry in plain:
+            label = _k(key if entry is None else f"{key}.{entry}")
+            how = ("a secret Output (pulumi.Output.secret(...), Config.require_secret)" if library else
+                   f"a secret, set with `pulumi config set --secret {'--path ' if entry else ''}"
+                   f"{label.split(':', 1)[1]}`")
+            problems.append(f"{label}: given in plain text; allowed: {how}{' for each entry' if entry else ''} "
+                            f"(the value is not shown here)")
+        problem = without_effect(KEY_BY_NAME[key], s)
+        if problem:
+            problems.append(f"{_k(key)}: given, but it {problem}, or leave it out")
     for key in ("sysPassword", "userPasswords", "leafPasswords"):
         value = given.get(key, (None, True))[0]
         texts = value.values() if isinstance(value, dict) else [value]
@@ -623,22 +735,64 @@ def check_secrets(s: Settings, given: Mapping[str, tuple[Any, bool]]) -> None:
                             f"characters only (the value is not shown here)")
     sys_password = given.get("sysPassword", (None, True))[0]
     if sys_password is not OPAQUE and (not isinstance(sys_password, str) or len(sys_password) < 12):
-        problems.append(f"{_k('sysPassword')}: missing or shorter than 12 characters; allowed: a secret "
-                        f"of at least 12 characters for the system user (verify and monitoring)")
+        problems.append(f"{_k('sysPassword')}: missing or not a text of at least 12 characters; allowed: a "
+                        f"secret of at least 12 characters for the system user (verify and monitoring)")
     if s.auth == "password":
         _password_map(given, "userPasswords", "users", s.users, 8, problems)
     if s.leafnodes:
         _password_map(given, "leafPasswords", "leafUsers", s.leaf_users, 12, problems)
-    elif given.get("leafPasswords", (None, True))[0] not in (None, "", {}, "{}"):
-        problems.append(f"{_k('leafPasswords')}: given but leafnodes is false; allowed: set leafnodes: true to use it")
-    cert, key = (given.get(k, (None, True))[0] for k in ("tlsCert", "tlsKey"))
+    warnings: list[str] = []
     if s.server_tls:
-        from .pem import check_pair
-        problems.extend(check_pair(cert, key, _k))
-    else:
-        for name, value in (("tlsCert", cert), ("tlsKey", key)):
-            if value not in (None, ""):
-                problems.append(f"{_k(name)}: given but serverTls is false; allowed: set serverTls: true "
-                                f"to use it")
+        warnings = _tls_pair(given, problems)
     if problems:
         raise SettingsError(problems)
+    return warnings
+
+
+def _empty(value: Any) -> bool:
+    """Not given: Pulumi.yaml's defaults for the secret keys are empty."""
+    return value is None or (value is not OPAQUE and value in ("", {}, "{}"))
+
+
+def _password_map(given: Given, key: str, users_key: str, users: tuple[str, ...], shortest: int,
+                  problems: list[str]) -> None:
+    """A secret map of user -> password: one of at least `shortest` characters per listed user, no others."""
+    passwords = given.get(key, (None, True))[0]
+    if isinstance(passwords, str):
+        try:
+            passwords = json.loads(passwords)
+        except json.JSONDecodeError:
+            passwords = None
+    if passwords is OPAQUE:
+        return
+    if not isinstance(passwords, dict):
+        problems.append(f"{_k(key)}: missing; allowed: a secret map of user -> password, set with "
+                        f"`pulumi config set --secret --path {key}.<user>`")
+        return
+    for user in users:
+        password = passwords.get(user)
+        if password is not OPAQUE and (not isinstance(password, str) or len(password) < shortest):
+            problems.append(f"{_k(key)}: no password of at least {shortest} characters for user {user!r}; "
+                            f"allowed: one per entry of {users_key}")
+    for user in passwords:
+        if user not in users:
+            problems.append(f"{_k(key)}: {show(user)} is not in {users_key} {list(users)}; allowed: passwords for "
+                            f"listed users only")
+
+
+def _tls_pair(given: Given, problems: list[str]) -> list[str]:
+    """serverTls: the certificate and key, as nats-server will load them; warnings about their dates."""
+    texts = {}
+    for name, what in (("tlsCert", "PEM certificate chain"), ("tlsKey", "PEM private key")):
+        value = given.get(name, (None, True))[0]
+        if _empty(value):
+            file = "cert.pem" if name == "tlsCert" else "key.pem"
+            problems.append(f"{_k(name)}: missing; allowed: with serverTls, a secret {what}, set with "
+                            f"`pulumi config set --secret {name} < {file}`")
+        elif value is not OPAQUE and not isinstance(value, str):
+            problems.append(f"{_k(name)}: not a text; allowed: with serverTls, a secret {what}")
+        texts[name] = value if isinstance(value, str) else None
+    from .pem import check_pair  # cryptography loads only for stacks that need it
+    found, warnings = check_pair(texts["tlsCert"], texts["tlsKey"], _k)
+    problems.extend(found)
+    return warnings

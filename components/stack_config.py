@@ -16,13 +16,16 @@ def from_pulumi() -> dict[str, Any]:
     """The stack's nats-fly config as NatsClusterArgs, validated, secrets wrapped as secret Outputs."""
     import pulumi
     from pulumi.runtime import config as runtime_config
+    from pulumi.runtime.settings import get_root_directory
 
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     values = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(NAMESPACE + ":")}
     given = {key: (_decode(values.pop(key, None)), runtime_config.is_config_secret(f"{NAMESPACE}:{key}"))
              for key in SECRET_KEYS}
+    given = _entries_from_stack_file(given, Path(get_root_directory() or "."), pulumi.get_stack())
     s = settings_mod.load(values)
-    settings_mod.check_secrets(s, given)
+    for warning in settings_mod.check_secrets(s, given):
+        pulumi.log.warn(warning)
     args: dict[str, Any] = dict(values)
     for key, (value, _) in given.items():
         if value not in (None, "", {}):  # Pulumi.yaml's empty defaults mean "not given"
@@ -30,13 +33,33 @@ def from_pulumi() -> dict[str, Any]:
     return args
 
 
+def _entries_from_stack_file(given: dict[str, tuple[Any, Any]], project_dir: Path, stack: str) -> dict:
+    """Per-entry secretness of the secret maps, which the program is not told: the engine marks a whole
+    key secret when one entry is (PULUMI_CONFIG_SECRET_KEYS lists keys, not entries). So the stack file
+    at its default place is read, and an entry it holds in plain text, with the very value the program
+    got, is plain. A stack run with --config-file elsewhere goes unread (the program cannot know it)."""
+    try:
+        config = (_load_yaml(stack_file(project_dir, stack)) or {}).get("config") or {}
+    except (OSError, yaml.YAMLError, SettingsError):
+        return given
+    judged = dict(given)
+    for key in (k.name for k in settings_mod.KEYS if k.secret and k.kind == "map"):
+        value, secret = given.get(key, (None, True))
+        written = config.get(f"{NAMESPACE}:{key}", config.get(key))
+        if isinstance(value, dict) and isinstance(written, dict) and secret is True:
+            judged[key] = (value, {entry: not (entry in written and not _is_secure(written[entry])
+                                               and written[entry] == text) for entry, text in value.items()})
+    return judged
+
+
 def stack_file(project_dir: Path, stack: str) -> Path:
     project = _load_yaml(project_dir / "Pulumi.yaml")
     return project_dir / project.get("stackConfigDir", ".") / f"Pulumi.{stack}.yaml"
 
 
-def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, bool]]]:
-    """Settings from a stack file, and its secret keys as (value, stored-as-secret)."""
+def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, Any]]]:
+    """Settings from a stack file, and its secret keys as (value, stored-as-secret); a map's entries
+    are judged one by one, each unreadable (OPAQUE) when it is a secret."""
     if not path.exists():
         raise SettingsError([f"stack file {path}: not found"])
     config = (_load_yaml(path) or {}).get("config") or {}
@@ -47,16 +70,17 @@ def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, bool]]]:
         value = bare.pop(key, None)
         for other in (f"{NAMESPACE}:{key}", key):
             values.pop(other, None)
-        is_secret = _is_secure(value)
-        given[key] = (settings_mod.OPAQUE if is_secret else value, is_secret or value is None)
+        if isinstance(value, dict) and value and not _is_secure(value):
+            given[key] = ({e: settings_mod.OPAQUE if _is_secure(v) else v for e, v in value.items()},
+                          {e: _is_secure(v) for e, v in value.items()})
+        else:
+            given[key] = (settings_mod.OPAQUE if _is_secure(value) else value, value is None or _is_secure(value))
     return settings_mod.load(values), given
 
 
 def _is_secure(value: Any) -> bool:
-    """A value `pulumi config set --secret` wrote: {secure: ...}, or a map of them (`--path k.x`)."""
-    if isinstance(value, dict) and set(value) == {"secure"}:
-        return True
-    return isinstance(value, dict) and bool(value) and all(_is_secure(v) for v in value.values())
+    """A value `pulumi config set --secret` wrote: {secure: ...}."""
+    return isinstance(value, dict) and set(value) == {"secure"}
 
 
 def _decode(value: Any) -> Any:
@@ -76,7 +100,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise SettingsError([f"{key}: defined twice at line {key_node.start_mark.line + 1}; "
+                shown = key if len(str(key)) <= settings_mod.SHOWN_CHARS else settings_mod.show(str(key))
+                raise SettingsError([f"{shown}: defined twice at line {key_node.start_mark.line + 1}; "
                                      f"each key may appear once"])
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
