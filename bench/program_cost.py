@@ -10,7 +10,6 @@ import cProfile
 import io
 import pstats
 import sys
-import tempfile
 import time
 from collections import defaultdict
 
@@ -48,7 +47,7 @@ class Mocks:
         return _Mocks()
 
 
-def evaluate(n: int, workdir: str, profile: cProfile.Profile | None = None) -> tuple[float, int]:
+def evaluate(n: int, profile: cProfile.Profile | None = None) -> tuple[float, int]:
     """Run NatsCluster for n regions x 3 Machines under the mocks to completion: (seconds, resources)."""
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks, stack
@@ -61,8 +60,7 @@ def evaluate(n: int, workdir: str, profile: cProfile.Profile | None = None) -> t
     def program():
         return NatsCluster("nats", {
             "app": "bench-cost", "regions": regions(n), "machinesPerRegion": 3, "users": ["app"],
-            "sysPassword": pulumi.Output.secret("s" * 16), "userPasswords": pulumi.Output.secret({"app": "p" * 10}),
-            "workDir": workdir})
+            "sysPassword": pulumi.Output.secret("s" * 16), "userPasswords": pulumi.Output.secret({"app": "p" * 10})})
     try:
         if profile:
             profile.enable()
@@ -146,17 +144,16 @@ def main() -> None:
     reps = 3 if opts.quick else 7
     preview_reps = 1 if opts.quick else 3
     results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="nats-fly-bench-cost-") as workdir:
-        evaluate(1, workdir)  # warm imports
-        for n in SIZES:
-            runs = [evaluate(n, workdir) for _ in range(reps)]
-            results[n] = {"regions": n, "machines": 3 * n, "resources": runs[0][1],
-                          "mock_s": round(common.med([t for t, _ in runs]), 4),
-                          "mock_all_s": [round(t, 4) for t, _ in runs]}
-            log(f"mocks {n} regions: {results[n]}")
-        profile = cProfile.Profile()
-        evaluate(SIZES[-1], workdir, profile)
-        shares, top = where(profile)
+    evaluate(1)  # warm imports
+    for n in SIZES:
+        runs = [evaluate(n) for _ in range(reps)]
+        results[n] = {"regions": n, "machines": 3 * n, "resources": runs[0][1],
+                      "mock_s": round(common.med([t for t, _ in runs]), 4),
+                      "mock_all_s": [round(t, 4) for t, _ in runs]}
+        log(f"mocks {n} regions: {results[n]}")
+    profile = cProfile.Profile()
+    evaluate(SIZES[-1], profile)
+    shares, top = where(profile)
     for n in SIZES:
         results[n]["preview"] = preview(n, preview_reps)
         log(f"preview {n} regions: {results[n]['preview']}")

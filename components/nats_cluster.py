@@ -45,7 +45,7 @@ class NatsClusterArgs(TypedDict):
     publicTlsPort: NotRequired[int]
     """Public port where Fly's `tls` handler terminates TLS, for TLS-first clients."""
     lameDuckGracePeriod: NotRequired[str]
-    """Lame duck grace period before clients are evicted; shorter than the duration."""
+    """Lame duck grace period before clients are evicted, 1 s or more (nats-server reads 0 as its default, 10 s); shorter than the duration."""
     lameDuckDuration: NotRequired[str]
     """Lame duck duration over which clients are evicted, at least 30 s (nats-server's floor)."""
     killTimeout: NotRequired[str]
@@ -71,7 +71,7 @@ class NatsClusterArgs(TypedDict):
     websocketPort: NotRequired[int]
     """nats-server's WebSocket port inside a Machine (Fly serves it on 443)."""
     websocketOrigins: NotRequired[list[str]]
-    """Origins (`https://host[:port]`) whose pages may open a WebSocket. Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
+    """Origins (`https://host[:port]`) whose pages may open a WebSocket, written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes `https://xn--bcher-kva.example`), no default port; one per host, no wildcards (nats-server compares literally). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
     leafnodes: NotRequired[bool]
     """Let leaf nodes from outside Fly join: nats-server's leafnode listener behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); locally a loopback port per server. Each leaf logs in as one of `leafUsers`."""
     leafPort: NotRequired[int]
@@ -81,9 +81,9 @@ class NatsClusterArgs(TypedDict):
     leafUsers: NotRequired[list[str]]
     """Leaf node user names, each bound to account `APP`; each needs a password in `leafPasswords`."""
     jetstream: NotRequired[bool]
-    """Enable JetStream: one volume per Machine on Fly; R3 streams need at least 3 servers (per region in a supercluster)."""
+    """Enable JetStream: one volume per Machine on Fly; R3 streams need at least 3 servers (per region in a supercluster). A mesh of 3 regions or more puts each replica in another region (`unique_tag`); with fewer, replicas may share a region."""
     volumeSize: NotRequired[int]
-    """JetStream volume size in GB (1..500)."""
+    """JetStream volume size in GB (1..500); locally the cap of each server's file store."""
     localBasePort: NotRequired[int]
     """Local platform: the first loopback port, 6 per server placed by region; 0: ports chosen free at the first `up` and kept."""
     verify: NotRequired[bool]
@@ -95,13 +95,13 @@ class NatsClusterArgs(TypedDict):
     sysPassword: pulumi.Input[str]
     """Secret. Password of the system user `sys` (verify, monitoring), at least 12 characters: `pulumi config set --secret sysPassword`."""
     userPasswords: NotRequired[pulumi.Input[dict[str, str]]]
-    """Secret. Map from user to password, at least 8 characters each: `pulumi config set --secret --path userPasswords.<user>`."""
+    """Secret. Map from user to password, at least 8 characters each, every entry a secret of its own: `pulumi config set --secret --path userPasswords.<user>`."""
     leafPasswords: NotRequired[pulumi.Input[dict[str, str]]]
-    """Secret. Map from leaf user to password, at least 12 characters each: `pulumi config set --secret --path leafPasswords.<user>`."""
+    """Secret. Map from leaf user to password, at least 12 characters each, every entry a secret of its own: `pulumi config set --secret --path leafPasswords.<user>`."""
     tlsCert: NotRequired[pulumi.Input[str]]
-    """Secret. With `serverTls`: the PEM certificate chain, server certificate first: `pulumi config set --secret tlsCert < cert.pem`."""
+    """Secret. With `serverTls`: the PEM certificate chain (`CERTIFICATE` blocks), server certificate first, its key RSA (1024 bits or more), ECDSA on P-256, P-384 or P-521, or Ed25519 (what Go's crypto/tls loads): `pulumi config set --secret tlsCert < cert.pem`."""
     tlsKey: NotRequired[pulumi.Input[str]]
-    """Secret. With `serverTls`: the PEM private key of that certificate."""
+    """Secret. With `serverTls`: the unencrypted PEM private key of that certificate."""
     workDir: NotRequired[str]
     """NatsCluster only: where this cluster keeps its local files. Default: `.nats-fly/<stack>/<resource name>` under the project."""
     # END NatsClusterArgs
@@ -141,7 +141,7 @@ class NatsCluster(pulumi.ComponentResource):
             s = settings_mod.load(_plain(args))
             checked = _check_given_secrets(s, args)
             self.settings = s
-            work = Path(args.get("workDir") or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
+            work = Path(_work_dir(s, args) or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
             secrets = ClusterSecrets.given(s, args, checked)
             if s.platform == "fly":
                 from . import fly_platform
@@ -188,7 +188,10 @@ class NatsCluster(pulumi.ComponentResource):
 
 class NatsClusterError(SettingsError, pulumi.RunError):
     """NatsCluster's settings refused. A RunError too: a host program fails with these lines alone,
-    without a traceback (`except SettingsError` still catches it)."""
+    without a traceback (`except SettingsError` still catches it), also when raised inside an Output."""
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 # What the clusters of one program run have taken: (kind, port or app) -> the cluster's resource name.
@@ -225,8 +228,11 @@ def _claim_local_ports(name: str, s: Settings) -> None:
            f"or 0 (ports chosen free at the first up)")
 
 
-def _plain(args: Mapping[str, Any]) -> dict[str, Any]:
+def _plain(args: Any) -> dict[str, Any]:
     """The settings keys of `args`, which must be plain values: they shape the resource graph."""
+    if not isinstance(args, Mapping) or not all(isinstance(key, str) for key in args):
+        raise SettingsError([f"{NAMESPACE}: NatsCluster args {settings_mod.show(args)} are not settings; allowed: "
+                             f"a dict from setting names to values (NatsClusterArgs)"])
     plain, problems = {}, []
     for key, value in args.items():
         if key in settings_mod.SECRET_KEYS or key == "workDir":
@@ -240,19 +246,65 @@ def _plain(args: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> pulumi.Output:
-    """Plain values are checked now; Outputs (secret already) once they resolve: the Output returned
-    fails then, and every use of the passwords waits on it (ClusterSecrets.values)."""
-    given = {key: (settings_mod.OPAQUE if isinstance(args.get(key), pulumi.Output) else args.get(key), True)
-             for key in settings_mod.SECRET_KEYS}
-    settings_mod.check_secrets(s, given)
-    opaque = [key for key, (value, _) in given.items() if value is settings_mod.OPAQUE]
+def _work_dir(s: Settings, args: Mapping[str, Any]) -> str | None:
+    """workDir: a folder path, given only where it has an effect (the local platform)."""
+    value = args.get("workDir")
+    if value is None:
+        return None
+    key = settings_mod.KEY_BY_NAME["workDir"]
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+        problem = "is not a folder path; allowed: a path (text of at most 4096 characters), or leave it out"
+    else:
+        problem = settings_mod.without_effect(key, s)
+        problem = problem and f"{problem}, or leave it out"
+    if problem:
+        raise SettingsError([f"{NAMESPACE}:workDir: {settings_mod.show(value)} {problem}"])
+    return value
 
-    def check(values: list) -> bool:
-        settings_mod.check_secrets(s, {**given, **{k: (v, True) for k, v in zip(opaque, values)}})
+
+def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> pulumi.Output:
+    """The rule of the stack: every secret (each entry of a map too) is a secret, and its value is
+    checked. Plain values are judged now; Outputs once they resolve, when their secretness is known
+    too: the Output returned fails then, with NatsClusterError (one line per problem, no traceback),
+    and every use of the passwords waits on it (ClusterSecrets.values)."""
+    given: dict[str, tuple[Any, Any]] = {}
+    later: list[tuple[str, str | None, pulumi.Output]] = []  # (key, map entry, Output) judged on resolution
+    for key in settings_mod.SECRET_KEYS:
+        value = args.get(key)
+        if isinstance(value, pulumi.Output):
+            given[key] = (settings_mod.OPAQUE, True)
+            later.append((key, None, value))
+        elif isinstance(value, Mapping) and any(isinstance(v, pulumi.Output) for v in value.values()):
+            given[key] = ({e: settings_mod.OPAQUE if isinstance(v, pulumi.Output) else v for e, v in value.items()},
+                          {e: isinstance(v, pulumi.Output) for e, v in value.items()})
+            later += [(key, e, v) for e, v in value.items() if isinstance(v, pulumi.Output)]
+        else:
+            given[key] = (value, value is None)
+    _warn(settings_mod.check_secrets(s, given, library=True))
+    if not later:
+        return pulumi.Output.from_input(True)
+
+    def check(resolved: list) -> bool:
+        judged = {key: (value, dict(secret) if isinstance(secret, Mapping) else secret)
+                  for key, (value, secret) in given.items()}
+        for (key, entry, _), value, secret in zip(later, resolved, resolved[len(later):]):
+            if entry is None:
+                judged[key] = (value, secret)
+            else:
+                judged[key] = ({**judged[key][0], entry: value}, {**judged[key][1], entry: secret})
+        try:
+            _warn(settings_mod.check_secrets(s, judged, library=True))
+        except SettingsError as error:
+            raise NatsClusterError(error.problems) from None
         return True
 
-    return pulumi.Output.all(*(args[key] for key in opaque)).apply(check) if opaque else pulumi.Output.from_input(True)
+    outputs = [output for _, _, output in later]
+    return pulumi.Output.all(*outputs, *(pulumi.Output.from_input(o.is_secret()) for o in outputs)).apply(check)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        pulumi.log.warn(warning)
 
 
 def _how_to_connect(s: Settings, url: str, websocket: str) -> str:
