@@ -71,7 +71,7 @@ class NatsClusterArgs(TypedDict):
     websocketPort: NotRequired[int]
     """nats-server's WebSocket port inside a Machine (Fly serves it on 443)."""
     websocketOrigins: NotRequired[list[str]]
-    """Origins (`https://host[:port]`) whose pages may open a WebSocket, written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes `https://xn--bcher-kva.example`), no default port; one per host, no wildcards (nats-server compares literally). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
+    """Origins (`https://host[:port]`) whose pages may open a WebSocket, written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes `https://xn--bcher-kva.example`), no default port; no wildcards (nats-server compares them as text). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in."""
     leafnodes: NotRequired[bool]
     """Let leaf nodes from outside Fly join: nats-server's leafnode listener behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); locally a loopback port per server. Each leaf logs in as one of `leafUsers`."""
     leafPort: NotRequired[int]

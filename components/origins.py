@@ -1,12 +1,13 @@
 """WebSocket origins as nats-server compares them, written in the form browsers send.
 
-nats-server (server/websocket.go) reads `allowed_origins` with Go's url.ParseRequestURI and keys
-them by host: an entry Go cannot parse is dropped with a log line, and an Origin header matches
-only when its lowercased host, scheme and port (default 80/443) equal an entry's. So an entry a
-browser never sends (a wildcard, a Unicode host, a port written `08080`) silently lets no page in.
-Each origin is therefore parsed here by Go's rules (net/url: parseHost, validOptionalPort, the
-host characters of shouldEscape) and written as a browser serialises it (WHATWG URL: IDNA
-UTS #46 non-transitional, canonical IPv4 and IPv6, no default port)."""
+nats-server (server/websocket.go) parses each `allowed_origins` entry with Go's net/url when it starts
+(the pinned 2.12.8 refuses to start on one it cannot parse; `-t` does not check them), and lets a page
+in only when the Origin header's lowercased host, its scheme and its port (default 80/443) equal an
+entry's, compared as text. So an entry a browser never sends (a wildcard, a Unicode host, a port
+written `08080`) silently lets no page in. Each origin is therefore parsed here by Go's rules (net/url:
+parseHost, validOptionalPort, the host characters of shouldEscape) and written as a browser serialises
+it (the URL Standard: IDNA UTS #46 non-transitional, canonical IPv4 and IPv6, no default port).
+tests/local/test_websocket_origins.py holds both to the pinned nats-server."""
 
 from __future__ import annotations
 
@@ -42,11 +43,6 @@ def normalise(text: str) -> str:
     if port is None or port == DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
-
-
-def host_of(origin: str) -> str:
-    """The key nats-server files a normalised origin under: its host."""
-    return _split_port(origin.split("://", 1)[1])[0]
 
 
 def _split_port(authority: str) -> tuple[str, int | None]:

@@ -1,7 +1,7 @@
 """The serverTls certificate and key, held to what nats-server can load and serve with.
 
 nats-server loads them with Go's crypto/tls X509KeyPair (crypto/tls/tls.go): the certificate input's
-`CERTIFICATE` blocks (others are skipped, so a `X509 CERTIFICATE` block is lost), the first block of
+`CERTIFICATE` blocks (others are skipped, so an `X509 CERTIFICATE` block is lost), the first block of
 the key input labelled `PRIVATE KEY` or `... PRIVATE KEY`, parsed as PKCS #1, PKCS #8 or SEC 1
 (crypto/x509: only RSA, ECDSA on a named P-224/256/384/521 curve and Ed25519 keys), and the leaf
 certificate (x509.ParseCertificate: no negative serial number). A handshake then needs a signature
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import re
 import warnings
@@ -60,15 +61,15 @@ def _chain(text: str, name: Name, problems: list[str]) -> list[x509.Certificate]
     """The chain, leaf first, when Go would load it (checked by its rules), else None."""
     allowed = (f"with serverTls, a secret chain of PEM `CERTIFICATE` blocks, server certificate first, set with "
                f"`pulumi config set --secret tlsCert < cert.pem`")
-    blocks = _BLOCK.findall(text)
+    blocks = [(label, body) for label, body in _BLOCK.findall(text) if "CERTIFICATE" in label]
     others = sorted({label for label, _ in blocks if label != "CERTIFICATE"})
     if others:
         problems.append(f"{name('tlsCert')}: holds a PEM block labelled {_cut(', '.join(others))!r}, which nats-server "
-                        f"(Go's crypto/tls) skips; allowed: {allowed} (the DER inside is the same: relabel it)")
+                        f"(Go's crypto/tls) skips, losing that certificate; allowed: {allowed} (the DER inside is the "
+                        f"same: relabel it)")
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        with _quiet():
             chain = x509.load_pem_x509_certificates(text.encode())
         algorithm = _algorithm(*_tbs_spki_algorithm(_der(blocks[0][1])))
     except (ValueError, UnsupportedAlgorithm, IndexError) as error:
@@ -78,7 +79,9 @@ def _chain(text: str, name: Name, problems: list[str]) -> list[x509.Certificate]
     if refusal:
         problems.append(f"{name('tlsCert')}: the server certificate's key is {refusal}; allowed: {USABLE}")
         return None
-    if chain[0].serial_number < 0:
+    with _quiet():
+        negative = chain[0].serial_number < 0
+    if negative:
         problems.append(f"{name('tlsCert')}: the server certificate has a negative serial number, which Go's "
                         f"crypto/x509 refuses; allowed: a certificate with a positive serial number")
         return None
@@ -96,8 +99,7 @@ def _private_key(text: str, name: Name, problems: list[str]):
                         f"{allowed}")
         return None
     try:
-        with warnings.catch_warnings():  # a DSA key is refused below, with its own words
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        with _quiet():
             private = serialization.load_pem_private_key(block.group(0).encode(), password=None)
     except TypeError:
         problems.append(f"{name('tlsKey')}: the private key is encrypted; allowed: an unencrypted PEM private key "
@@ -240,6 +242,14 @@ def _dates(name: Name, chain: list[x509.Certificate]) -> list[str]:
             found.append(f"{name('tlsCert')}: {which} is not valid before {before}; clients will refuse it "
                          f"until then")
     return found
+
+
+@contextlib.contextmanager
+def _quiet():
+    """cryptography's deprecation warnings (a DSA key, a negative serial): refused here in our own words."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        yield
 
 
 def _cut(text: str, limit: int = 120) -> str:

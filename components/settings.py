@@ -51,8 +51,10 @@ _DURATION = re.compile(r"(\d{1,6})(s|m)?")
 MAX_ITEMS = 100  # entries of a list key (users, origins...): each becomes conf text, a secret or a check
 
 
-class SettingsError(ValueError):
-    """One or more stack keys are invalid. Each line names key, value and what is allowed."""
+class SettingsError(Exception):
+    """One or more stack keys are invalid. Each line names key, value and what is allowed. Not a
+    ValueError: the Pulumi SDK rewrites a ValueError raised inside an Output into its own words and a
+    traceback (runtime/rpc.py serialize_properties), so NatsClusterError could not stay one clean line."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -301,14 +303,14 @@ def _local_base_port(key: str, value: Any, problems: list[str]) -> int | None:
 
 
 def _origins(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
-    """Each origin as browsers send it (see origins.py); nats-server keeps one origin per host."""
+    """Each origin as browsers send it (see origins.py)."""
     items = _list(key, value, problems)
     if items is None:
         return None
     if items == ["*"]:
         return ("*",)
     allowed = "http(s)://host[:port] with no path (a Unicode host is written as punycode), or '*' alone"
-    found: dict[str, str] = {}  # host -> origin
+    found: list[str] = []
     for item in items:
         try:
             origin = origins.normalise(item) if isinstance(item, str) and item != "*" else None
@@ -317,16 +319,11 @@ def _origins(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | Non
         except origins.OriginError as error:
             problems.append(f"{_k(key)}: {show(item)} is not valid ({error}); allowed: {allowed}")
             continue
-        host = origins.host_of(origin)
-        if found.get(host) == origin:
+        if origin in found:
             problems.append(f"{_k(key)}: {show(item)} is listed twice ({origin}); each origin may appear once")
-        elif host in found:
-            problems.append(f"{_k(key)}: {show(item)} shares host {host} with {found[host]}; nats-server keeps "
-                            f"one origin per host (the last), so the other would let no page in; allowed: one "
-                            f"scheme and port per host")
         else:
-            found[host] = origin
-    return tuple(found.values())
+            found.append(origin)
+    return tuple(found)
 
 
 def _count(key: str, value: Any, problems: list[str]) -> int | None:
@@ -391,8 +388,7 @@ KEYS: tuple[Key, ...] = (
         "ports.websocket", _port, platforms=FLY, needs=WEBSOCKET),
     Key("websocketOrigins", "list", [], "Origins (`https://host[:port]`) whose pages may open a WebSocket, "
         "written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes "
-        "`https://xn--bcher-kva.example`), no default port; one per host, no wildcards (nats-server compares "
-        "literally). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own "
+        "`https://xn--bcher-kva.example`), no default port; no wildcards (nats-server compares them as text). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own "
         "(`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in.",
         "websocket_origins", _origins, needs=WEBSOCKET),
     Key("leafnodes", "boolean", False, "Let leaf nodes from outside Fly join: nats-server's leafnode listener "

@@ -1,0 +1,135 @@
+"""A stack's config as the program and `render` read it: every entry of a secret map is a secret of its
+own (issue 17, 4.2), and render needs no secret the stack has not set yet (4.9)."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pulumi.runtime import config as runtime_config
+
+from nats_fly import settings, stack_config
+from nats_fly.settings import OPAQUE, SettingsError
+
+SECURE = {"secure": "v1:AAAAAAAAAAAAAAAA:encrypted"}
+
+
+def project(tmp_path: Path, stack: str, config: dict) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text("name: x\nruntime: python\nstackConfigDir: config\n")
+    (tmp_path / "config").mkdir(exist_ok=True)
+    path = tmp_path / "config" / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump({"config": {f"nats-fly:{k}": v for k, v in config.items() if v is not None}}))
+    return path
+
+
+BASE = {"app": "ok-app", "regions": ["ord"], "users": ["app", "bob"]}
+
+
+def test_a_stack_file_map_with_one_plain_entry_is_refused_by_entry(tmp_path):
+    path = project(tmp_path, "a", {**BASE, "sysPassword": SECURE,
+                                   "userPasswords": {"app": SECURE, "bob": "bob-plain-password"}})
+    s, given = stack_config.from_file(path)
+    assert given["userPasswords"] == ({"app": OPAQUE, "bob": "bob-plain-password"}, {"app": True, "bob": False})
+    with pytest.raises(SettingsError) as caught:
+        settings.check_secrets(s, given)
+    assert caught.value.problems == [
+        "nats-fly:userPasswords.bob: given in plain text; allowed: a secret, set with `pulumi config set --secret "
+        "--path userPasswords.bob` for each entry (the value is not shown here)"]
+
+
+def test_a_stack_file_map_of_secrets_passes_with_its_values_unread(tmp_path):
+    for value in ({"app": SECURE, "bob": SECURE}, SECURE):  # --path entries, or one secret JSON map
+        s, given = stack_config.from_file(project(tmp_path, "b", {**BASE, "sysPassword": SECURE, "userPasswords": value}))
+        settings.check_secrets(s, given)
+
+
+@pytest.fixture
+def running_program(tmp_path, monkeypatch, mock_program):
+    """The program's view of its config, as the exec shim sets it from PULUMI_CONFIG and
+    PULUMI_CONFIG_SECRET_KEYS, with the project folder the shim's --root_directory (the mocks say none;
+    their stack is `test`)."""
+    import pulumi.runtime.settings
+    monkeypatch.setattr(pulumi.runtime.settings, "get_root_directory", lambda: str(tmp_path))
+
+    def given(config: dict, secret_keys: list[str]):
+        runtime_config.set_all_config({f"nats-fly:{k}": v for k, v in config.items()},
+                                      [f"nats-fly:{k}" for k in secret_keys])
+        return mock_program.run(stack_config.from_pulumi)
+    yield given
+    runtime_config.set_all_config({}, [])
+
+
+PROGRAM_SEES = {**{k: v for k, v in BASE.items() if k != "regions"}, "regions": '["ord"]', "users": '["app","bob"]',
+                "sysPassword": "system-password-1", "userPasswords": '{"app":"app-password-1","bob":"bob-plain-password"}'}
+
+
+def test_the_program_reads_which_entries_its_stack_file_holds_in_plain_text(tmp_path, running_program):
+    project(tmp_path, "test", {**BASE, "sysPassword": SECURE,
+                               "userPasswords": {"app": SECURE, "bob": "bob-plain-password"}})
+    with pytest.raises(SettingsError) as caught:
+        running_program(PROGRAM_SEES, ["sysPassword", "userPasswords"])
+    assert [p.split(";")[0] for p in caught.value.problems] == ["nats-fly:userPasswords.bob: given in plain text"]
+
+
+def test_a_stack_file_elsewhere_is_not_judged_by_the_default_one(tmp_path, running_program):
+    # --config-file: the default file says something else (another value), or does not exist.
+    project(tmp_path, "test", {**BASE, "sysPassword": SECURE, "userPasswords": {"app": SECURE, "bob": "other-text"}})
+    args = running_program(PROGRAM_SEES, ["sysPassword", "userPasswords"])
+    assert sorted(args) == ["app", "regions", "sysPassword", "userPasswords", "users"]
+    (tmp_path / "config" / "Pulumi.test.yaml").unlink()
+    running_program(PROGRAM_SEES, ["sysPassword", "userPasswords"])
+
+
+def test_a_plain_key_is_refused_by_the_engine_flag_alone(tmp_path, running_program):
+    with pytest.raises(SettingsError, match="nats-fly:sysPassword: given in plain text"):
+        running_program(PROGRAM_SEES, ["userPasswords"])
+
+
+def render(tmp_path: Path, stack: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nats_fly", "render", "--stack", stack, "--out",
+                           str(tmp_path / f"out-{stack}"), "--project-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_render_needs_no_secret_the_stack_has_not_set(tmp_path):
+    project(tmp_path, "leaf", {**BASE, "leafnodes": True, "leafUsers": ["edge"], "serverTls": True})
+    project(tmp_path, "plain", {**BASE, "leafnodes": True, "leafUsers": ["edge"], "leafPasswords": {"edge": "plain-leaf-pw"}})
+    project(tmp_path, "stray", {**BASE, "leafPasswords": {"edge": SECURE}})
+    result = render(tmp_path, "leaf")
+    assert result.returncode == 0, result.stderr
+    for stack, expected in (("plain", "nats-fly:leafPasswords.edge: given in plain text"),
+                            ("stray", "nats-fly:leafPasswords: given, but it has no effect without leafnodes")):
+        result = render(tmp_path, stack)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "plain-leaf-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_render_warns_of_a_certificate_out_of_its_dates(tmp_path):
+    cert, key = expired_pair()
+    project(tmp_path, "old", {**BASE, "auth": "none", "users": None, "serverTls": True, "tlsCert": cert, "tlsKey": key})
+    result = render(tmp_path, "old")
+    assert result.returncode == 2, result.stderr  # a plain certificate is refused, not rendered
+    assert "nats-fly:tlsCert: given in plain text" in result.stderr
+    s = settings.load({**BASE, "serverTls": True})
+    warnings = settings.check_secrets(s, {"sysPassword": ("x" * 12, True), "userPasswords": (OPAQUE, True),
+                                          "tlsCert": (cert, True), "tlsKey": (key, True)})
+    assert len(warnings) == 1 and warnings[0].startswith("nats-fly:tlsCert: the server certificate expired on ")
+
+
+def expired_pair() -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "old.example.com")])
+    then = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(9).not_valid_before(then).not_valid_after(then + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
