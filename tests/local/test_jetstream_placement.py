@@ -1,0 +1,96 @@
+"""R3 streams in a mesh of fewer than 3 regions (issue 17, 4.4), with real servers run by localrun from
+the library's own confs: `unique_tag: "region:"` is rendered only for 3 regions or more, so a mesh of
+one or two regions places R3 streams (replicas share a region), where the tag made every R3 stream fail
+(`no suitable peers for placement`, shown here with the tag put back); and a mesh of 3 regions puts
+each replica in another region."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+from nats.js.errors import APIError
+
+from nats_fly import localrun, natsconf
+from nats_fly.passwords import process_secrets, route_password
+from nats_fly.settings import load
+
+SYS = "placement-sys-password-1"
+
+
+@pytest.fixture
+def mesh(tmp_path, monkeypatch):
+    """start(regions, unique_tag=None) -> the client URLs of a local JetStream mesh (auth none)."""
+    started: list[tuple[str, object]] = []
+
+    def start(regions: list[str], unique_tag: str | None = None) -> list[str]:
+        s = load({"app": f"js-{len(started)}", "platform": "local", "regions": regions, "auth": "none",
+                  "jetstream": True})
+        for name, value in process_secrets(s, SYS, route_password(s.app, SYS), {}).items():
+            monkeypatch.setenv(name, natsconf.conf_string(value))
+        servers = natsconf.local_servers(s, localrun.choose_ports(natsconf.local_server_names(s), {}))
+        state = tmp_path / s.app
+        for sv in servers:
+            conf = natsconf.local_conf(s, sv, servers, str(state / sv.name))
+            if unique_tag:
+                conf["jetstream"]["unique_tag"] = unique_tag
+            localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port)
+            started.append((sv.name, state))
+        return [sv.client_url for sv in servers]
+    yield start
+    for name, state in started:
+        localrun.stop(name, state, timeout=5)
+
+
+async def r3_stream(urls: list[str], name: str) -> dict:
+    """Create an R3 stream once the meta group answers; its cluster info (leader, replicas), or APIError."""
+    nc = await nats.connect(urls, allow_reconnect=False)
+    try:
+        js = nc.jetstream(timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await js.add_stream(name=name, subjects=[f"{name}.>"], num_replicas=3)
+                break
+            except APIError as error:
+                if error.err_code != 10008 or time.monotonic() > deadline:  # 10008: JetStream not ready yet
+                    raise
+            except nats.errors.TimeoutError:
+                assert time.monotonic() < deadline, "JetStream never answered"
+            await asyncio.sleep(0.2)
+        while True:  # every replica reports once the stream's group has formed
+            info = await js.stream_info(name)
+            peers = [info.cluster.leader] + [r.name for r in info.cluster.replicas or []]
+            if len([p for p in peers if p]) == 3 or time.monotonic() > deadline:
+                return {"servers": peers}
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+def regions_of(servers: list[str]) -> list[str]:
+    return sorted(server.rpartition("-")[0] for server in servers)
+
+
+@pytest.mark.parametrize("regions", [["ord=3"], ["ord=2", "syd"]], ids=["one region", "two regions"])
+def test_fewer_than_3_regions_place_r3_streams(mesh, regions):
+    s = load({"app": "x", "platform": "local", "regions": regions, "auth": "none", "jetstream": True})
+    servers = natsconf.local_servers(s)
+    assert "unique_tag" not in natsconf.local_conf(s, servers[0], servers, "/tmp/x")["jetstream"]
+    placed = asyncio.run(r3_stream(mesh(regions), "orders"))
+    assert len(placed["servers"]) == 3
+
+
+def test_the_region_tag_would_leave_two_regions_without_r3(mesh):
+    with pytest.raises(APIError) as caught:
+        asyncio.run(r3_stream(mesh(["ord=2", "syd"], unique_tag="region:"), "orders"))
+    assert "no suitable peers for placement" in str(caught.value) and "tag" in str(caught.value)
+
+
+def test_three_regions_put_each_replica_in_another_region(mesh):
+    urls = mesh(["ord=2", "syd=2", "cdg=2"])
+    for stream in ("a", "b", "c", "d"):
+        placed = asyncio.run(r3_stream(urls, stream))
+        assert regions_of(placed["servers"]) == ["cdg", "ord", "syd"], placed
