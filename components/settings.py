@@ -765,6 +765,10 @@ def _password_map(given: Given, key: str, users_key: str, users: tuple[str, ...]
         problems.append(f"{_k(key)}: missing; allowed: a secret map of user -> password, set with "
                         f"`pulumi config set --secret --path {key}.<user>`")
         return
+    if len(passwords) > MAX_ITEMS:
+        problems.append(f"{_k(key)}: {len(passwords)} entries is too many; allowed: one per entry of {users_key} "
+                        f"(at most {MAX_ITEMS})")
+        return
     for user in users:
         password = passwords.get(user)
         if password is not OPAQUE and (not isinstance(password, str) or len(password) < shortest):

@@ -456,6 +456,10 @@ def test_leaf_passwords_are_secret_complete_and_only_for_leaf_users():
     assert "'other' is not in leafUsers" in str(caught.value)
     with pytest.raises(SettingsError, match="nats-fly:leafPasswords: given in plain text"):
         settings.check_secrets(s, {**ok, "leafPasswords": ({"edge": "e" * 12}, False)})
+    with pytest.raises(SettingsError) as caught:
+        settings.check_secrets(s, {**ok, "leafPasswords": ({f"u{i}": "e" * 12 for i in range(10_000)}, True)})
+    assert caught.value.problems == ["nats-fly:leafPasswords: 10000 entries is too many; allowed: one per entry "
+                                     "of leafUsers (at most 100)"]
 
 
 def test_memory_within_the_preset_range_is_accepted():
