@@ -169,6 +169,22 @@ def copy_project(root: Path, base_stack: str, stack: str, env: dict[str, str]) -
     return project
 
 
+def host_project(workdir: Path, name: str, program: str, sys_password: str) -> Project:
+    """A host program of its own (Pulumi.yaml, __main__.py) in workdir/host, run by this repo's venv, with
+    stack `dev` and the secret `sysPassword`."""
+    root = workdir / "host"
+    (root / "config").mkdir(parents=True)
+    (root / "Pulumi.yaml").write_text(yaml.safe_dump({
+        "name": name, "runtime": {"name": "python", "options": {
+            "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}},
+        "stackConfigDir": "config"}, sort_keys=False))
+    (root / "__main__.py").write_text(program)
+    project = Project(root, "dev", engine_environment(workdir))
+    project.pulumi("stack", "init", "dev")
+    project.pulumi("config", "set", "--secret", "sysPassword", stdin=sys_password)
+    return project
+
+
 def _secure(value) -> bool:
     return isinstance(value, dict) and ("secure" in value or any(_secure(v) for v in value.values()))
 

@@ -45,3 +45,22 @@ def nats_servers(marker: str) -> list[int]:
         if argv[0].endswith("nats-server") and marker in "\0".join(argv):
             pids.append(int(pid))
     return pids
+
+
+def self_signed(common_name: str = "nats.example.com", days: tuple[int, int] = (0, 1), key=None) -> tuple[str, str]:
+    """A self-signed certificate and its unencrypted PKCS #8 key (P-256 unless `key` is given) as PEM,
+    valid from `days[0]` to `days[1]` days from now."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=days[0]))
+            .not_valid_after(now + datetime.timedelta(days=days[1])).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import Project, engine_environment, missing_tools, require
+from engine import Project, host_project, missing_tools, require
 from nats_fly.verify import Expectation, verify
 
 PASSWORD = "host-program-sys-password-3"
@@ -52,19 +51,10 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 @pytest.fixture
 def host(tmp_path):
     require(missing_tools(), "the engine tests")
-    root = tmp_path / "host"
-    (root / "config").mkdir(parents=True)
-    (root / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": "host-program", "runtime": {"name": "python", "options": {
-            "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}},
-        "stackConfigDir": "config"}, sort_keys=False))
-    (root / "__main__.py").write_text(PROGRAM)
-    project = Project(root, "dev", engine_environment(tmp_path))
-    project.pulumi("stack", "init", "dev")
-    project.pulumi("config", "set", "--secret", "sysPassword", stdin=PASSWORD)
+    project = host_project(tmp_path, "host-program", PROGRAM, PASSWORD)
     yield project
     project.pulumi("destroy", "--yes", "--skip-preview", check=False)
-    for pid in servers(root):
+    for pid in servers(project.root):
         os.kill(pid, signal.SIGKILL)
 
 

@@ -5,14 +5,11 @@ no traceback, as the same mistake in a stack file does."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-import yaml
 
-from engine import Project, engine_environment, missing_tools, require
+from engine import host_project, missing_tools, require
 
 PLAIN = "plain-text-pw-5517"
 PROGRAM = textwrap.dedent('''\
@@ -59,17 +56,7 @@ CASES = {
 @pytest.fixture
 def host(tmp_path):
     require(missing_tools(), "the engine tests")
-    root = tmp_path / "host"
-    (root / "config").mkdir(parents=True)
-    (root / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": "library-errors", "runtime": {"name": "python", "options": {
-            "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}},
-        "stackConfigDir": "config"}, sort_keys=False))
-    (root / "__main__.py").write_text(PROGRAM)
-    project = Project(root, "dev", engine_environment(tmp_path))
-    project.pulumi("stack", "init", "dev")
-    project.pulumi("config", "set", "--secret", "sysPassword", stdin="library-sys-password-1")
-    return project
+    return host_project(tmp_path, "library-errors", PROGRAM, "library-sys-password-1")
 
 
 def test_every_refusal_of_a_host_programs_cluster_is_our_line_without_a_traceback(host):

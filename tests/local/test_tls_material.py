@@ -6,7 +6,6 @@ it (P-224 and RSA under 1024 bits load, then fail every handshake)."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly import pem
-from support import free_ports, nats_server_binary
+from support import free_ports, nats_server_binary, self_signed
 
 NAME = lambda key: f"nats-fly:{key}"  # noqa: E731
 
@@ -30,7 +29,7 @@ def key(cwd: Path, name: str, *genpkey: str) -> str:
     return f"{name}.key"
 
 
-def self_signed(cwd: Path, name: str, key_file: str, *extra: str) -> str:
+def req_x509(cwd: Path, name: str, key_file: str, *extra: str) -> str:
     openssl("req", "-x509", "-new", "-key", key_file, "-subj", f"/CN={name}.example.com", "-days", "2", *extra,
             "-out", f"{name}.crt", cwd=cwd)
     return f"{name}.crt"
@@ -62,9 +61,9 @@ def pairs(cwd: Path) -> dict[str, tuple[str, str]]:
         "sm2": ("-algorithm", "SM2"),
     }
     for name, genpkey in kinds.items():
-        add(name, self_signed(cwd, name, key(cwd, name, *genpkey)), f"{name}.key")
+        add(name, req_x509(cwd, name, key(cwd, name, *genpkey)), f"{name}.key")
     openssl("dsaparam", "-out", "dsa.params", "2048", cwd=cwd)
-    add("dsa", self_signed(cwd, "dsa", key(cwd, "dsa", "-paramfile", "dsa.params")), "dsa.key")
+    add("dsa", req_x509(cwd, "dsa", key(cwd, "dsa", "-paramfile", "dsa.params")), "dsa.key")
 
     # The same keys in their traditional PEM forms, and with EC PARAMETERS before the key.
     openssl("pkey", "-in", "p-256.key", "-traditional", "-out", "p-256-sec1.key", cwd=cwd)
@@ -72,7 +71,7 @@ def pairs(cwd: Path) -> dict[str, tuple[str, str]]:
     openssl("pkey", "-in", "rsa-2048.key", "-traditional", "-out", "rsa-pkcs1.key", cwd=cwd)
     add("rsa as RSA PRIVATE KEY", "rsa-2048.crt", "rsa-pkcs1.key")
     openssl("ecparam", "-name", "prime256v1", "-genkey", "-out", "ecparam.key", cwd=cwd)
-    add("EC PARAMETERS then EC PRIVATE KEY", self_signed(cwd, "ecparam", "ecparam.key"), "ecparam.key")
+    add("EC PARAMETERS then EC PRIVATE KEY", req_x509(cwd, "ecparam", "ecparam.key"), "ecparam.key")
     openssl("pkey", "-in", "p-256.key", "-aes256", "-passout", "pass:secret", "-out", "p-256-pkcs8-enc.key", cwd=cwd)
     add("encrypted PKCS #8", "p-256.crt", "p-256-pkcs8-enc.key")
     openssl("pkey", "-in", "p-256.key", "-traditional", "-aes256", "-passout", "pass:secret", "-out",
@@ -85,7 +84,7 @@ def pairs(cwd: Path) -> dict[str, tuple[str, str]]:
     add("X509 CERTIFICATE label", "x509-label.crt", "p-256.key")
     add("another certificate's key", "p-256.crt", "p-384.key")
     ca_key = key(cwd, "ca", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256")
-    ca = self_signed(cwd, "ca", ca_key, "-addext", "basicConstraints=critical,CA:TRUE")
+    ca = req_x509(cwd, "ca", ca_key, "-addext", "basicConstraints=critical,CA:TRUE")
     leaf_key = key(cwd, "leaf", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384")
     openssl("req", "-new", "-key", leaf_key, "-subj", "/CN=leaf.example.com", "-out", "leaf.csr", cwd=cwd)
     openssl("x509", "-req", "-in", "leaf.csr", "-CA", ca, "-CAkey", ca_key, "-set_serial", "2", "-days", "2",
@@ -97,8 +96,8 @@ def pairs(cwd: Path) -> dict[str, tuple[str, str]]:
     (cwd / "with-key.crt").write_text((cwd / "leaf.key").read_text() + (cwd / "chain.crt").read_text())
     add("a key block inside the certificate input", "with-key.crt", leaf_key)
     add("brainpool CA over a P-384 leaf", chain_under(cwd, "brainpoolP256r1"), leaf_key)
-    add("negative serial", self_signed(cwd, "negative", "p-256.key", "-set_serial", "-5"), "p-256.key")
-    add("serial zero", self_signed(cwd, "zero", "p-256.key", "-set_serial", "0"), "p-256.key")
+    add("negative serial", req_x509(cwd, "negative", "p-256.key", "-set_serial", "-5"), "p-256.key")
+    add("serial zero", req_x509(cwd, "zero", "p-256.key", "-set_serial", "0"), "p-256.key")
     add("expired", dated(cwd, "expired", "p-256.key", days_from_now=(-30, -1)), "p-256.key")
     add("not valid yet", dated(cwd, "future", "p-256.key", days_from_now=(10, 40)), "p-256.key")
     return made
@@ -107,7 +106,7 @@ def pairs(cwd: Path) -> dict[str, tuple[str, str]]:
 def chain_under(cwd: Path, curve: str) -> str:
     """The P-384 leaf signed again by a CA whose own key nats-server could not load (only the leaf is parsed)."""
     ca_key = key(cwd, "odd-ca", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}")
-    ca = self_signed(cwd, "odd-ca", ca_key, "-addext", "basicConstraints=critical,CA:TRUE")
+    ca = req_x509(cwd, "odd-ca", ca_key, "-addext", "basicConstraints=critical,CA:TRUE")
     openssl("x509", "-req", "-in", "leaf.csr", "-CA", ca, "-CAkey", ca_key, "-set_serial", "3", "-days", "2",
             "-out", "odd-leaf.crt", cwd=cwd)
     (cwd / "odd-chain.crt").write_text((cwd / "odd-leaf.crt").read_text() + (cwd / ca).read_text())
@@ -115,15 +114,9 @@ def chain_under(cwd: Path, curve: str) -> str:
 
 
 def dated(cwd: Path, name: str, key_file: str, days_from_now: tuple[int, int]) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     private = serialization.load_pem_private_key((cwd / key_file).read_bytes(), None)
-    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{name}.example.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(private.public_key())
-            .serial_number(11).not_valid_before(now + datetime.timedelta(days=days_from_now[0]))
-            .not_valid_after(now + datetime.timedelta(days=days_from_now[1])).sign(private, hashes.SHA256()))
-    (cwd / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (cwd / f"{name}.crt").write_text(self_signed(f"{name}.example.com", days_from_now, private)[0])
     return f"{name}.crt"
 
 

@@ -7,7 +7,6 @@ what is built: the same walk with its needs met."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import json
 
@@ -17,30 +16,15 @@ import yaml
 from pulumi.runtime import mocks as pulumi_mocks, stack
 
 from conftest import Mocks, _unwrap
-from support import REPO
+from support import REPO, self_signed
 from nats_fly import NatsCluster, settings
 from nats_fly.settings import KEYS, SettingsError
 
 BASES = ("local", "dev", "prod")
 
 
-def pem_pair() -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "walk.example.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(7).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode())
-
-
-CERT, KEY = pem_pair()
-OTHER_CERT, OTHER_KEY = pem_pair()
+CERT, KEY = self_signed("walk.example.com")
+OTHER_CERT, OTHER_KEY = self_signed("walk.example.com")
 
 
 def flipped(base: dict, key: str, choices: tuple) -> object:

@@ -5,6 +5,7 @@ import pytest
 
 from nats_fly import settings
 from nats_fly.settings import OPAQUE, SettingsError
+from support import self_signed
 
 GOOD = {"app": "my-nats", "regions": ["ord", "syd", "cdg"]}
 SYS = {"sysPassword": ("x" * 12, True)}
@@ -434,6 +435,31 @@ def test_a_secret_given_where_it_has_no_effect_is_refused():
     # Pulumi.yaml's empty defaults are not "given".
     settings.check_secrets(load(auth="none"), {**SYS, "userPasswords": ("{}", False), "leafPasswords": ({}, False),
                                                "tlsCert": ("", False), "tlsKey": (None, True)})
+
+
+def test_server_tls_needs_a_real_pem_pair_whose_key_matches():
+    s = load(serverTls=True, auth="none")
+    cert, key = self_signed()
+    assert settings.check_secrets(s, {**SYS, "tlsCert": (cert, True), "tlsKey": (key, True)}) == []
+    settings.check_secrets(s, {**SYS, "tlsCert": (OPAQUE, True), "tlsKey": (OPAQUE, True)})  # judged once known
+    cases = [
+        ({"tlsCert": ("not a pem", True), "tlsKey": (None, True)},
+         ["tlsCert: not a PEM certificate chain", "tlsKey: missing"]),
+        ({"tlsCert": ("", True), "tlsKey": (key, True)}, ["tlsCert: missing"]),
+        ({"tlsCert": (["PEM"], True), "tlsKey": (5, True)}, ["tlsCert: not a text", "tlsKey: not a text"]),
+        ({"tlsCert": (cert, True), "tlsKey": (self_signed()[1], True)}, ["tlsKey: does not belong to the first"]),
+        ({"tlsCert": (cert, True), "tlsKey": (cert, True)}, ["tlsKey: no PEM block labelled `PRIVATE KEY`"]),
+        ({"tlsCert": (cert, False), "tlsKey": (key, True)}, ["tlsCert: given in plain text"]),
+        ({"tlsCert": ("-----BEGIN CERTIFICATE-----\nTUlJQmZha2U=\n-----END CERTIFICATE-----\n", True),
+          "tlsKey": ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n", True)},
+         ["tlsCert: not a PEM certificate chain", "tlsKey: not a PEM private key"]),
+    ]
+    for given, expected in cases:
+        with pytest.raises(SettingsError) as caught:
+            settings.check_secrets(s, {**SYS, **given})
+        text = str(caught.value)
+        assert all(f"nats-fly:{e}" in text for e in expected), text
+        assert "MII" not in text and "BEGIN" not in text, text
 
 
 def test_auth_none_needs_only_the_system_password():

@@ -3,7 +3,6 @@ own (issue 17, 4.2), and render needs no secret the stack has not set yet (4.9).
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import yaml
 from pulumi.runtime import config as runtime_config
 
 from nats_fly import settings, stack_config
+from support import self_signed
 from nats_fly.settings import OPAQUE, SettingsError
 
 SECURE = {"secure": "v1:AAAAAAAAAAAAAAAA:encrypted"}
@@ -109,7 +109,7 @@ def test_render_needs_no_secret_the_stack_has_not_set(tmp_path):
 
 
 def test_render_warns_of_a_certificate_out_of_its_dates(tmp_path):
-    cert, key = expired_pair()
+    cert, key = self_signed("old.example.com", days=(-30, -1))
     project(tmp_path, "old", {**BASE, "auth": "none", "users": None, "serverTls": True, "tlsCert": cert, "tlsKey": key})
     result = render(tmp_path, "old")
     assert result.returncode == 2, result.stderr  # a plain certificate is refused, not rendered
@@ -118,18 +118,3 @@ def test_render_warns_of_a_certificate_out_of_its_dates(tmp_path):
     warnings = settings.check_secrets(s, {"sysPassword": ("x" * 12, True), "userPasswords": (OPAQUE, True),
                                           "tlsCert": (cert, True), "tlsKey": (key, True)})
     assert len(warnings) == 1 and warnings[0].startswith("nats-fly:tlsCert: the server certificate expired on ")
-
-
-def expired_pair() -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "old.example.com")])
-    then = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(9).not_valid_before(then).not_valid_after(then + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode())
