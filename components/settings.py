@@ -503,7 +503,7 @@ def load(values: Mapping[str, Any]) -> Settings:
     Secrets are not read here (see check_secrets); a missing key takes its catalogue default."""
     problems: list[str] = []
     raw = {}
-    for key, value in values.items():
+    for key, value in ((str(k), v) for k, v in values.items()):
         bare = key.split(":", 1)[1] if key.startswith(NAMESPACE + ":") else key
         if ":" in bare:
             continue  # another namespace's key (aws:region, ...) is not ours to judge

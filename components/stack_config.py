@@ -40,7 +40,7 @@ def _entries_from_stack_file(given: dict[str, tuple[Any, Any]], project_dir: Pat
     got, is plain. A stack run with --config-file elsewhere goes unread (the program cannot know it)."""
     try:
         config = (_load_yaml(stack_file(project_dir, stack)) or {}).get("config") or {}
-    except (OSError, yaml.YAMLError, SettingsError):
+    except (OSError, SettingsError):
         return given
     judged = dict(given)
     for key in (k.name for k in settings_mod.KEYS if k.secret and k.kind == "map"):
@@ -62,8 +62,12 @@ def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, Any]]]:
     are judged one by one, each unreadable (OPAQUE) when it is a secret."""
     if not path.exists():
         raise SettingsError([f"stack file {path}: not found"])
-    config = (_load_yaml(path) or {}).get("config") or {}
-    values = {k: v for k, v in config.items()}
+    document = _load_yaml(path) or {}
+    config = (document.get("config") if isinstance(document, dict) else None) or {}
+    if not isinstance(config, dict):
+        raise SettingsError([f"stack file {path}: its config is {settings_mod.show(config)}; allowed: a map of "
+                             f"keys to values"])
+    values = {str(k): v for k, v in config.items()}
     bare = {k.split(":", 1)[1] if k.startswith(NAMESPACE + ":") else k: v for k, v in values.items()}
     given = {}
     for key in SECRET_KEYS:
@@ -109,4 +113,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _load_yaml(path: Path) -> Any:
     with open(path) as handle:
-        return yaml.load(handle, Loader=_UniqueKeyLoader)
+        try:
+            return yaml.load(handle, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            raise SettingsError([f"{path}: not YAML ({getattr(error, 'problem', None) or 'unreadable'}"
+                                 f"{f' at line {where.line + 1}' if where else ''}); allowed: a Pulumi stack "
+                                 f"file"]) from None

@@ -118,3 +118,16 @@ def test_render_warns_of_a_certificate_out_of_its_dates(tmp_path):
     warnings = settings.check_secrets(s, {"sysPassword": ("x" * 12, True), "userPasswords": (OPAQUE, True),
                                           "tlsCert": (cert, True), "tlsKey": (key, True)})
     assert len(warnings) == 1 and warnings[0].startswith("nats-fly:tlsCert: the server certificate expired on ")
+
+
+@pytest.mark.parametrize("text,said", [
+    ("config: [a, b]\n", "its config is ['a', 'b']; allowed: a map"),
+    ("- just a list\n", "nats-fly:app: missing"),
+    ("config: {nats-fly:app: [unclosed\n", "not YAML (expected ',' or ']', but got '<stream end>' at line 2)"),
+    ("config:\n  5: five\n  nats-fly:app: ok-app\n  nats-fly:regions: [ord]\n", "nats-fly:5: unknown key"),
+])
+def test_a_stack_file_of_the_wrong_shape_is_one_line(tmp_path, text, said):
+    project(tmp_path, "odd", {})
+    (tmp_path / "config" / "Pulumi.odd.yaml").write_text(text)
+    result = render(tmp_path, "odd")
+    assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
