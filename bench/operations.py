@@ -54,7 +54,7 @@ def counted(commands: list[str]) -> str:
 
 def run_ours(standin) -> dict:
     app = "bench-ops"
-    stack = Stack(standin, app, {"jetstream": False, "peerWait": 3})
+    stack = Stack(standin, app, {"jetstream": False, "volumeSize": None, "peerWait": 3})
     steps: dict = {}
 
     def step(name: str, wall: float) -> None:

@@ -64,7 +64,8 @@ def destroy_fast(standin, stack: Stack) -> None:
 
 def first_up(standin, name: str, regions: list[str], layout: dict[str, int]) -> dict:
     """One first `pulumi up` of `layout`, its flyctl calls, then destroy (without the latency)."""
-    config = {"jetstream": False, "peerWait": 3, "regions": [f"{r}={n}" if n != 1 else r for r, n in layout.items()]}
+    config = {"jetstream": False, "volumeSize": None, "peerWait": 3,
+              "regions": [f"{r}={n}" if n != 1 else r for r, n in layout.items()]}
     stack = Stack(standin, name, config)
     try:
         wall = stack.up()
@@ -104,7 +105,7 @@ def unlocked(standin, name: str, layout: dict[str, int]) -> dict:
     straight to flyctl: no lock."""
     from nats_fly import flyctl
     primary = next(iter(layout))
-    stack = Stack(standin, name, {"jetstream": False, "peerWait": 3, "regions": [primary]})
+    stack = Stack(standin, name, {"jetstream": False, "volumeSize": None, "peerWait": 3, "regions": [primary]})
     try:
         stack.up()
         stack.calls()

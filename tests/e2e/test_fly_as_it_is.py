@@ -61,7 +61,7 @@ def fly(project, standin, engine_env):
     engine_env.update(flyctl_env(standin, engine_env))
     stack = project("prod")
     app = f"real-{secrets.token_hex(4)}"
-    stack.config({"app": app, "peerWait": 3, "jetstream": False})
+    stack.config({"app": app, "peerWait": 3, "jetstream": False, "volumeSize": None})  # no volume without JetStream
     stack.pulumi("config", "set", "--secret", "sysPassword", stdin=SYS_PASSWORD)
     stack.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin=APP_PASSWORD)
     f = Fly(stack, standin, app)
