@@ -238,7 +238,7 @@ def _plain(args: Any) -> dict[str, Any]:
         if key in settings_mod.SECRET_KEYS or key == "workDir":
             continue
         if isinstance(value, pulumi.Output):
-            problems.append(f"{NAMESPACE}:{key}: an Output; allowed: a plain value (it decides which "
+            problems.append(f"{settings_mod.label(key)}: an Output; allowed: a plain value (it decides which "
                             f"resources the cluster has)")
         plain[key] = value
     if problems:

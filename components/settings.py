@@ -132,7 +132,8 @@ def show(value: Any) -> str:
     return shown
 
 
-def _k(key: str) -> str:
+def label(key: str) -> str:
+    """How an error line names a key: `nats-fly:<key>`, a long (unknown) one cut."""
     return f"{NAMESPACE}:{key if len(key) <= SHOWN_CHARS else show(key)}"
 
 
@@ -145,7 +146,7 @@ def _text(value: Any) -> str | None:
 def _app(key: str, value: Any, problems: list[str]) -> str | None:
     text = _text(value)
     if text is None or len(text) > 63 or not _APP_NAME.fullmatch(text):
-        problems.append(f"{_k(key)}: {show(value)} is not a valid app name; allowed: a DNS label of lowercase "
+        problems.append(f"{label(key)}: {show(value)} is not a valid app name; allowed: a DNS label of lowercase "
                         f"letters, digits and '-', starting with a letter, at most 63 characters")
         return None
     return text
@@ -154,7 +155,7 @@ def _app(key: str, value: Any, problems: list[str]) -> str | None:
 def _pattern(regex: re.Pattern, allowed: str) -> Parser:
     def parse(key: str, value: Any, problems: list[str]) -> str | None:
         if _text(value) is None or not regex.fullmatch(value):
-            problems.append(f"{_k(key)}: {show(value)} is not valid; allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(value)} is not valid; allowed: {allowed}")
             return None
         return value
     return parse
@@ -163,7 +164,7 @@ def _pattern(regex: re.Pattern, allowed: str) -> Parser:
 def _choice(choices: tuple[str, ...]) -> Parser:
     def parse(key: str, value: Any, problems: list[str]) -> str | None:
         if not isinstance(value, str) or value not in choices:
-            problems.append(f"{_k(key)}: {show(value)} is not allowed; allowed: {', '.join(choices)}")
+            problems.append(f"{label(key)}: {show(value)} is not allowed; allowed: {', '.join(choices)}")
             return None
         return value
     return parse
@@ -177,10 +178,10 @@ def _int_range(low: int, high: int, unit: str) -> Parser:
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value):  # Pulumi passes numbers as text
             number = int(value)
         if isinstance(number, bool) or not isinstance(number, int):
-            problems.append(f"{_k(key)}: {show(value)} is not an integer; allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(value)} is not an integer; allowed: {allowed}")
             return None
         if not low <= number <= high:
-            problems.append(f"{_k(key)}: {show(value)} is out of range; allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(value)} is out of range; allowed: {allowed}")
             return None
         return number
     return parse
@@ -196,11 +197,11 @@ def _duration(low: int, high: int) -> Parser:
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         match = _DURATION.fullmatch(text) if isinstance(text, str) else None
         if not match:
-            problems.append(f"{_k(key)}: {show(value)} is not a duration; allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(value)} is not a duration; allowed: {allowed}")
             return None
         seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
         if not low <= seconds <= high:
-            problems.append(f"{_k(key)}: {show(value)} is out of range; allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(value)} is out of range; allowed: {allowed}")
             return None
         return seconds
     return parse
@@ -211,7 +212,7 @@ def _bool(key: str, value: Any, problems: list[str]) -> bool | None:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    problems.append(f"{_k(key)}: {show(value)} is not a boolean; allowed: true, false")
+    problems.append(f"{label(key)}: {show(value)} is not a boolean; allowed: true, false")
     return None
 
 
@@ -222,10 +223,10 @@ def _list(key: str, value: Any, problems: list[str]) -> list | None:
         except json.JSONDecodeError:
             value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, list):
-        problems.append(f"{_k(key)}: {show(value)} is not a list; allowed: a list of at most {MAX_ITEMS} strings")
+        problems.append(f"{label(key)}: {show(value)} is not a list; allowed: a list of at most {MAX_ITEMS} strings")
         return None
     if len(value) > MAX_ITEMS:
-        problems.append(f"{_k(key)}: {len(value)} entries is too many; allowed: at most {MAX_ITEMS}")
+        problems.append(f"{label(key)}: {len(value)} entries is too many; allowed: at most {MAX_ITEMS}")
         return None
     return value
 
@@ -241,15 +242,15 @@ def _user_names(key: str, value: Any, problems: list[str], *, empty_allowed: boo
     for name in items:
         if not isinstance(name, str) or not _USER_NAME.fullmatch(name) or name == "sys":
             bad = True
-            problems.append(f"{_k(key)}: {show(name)} is not a valid user name; allowed: lowercase letters, digits "
+            problems.append(f"{label(key)}: {show(name)} is not a valid user name; allowed: lowercase letters, digits "
                             f"and '_', starting with a letter, at most 32, and not 'sys' (the system user)")
         elif name in users:
             bad = True
-            problems.append(f"{_k(key)}: {show(name)} is listed twice; each user may appear once")
+            problems.append(f"{label(key)}: {show(name)} is listed twice; each user may appear once")
         else:
             users.append(name)
     if not items and not empty_allowed:
-        problems.append(f"{_k(key)}: [] is empty; give at least one client user")
+        problems.append(f"{label(key)}: [] is empty; give at least one client user")
         return None
     return None if bad else tuple(users)
 
@@ -290,7 +291,7 @@ def _verify_urls(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, 
             elif problem is None and region in dict(urls):
                 problem = f"region {region} is listed twice"
         if problem:
-            problems.append(f"{_k(key)}: {show(item)} is not valid ({problem}); allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(item)} is not valid ({problem}); allowed: {allowed}")
         else:
             urls.append((region, url))
     return tuple(urls)
@@ -317,10 +318,10 @@ def _origins(key: str, value: Any, problems: list[str]) -> tuple[str, ...] | Non
             if origin is None:
                 raise origins.OriginError("'*' stands alone" if item == "*" else "not a string")
         except origins.OriginError as error:
-            problems.append(f"{_k(key)}: {show(item)} is not valid ({error}); allowed: {allowed}")
+            problems.append(f"{label(key)}: {show(item)} is not valid ({error}); allowed: {allowed}")
             continue
         if origin in found:
-            problems.append(f"{_k(key)}: {show(item)} is listed twice ({origin}); each origin may appear once")
+            problems.append(f"{label(key)}: {show(item)} is listed twice ({origin}); each origin may appear once")
         else:
             found.append(origin)
     return tuple(found)
@@ -511,7 +512,7 @@ def load(values: Mapping[str, Any]) -> Settings:
     stack_keys = [k.name for k in KEYS if k.stack]
     for key in raw:
         if key not in KEY_BY_NAME or not KEY_BY_NAME[key].stack:
-            problems.append(f"{_k(key)}: unknown key; allowed keys: {', '.join(stack_keys)}")
+            problems.append(f"{label(key)}: unknown key; allowed keys: {', '.join(stack_keys)}")
 
     kwargs: dict[str, Any] = {}
     ports: dict[str, int] = {}
@@ -533,7 +534,7 @@ def load(values: Mapping[str, Any]) -> Settings:
             kwargs[key.field] = value
 
     if "app" not in raw:
-        problems.append(f"{_k('app')}: missing; set a Fly app name (a DNS label, at most 63 characters)")
+        problems.append(f"{label('app')}: missing; set a Fly app name (a DNS label, at most 63 characters)")
     regions, machines = _regions(raw.get("regions"), raw.get("machinesPerRegion", 1), problems)
     kwargs["regions"], kwargs["machines"] = regions, machines
     if problems:
@@ -542,7 +543,7 @@ def load(values: Mapping[str, Any]) -> Settings:
     for name, value in changed.items():
         problem = without_effect(KEY_BY_NAME[name], settings)
         if problem:
-            problems.append(f"{_k(name)}: {show(value)} {problem}, or leave it at its default "
+            problems.append(f"{label(name)}: {show(value)} {problem}, or leave it at its default "
                             f"({KEY_BY_NAME[name].default_text or show(KEY_BY_NAME[name].default)})")
     _relations(settings, problems)
     if problems:
@@ -577,56 +578,56 @@ def _default(key: Key) -> Any:
 def _relations(s: Settings, problems: list[str]) -> None:
     lame_duck_total = s.lame_duck_grace_period + s.lame_duck_duration
     if s.lame_duck_duration < MIN_LAME_DUCK_DURATION:
-        problems.append(f"{_k('lameDuckDuration')}: {s.lame_duck_duration}s is too short; "
+        problems.append(f"{label('lameDuckDuration')}: {s.lame_duck_duration}s is too short; "
                         f"nats-server allows at least {MIN_LAME_DUCK_DURATION}s")
     if s.lame_duck_grace_period >= s.lame_duck_duration:
-        problems.append(f"{_k('lameDuckGracePeriod')}: {s.lame_duck_grace_period}s must be shorter than "
+        problems.append(f"{label('lameDuckGracePeriod')}: {s.lame_duck_grace_period}s must be shorter than "
                         f"lameDuckDuration ({s.lame_duck_duration}s)")
     if s.platform == "fly":
         _fly_relations(s, lame_duck_total, problems)
     _port_relations(s, problems)
     if s.leafnodes and not s.leaf_users:
-        problems.append(f"{_k('leafUsers')}: [] is empty, but leafnodes is true; allowed: at least one leaf user "
+        problems.append(f"{label('leafUsers')}: [] is empty, but leafnodes is true; allowed: at least one leaf user "
                         f"(every leaf node logs in)")
     strangers = [f"{r}={url}" for r, url in s.verify_urls if r not in s.regions]
     if strangers:
-        problems.append(f"{_k('verifyUrls')}: {show(', '.join(strangers))} names a region that is not in the "
+        problems.append(f"{label('verifyUrls')}: {show(', '.join(strangers))} names a region that is not in the "
                         f"stack; allowed: the stack's regions {', '.join(s.regions)}")
     if s.platform == "local":
         crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
         if crowded:
-            problems.append(f"{_k('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
+            problems.append(f"{label('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
                             f"platform; allowed: 1..{MAX_LOCAL_SERVERS_PER_REGION} per region")
         elif s.local_base_port:
             span = local_port_span(s)
             if s.local_base_port + span > 65535:
-                problems.append(f"{_k('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
+                problems.append(f"{label('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
                                 f"allowed: 1024..{65535 - span}")
     if s.jetstream:
         need = 3
         if s.topology == "supercluster":
             short = [r for r in s.regions if s.machines[r] < need]
             if short:
-                problems.append(f"{_k('machinesPerRegion')}: {', '.join(f'{r}={s.machines[r]}' for r in short)} "
+                problems.append(f"{label('machinesPerRegion')}: {', '.join(f'{r}={s.machines[r]}' for r in short)} "
                                 f"is too few for jetstream in the supercluster topology; R3 streams need "
                                 f"at least {need} servers in each region")
         elif s.total_machines < need:
-            problems.append(f"{_k('machinesPerRegion')}: {s.total_machines} servers in all is too few for "
+            problems.append(f"{label('machinesPerRegion')}: {s.total_machines} servers in all is too few for "
                             f"jetstream; R3 streams need at least {need}")
 
 
 def _fly_relations(s: Settings, lame_duck_total: int, problems: list[str]) -> None:
     """What only Fly reads: the stop timeout, the proxy's limits, the VM."""
     if not lame_duck_total < s.kill_timeout <= MAX_KILL_TIMEOUT:
-        problems.append(f"{_k('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
+        problems.append(f"{label('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
                         f"lameDuckDuration ({lame_duck_total}s) and be at most {MAX_KILL_TIMEOUT}s (Fly's limit)")
     if s.soft_limit > s.hard_limit:
-        problems.append(f"{_k('softLimit')}: {s.soft_limit} exceeds {_k('hardLimit')} ({s.hard_limit}); allowed: "
+        problems.append(f"{label('softLimit')}: {s.soft_limit} exceeds {label('hardLimit')} ({s.hard_limit}); allowed: "
                         f"a softLimit that does not exceed hardLimit (lower one, or raise the other)")
     kind, cpus = VM_PRESETS[s.vm_size]
     low, high = (per_cpu * cpus for per_cpu in MEMORY_PER_CPU_MB[kind])
     if s.vm_memory_mb % MEMORY_STEP_MB or not low <= s.vm_memory_mb <= high:
-        problems.append(f"{_k('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
+        problems.append(f"{label('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
                         f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
 
 
@@ -641,10 +642,10 @@ def _port_relations(s: Settings, problems: list[str]) -> None:
         for name in (n for n in group if applies(KEY_BY_NAME[n], s)):
             port = getattr(s.ports, KEY_BY_NAME[name].field.split(".", 1)[1])
             if s.websocket and name in _PUBLIC_PORTS and port == 443:
-                problems.append(f"{_k(name)}: 443 is where Fly serves the websocket listener; allowed: another "
+                problems.append(f"{label(name)}: 443 is where Fly serves the websocket listener; allowed: another "
                                 f"port, or websocket: false")
             if port in seen:
-                problems.append(f"{_k(name)}: {port} is already used by {seen[port]}; ports must differ")
+                problems.append(f"{label(name)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = name
 
 
@@ -661,13 +662,13 @@ def local_port_span(s: Settings) -> int:
 def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[str, ...], dict[str, int]]:
     default = _count("machinesPerRegion", per_region, problems)
     if value is None:
-        problems.append(f"{_k('regions')}: missing; give a list of Fly region codes, the first is primary")
+        problems.append(f"{label('regions')}: missing; give a list of Fly region codes, the first is primary")
         return (), {}
     items = _list("regions", value, problems)
     if items is None:
         return (), {}
     if not items:
-        problems.append(f"{_k('regions')}: [] is empty; give at least one Fly region code")
+        problems.append(f"{label('regions')}: [] is empty; give at least one Fly region code")
     regions: list[str] = []
     machines: dict[str, int] = {}
     own_counts = 0
@@ -675,23 +676,23 @@ def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[st
         code, sep, count = item.partition("=") if isinstance(item, str) else ("", "", "")
         if code not in FLY_REGIONS:
             hint = f" (codes are lowercase: {code.lower()!r})" if code.lower() in FLY_REGIONS else ""
-            problems.append(f"{_k('regions')}: {show(item)} is not a Fly region{hint}; allowed: a code of "
+            problems.append(f"{label('regions')}: {show(item)} is not a Fly region{hint}; allowed: a code of "
                             f"{', '.join(FLY_REGIONS)}, optionally with =N machines")
             continue
         if code in machines:
-            problems.append(f"{_k('regions')}: {code!r} is listed twice; each region may appear once")
+            problems.append(f"{label('regions')}: {code!r} is listed twice; each region may appear once")
             continue
         n = default
         if sep:
             own_counts += 1
             n = _count(f"regions[{code}]", count, problems) if re.fullmatch(r"\d{1,3}", count) else None
             if not re.fullmatch(r"\d{1,3}", count):
-                problems.append(f"{_k(f'regions[{code}]')}: {show(count)} after '=' is not a count; allowed: "
+                problems.append(f"{label(f'regions[{code}]')}: {show(count)} after '=' is not a count; allowed: "
                                 f"{code}=N, N 1..100 in digits")
         regions.append(code)
         machines[code] = n if n is not None else 1
     if items and own_counts == len(items) and default not in (None, 1):
-        problems.append(f"{_k('machinesPerRegion')}: {show(per_region)} has no effect, every region gives its own "
+        problems.append(f"{label('machinesPerRegion')}: {show(per_region)} has no effect, every region gives its own "
                         f"count; allowed: leave it at its default (1), or a region without =N")
     return tuple(regions), machines
 
@@ -714,24 +715,24 @@ def check_secrets(s: Settings, given: Given, library: bool = False) -> list[str]
         plain = [e for e, kept in secret.items() if not kept] if isinstance(secret, Mapping) else \
             ([] if secret else [None])
         for entry in plain:
-            label = _k(key if entry is None else f"{key}.{entry}")
+            named = label(key if entry is None else f"{key}.{entry}")
             how = ("a secret Output (pulumi.Output.secret(...), Config.require_secret)" if library else
                    f"a secret, set with `pulumi config set --secret {'--path ' if entry else ''}"
-                   f"{label.split(':', 1)[1]}`")
-            problems.append(f"{label}: given in plain text; allowed: {how}{' for each entry' if entry else ''} "
+                   f"{named.split(':', 1)[1]}`")
+            problems.append(f"{named}: given in plain text; allowed: {how}{' for each entry' if entry else ''} "
                             f"(the value is not shown here)")
         problem = without_effect(KEY_BY_NAME[key], s)
         if problem:
-            problems.append(f"{_k(key)}: given, but it {problem}, or leave it out")
+            problems.append(f"{label(key)}: given, but it {problem}, or leave it out")
     for key in ("sysPassword", "userPasswords", "leafPasswords"):
         value = given.get(key, (None, True))[0]
         texts = value.values() if isinstance(value, dict) else [value]
         if any(isinstance(t, str) and re.search(r"[\x00-\x1f\x7f]", t) for t in texts):
-            problems.append(f"{_k(key)}: holds a control character (newline, tab...); allowed: printable "
+            problems.append(f"{label(key)}: holds a control character (newline, tab...); allowed: printable "
                             f"characters only (the value is not shown here)")
     sys_password = given.get("sysPassword", (None, True))[0]
     if sys_password is not OPAQUE and (not isinstance(sys_password, str) or len(sys_password) < 12):
-        problems.append(f"{_k('sysPassword')}: missing or not a text of at least 12 characters; allowed: a "
+        problems.append(f"{label('sysPassword')}: missing or not a text of at least 12 characters; allowed: a "
                         f"secret of at least 12 characters for the system user (verify and monitoring)")
     if s.auth == "password":
         _password_map(given, "userPasswords", "users", s.users, 8, problems)
@@ -762,21 +763,21 @@ def _password_map(given: Given, key: str, users_key: str, users: tuple[str, ...]
     if passwords is OPAQUE:
         return
     if not isinstance(passwords, dict):
-        problems.append(f"{_k(key)}: missing; allowed: a secret map of user -> password, set with "
+        problems.append(f"{label(key)}: missing; allowed: a secret map of user -> password, set with "
                         f"`pulumi config set --secret --path {key}.<user>`")
         return
     if len(passwords) > MAX_ITEMS:
-        problems.append(f"{_k(key)}: {len(passwords)} entries is too many; allowed: one per entry of {users_key} "
+        problems.append(f"{label(key)}: {len(passwords)} entries is too many; allowed: one per entry of {users_key} "
                         f"(at most {MAX_ITEMS})")
         return
     for user in users:
         password = passwords.get(user)
         if password is not OPAQUE and (not isinstance(password, str) or len(password) < shortest):
-            problems.append(f"{_k(key)}: no password of at least {shortest} characters for user {user!r}; "
+            problems.append(f"{label(key)}: no password of at least {shortest} characters for user {user!r}; "
                             f"allowed: one per entry of {users_key}")
     for user in passwords:
         if user not in users:
-            problems.append(f"{_k(key)}: {show(user)} is not in {users_key} {list(users)}; allowed: passwords for "
+            problems.append(f"{label(key)}: {show(user)} is not in {users_key} {list(users)}; allowed: passwords for "
                             f"listed users only")
 
 
@@ -787,12 +788,12 @@ def _tls_pair(given: Given, problems: list[str]) -> list[str]:
         value = given.get(name, (None, True))[0]
         if _empty(value):
             file = "cert.pem" if name == "tlsCert" else "key.pem"
-            problems.append(f"{_k(name)}: missing; allowed: with serverTls, a secret {what}, set with "
+            problems.append(f"{label(name)}: missing; allowed: with serverTls, a secret {what}, set with "
                             f"`pulumi config set --secret {name} < {file}`")
         elif value is not OPAQUE and not isinstance(value, str):
-            problems.append(f"{_k(name)}: not a text; allowed: with serverTls, a secret {what}")
+            problems.append(f"{label(name)}: not a text; allowed: with serverTls, a secret {what}")
         texts[name] = value if isinstance(value, str) else None
     from .pem import check_pair  # cryptography loads only for stacks that need it
-    found, warnings = check_pair(texts["tlsCert"], texts["tlsKey"], _k)
+    found, warnings = check_pair(texts["tlsCert"], texts["tlsKey"], label)
     problems.extend(found)
     return warnings
