@@ -389,8 +389,9 @@ KEYS: tuple[Key, ...] = (
         "ports.websocket", _port, platforms=FLY, needs=WEBSOCKET),
     Key("websocketOrigins", "list", [], "Origins (`https://host[:port]`) whose pages may open a WebSocket, "
         "written as browsers send them: a Unicode host as punycode (`https://bücher.example` becomes "
-        "`https://xn--bcher-kva.example`), no default port; no wildcards (nats-server compares them as text). Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own "
-        "(`same_origin`). `*`: any origin. Clients outside a browser send no Origin and are always let in.",
+        "`https://xn--bcher-kva.example`), no default port; no wildcards (nats-server compares them as text). "
+        "Default: on Fly `https://<app>.fly.dev` only; locally none but the server's own (`same_origin`). "
+        "`*`: any origin. Clients outside a browser send no Origin and are always let in.",
         "websocket_origins", _origins, needs=WEBSOCKET),
     Key("leafnodes", "boolean", False, "Let leaf nodes from outside Fly join: nats-server's leafnode listener "
         "behind Fly's `tls` handler on `publicLeafPort` (TLS-first remotes; the shared IPv4 serves it); "

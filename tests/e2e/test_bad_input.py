@@ -63,8 +63,8 @@ CATALOGUE = [
     ("port that is not a number", {"clientPort": "4222a"}, "nats-fly:clientPort"),
     ("duration with a trailing newline", {"killTimeout": "60s\n"}, "nats-fly:killTimeout"),
     ("local base port out of range", {"platform": "local", "localBasePort": 80}, "nats-fly:localBasePort"),
-    ("certificate armour around garbage", {"serverTls": True, "tlsCert": {"secure": "garbage"},
-                                           "tlsKey": {"secure": "garbage"}}, "nats-fly:tlsCert"),
+    ("certificate armour around garbage", {"serverTls": True, "tlsCert": {"secure": "garbage.crt"},
+                                           "tlsKey": {"secure": "garbage.key"}}, "nats-fly:tlsCert"),
     # Issue 17, section 4, by class. WebSocket origins nats-server cannot use:
     ("origin with a brace in its host", {"websocketOrigins": ["https://a{b}.example.com"]}, "nats-fly:websocketOrigins"),
     ("wildcard origin", {"websocketOrigins": ["https://*.example.com"]}, "nats-fly:websocketOrigins"),
@@ -131,8 +131,8 @@ def tls_material(tmp_path_factory) -> dict[str, str]:
             "-out", f"{kind}.crt")
     relabelled = (folder / "x509-label.crt").read_text().replace("CERTIFICATE-----", "X509 CERTIFICATE-----")
     (folder / "x509-label.crt").write_text(relabelled)
-    return {**{p.name: p.read_text() for p in folder.glob("*.crt")}, **{p.name: p.read_text() for p in folder.glob("*.key")},
-            "garbage.crt": BAD_PEM, "garbage.key": BAD_KEY, "garbage": BAD_PEM}
+    made = {p.name: p.read_text() for pattern in ("*.crt", "*.key") for p in folder.glob(pattern)}
+    return {**made, "garbage.crt": BAD_PEM, "garbage.key": BAD_KEY}
 
 
 def test_every_bad_stack_fails_at_preview_naming_the_key_and_touching_no_fly(project, standin, engine_env,

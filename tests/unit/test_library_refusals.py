@@ -54,8 +54,8 @@ def test_a_secret_map_output_is_judged_when_it_resolves(mock_program, tmp_path):
     ({"auth": "password", "userPasswords": {"app": "a-plain-password"}}, "nats-fly:userPasswords"),
 ])
 def test_a_plain_secret_is_refused_as_the_stack_refuses_it(mock_program, tmp_path, given, label):
-    error = refused(mock_program, lambda: {**ARGS, "workDir": str(tmp_path), "sysPassword": pulumi.Output.secret("s" * 16),
-                                           **given})
+    error = refused(mock_program, lambda: {**ARGS, "workDir": str(tmp_path),
+                                           "sysPassword": pulumi.Output.secret("s" * 16), **given})
     assert f"{label}: given in plain text; allowed: a secret Output" in lines(error)
     assert "a-plain" not in lines(error) and "123456789012345" not in lines(error)
 
@@ -87,7 +87,8 @@ def test_secret_outputs_everywhere_pass(mock_program, tmp_path):
     def program():
         NatsCluster("a", {**ARGS, "auth": "password", "users": ["app", "bob"], "workDir": str(tmp_path / "a"),
                           "sysPassword": pulumi.Output.from_input("s" * 16).apply(pulumi.Output.secret),
-                          "userPasswords": {"app": pulumi.Output.secret("a" * 10), "bob": pulumi.Output.secret("b" * 10)}})
+                          "userPasswords": {"app": pulumi.Output.secret("a" * 10),
+                                            "bob": pulumi.Output.secret("b" * 10)}})
         NatsCluster("b", {**ARGS, "app": "lib-b", "auth": "password", "workDir": str(tmp_path / "b"),
                           "regions": ["syd"], "sysPassword": pulumi.Output.secret("s" * 16),
                           "userPasswords": pulumi.Output.secret({"app": "a" * 10}), "leafPasswords": {}})

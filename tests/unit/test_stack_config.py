@@ -64,7 +64,8 @@ def running_program(tmp_path, monkeypatch, mock_program):
 
 
 PROGRAM_SEES = {**{k: v for k, v in BASE.items() if k != "regions"}, "regions": '["ord"]', "users": '["app","bob"]',
-                "sysPassword": "system-password-1", "userPasswords": '{"app":"app-password-1","bob":"bob-plain-password"}'}
+                "sysPassword": "system-password-1",
+                "userPasswords": '{"app":"app-password-1","bob":"bob-plain-password"}'}
 
 
 def test_the_program_reads_which_entries_its_stack_file_holds_in_plain_text(tmp_path, running_program):
@@ -97,7 +98,8 @@ def render(tmp_path: Path, stack: str) -> subprocess.CompletedProcess:
 
 def test_render_needs_no_secret_the_stack_has_not_set(tmp_path):
     project(tmp_path, "leaf", {**BASE, "leafnodes": True, "leafUsers": ["edge"], "serverTls": True})
-    project(tmp_path, "plain", {**BASE, "leafnodes": True, "leafUsers": ["edge"], "leafPasswords": {"edge": "plain-leaf-pw"}})
+    project(tmp_path, "plain", {**BASE, "leafnodes": True, "leafUsers": ["edge"],
+                                "leafPasswords": {"edge": "plain-leaf-pw"}})
     project(tmp_path, "stray", {**BASE, "leafPasswords": {"edge": SECURE}})
     result = render(tmp_path, "leaf")
     assert result.returncode == 0, result.stderr
