@@ -90,6 +90,17 @@ def test_a_plain_key_is_refused_by_the_engine_flag_alone(tmp_path, running_progr
         running_program(PROGRAM_SEES, ["userPasswords"])
 
 
+def test_the_program_warns_of_a_certificate_out_of_its_dates(tmp_path, running_program, caplog):
+    cert, key = self_signed("old.example.com", days=(-30, -1))
+    sees = {**PROGRAM_SEES, "serverTls": "true", "tlsCert": cert, "tlsKey": key,
+            "userPasswords": '{"app":"app-password-1","bob":"bob-password-1"}'}
+    with caplog.at_level("WARNING"):
+        args = running_program(sees, ["sysPassword", "userPasswords", "tlsCert", "tlsKey"])
+    assert args["serverTls"] == "true"
+    assert [r.getMessage().split(" expired on ")[0] for r in caplog.records if "expired" in r.getMessage()] == [
+        "nats-fly:tlsCert: the server certificate"]
+
+
 def render(tmp_path: Path, stack: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nats_fly", "render", "--stack", stack, "--out",
                            str(tmp_path / f"out-{stack}"), "--project-dir", str(tmp_path)],
