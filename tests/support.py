@@ -45,3 +45,22 @@ def nats_servers(marker: str) -> list[int]:
         if argv[0].endswith("nats-server") and marker in "\0".join(argv):
             pids.append(int(pid))
     return pids
+
+
+def ca_signed_pair(folder: Path, ip: str = "127.0.0.1") -> tuple[Path, str, str]:
+    """A test CA (its certificate file) and a certificate for `ip` it signed, with its key (PEM texts),
+    made by openssl."""
+    import subprocess
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=nats-fly test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={ip}",
+            "-keyout", "server.key", "-out", "server.csr")
+    (folder / "san.ext").write_text(f"subjectAltName = IP:{ip}\nextendedKeyUsage = serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return folder / "ca.pem", (folder / "server.pem").read_text(), (folder / "server.key").read_text()
