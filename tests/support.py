@@ -34,6 +34,23 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def managed_servers(root: Path, cluster: str | None = None) -> dict[int, str]:
+    """pid -> "cluster/server" of the local platform's nats-server processes run from the project in
+    `root` (of one cluster), found by the pid file each names in its command line."""
+    found = {}
+    for pid in nats_servers(str(root)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--pid" not in argv[:-1]:
+            continue
+        pid_file = Path(argv[argv.index("--pid") + 1])
+        if cluster is None or pid_file.parent.parent.name == cluster:
+            found[pid] = f"{pid_file.parent.parent.name}/{pid_file.stem}"
+    return found
+
+
 def nats_servers(marker: str) -> list[int]:
     """pids of the nats-server processes whose command line names `marker` (a project folder, say)."""
     pids = []
