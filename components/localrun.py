@@ -505,7 +505,8 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
             server.lock_file.unlink(missing_ok=True)  # a first start that failed: no empty folders stay behind
             _remove_folders(server, leftovers=False)
         raise
-    return {"name": name, "pid": pid, "client_url": f"nats://127.0.0.1:{client_port}", "action": action}
+    scheme = "tls" if "tls" in conf else "nats"  # with a tls block (and no allow_non_tls) clients must use it
+    return {"name": name, "pid": pid, "client_url": f"{scheme}://127.0.0.1:{client_port}", "action": action}
 
 
 def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path, http_port: int) -> str:

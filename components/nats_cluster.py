@@ -127,7 +127,7 @@ class NatsCluster(pulumi.ComponentResource):
     client_urls: pulumi.Output[dict[str, str]]
     """region -> one client URL in that region (locally its first server; on Fly every region is the one URL)."""
     server_urls: pulumi.Output[dict[str, list[str]]]
-    """region -> the client URL of each server there (locally; on Fly every region is the one URL)."""
+    """region -> the client URL of each server there (locally; on Fly each region lists the one anycast URL)."""
     machines: pulumi.Output[dict[str, int]]
     """region -> Machine (server) count."""
     image_hash: pulumi.Output[str]

@@ -119,8 +119,12 @@ def test_every_kind_of_loss_is_repaired_by_the_next_up(stack):
     stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
     down = {name: "is not running" for name in NAMES}
 
-    # Every server killed: each is started again, on its store (the stream is still there).
+    # Every server killed: each is started again, on its store (the stream is still there). A refresh
+    # that runs the program names them too (a plain refresh cannot: a Command reads back its stored state).
     kill_all(stack)
+    refresh = stack.pulumi("refresh", "--yes", "--run-program")
+    assert all(f"cluster nats: {name} is not running; up will start it" in refresh.stdout for name in NAMES), \
+        refresh.stdout
     repaired(stack, down)
     assert asyncio.run(stream(url, publish=False)) == b"kept"
 

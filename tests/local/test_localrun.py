@@ -391,6 +391,7 @@ def test_tls_files_come_from_the_environment_into_the_servers_own_folder(confs, 
     confs[0].write([], extra={"tls": {"cert_file": {"$var": "NATS_TLS_CERT_FILE"},
                                       "key_file": {"$var": "NATS_TLS_KEY_FILE"}, "handshake_first": "auto"}})
     first = ensure(confs[0], state)
+    assert first["client_url"] == f"tls://127.0.0.1:{confs[0].client}"
     own = state / "s0"
     assert own.stat().st_mode & 0o777 == 0o700
     assert {p.name: p.stat().st_mode & 0o777 for p in own.iterdir()} == {"cert.pem": 0o600, "key.pem": 0o600}
