@@ -31,6 +31,9 @@ def test_fly_graph_and_outputs(mock_program, tmp_path):
     assert mock_program.value(cluster.client_url) == "nats://my-nats.fly.dev:10000"
     assert mock_program.value(cluster.tls_url) == "tls://my-nats.fly.dev:10001"
     assert mock_program.value(cluster.machines) == {"ord": 1, "syd": 1, "cdg": 1}
+    # Fly's proxy is the only way in: one URL whatever the count, each region's list holds just it.
+    assert set(mock_program.value(cluster.client_urls).values()) == {"nats://my-nats.fly.dev:10000"}
+    assert mock_program.value(cluster.server_urls) == {r: ["nats://my-nats.fly.dev:10000"] for r in ("ord", "syd", "cdg")}
     assert mock_program.value(cluster.how_to_connect).startswith(
         "await nats.connect('nats://my-nats.fly.dev:10000', user='app', password=<its userPasswords entry>)")
     assert "  routes: $NATS_ROUTES\n" in mock_program.value(cluster.nats_conf)
