@@ -289,6 +289,23 @@ FILE_VARS = {"NATS_TLS_CERT_FILE": ("NATS_TLS_CERT", "cert.pem"), "NATS_TLS_KEY_
 """var -> (the variable holding the file's content, the file's name in the server's folder)."""
 
 
+STORE = "JetStream store"
+
+
+def needed(server: Server, conf: dict | None) -> dict[str, Path]:
+    """What a server running `conf` needs in its own folder besides its files: the files the conf names
+    by variable (written by ensure) and its JetStream store (nats-server makes it at start only)."""
+    from . import natsconf
+    if not conf:
+        return {}
+    needs = {FILE_VARS[var][1]: server.own_dir / FILE_VARS[var][1]
+             for var in sorted(natsconf.environment_names(conf) & FILE_VARS.keys())}
+    jetstream = conf.get("jetstream")
+    if isinstance(jetstream, dict) and isinstance(jetstream.get("store_dir"), str):
+        needs[STORE] = server.state_dir / jetstream["store_dir"] / "jetstream"
+    return needs
+
+
 def certificate_file(state_dir: Path, name: str) -> Path:
     """Where a server's TLS certificate chain is written (what verify trusts)."""
     return Server(name, state_dir).own_dir / FILE_VARS["NATS_TLS_CERT_FILE"][1]
@@ -515,8 +532,11 @@ def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Pa
     state = _read_json(server.state_file) or {}
     started_with = {k: state.get(k) for k in wanted}
     action = "restarted"
+    store = needed(server, conf).get(STORE)
     if started_with != wanted:
         why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
+    elif store is not None and not store.is_dir():
+        why = "its JetStream store is gone"
     elif applied == conf:
         why, action = None, "unchanged"
     elif applied is not None and reloadable(applied, conf):
@@ -636,7 +656,7 @@ def observe(state_dir: Path, name: str) -> Observed:
     pid = running_pid(server)
     state = _read_json(server.state_file)
     files = {"conf": server.conf_file, "pid file": server.pid_file, "state": server.state_file,
-             "applied conf": server.applied_conf}
+             "applied conf": server.applied_conf, **needed(server, _read_json(server.applied_conf))}
     missing = [label for label, path in files.items() if not path.exists()]
     if pid is not None and state is not None and not missing:
         return Observed(str(state.get("generation", 0)), None, True)

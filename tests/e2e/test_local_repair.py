@@ -1,9 +1,9 @@
 """Repair that always repairs, on the local platform with the real engine: a 2-region x 2-server stack
 with JetStream. Whatever was killed or deleted before it (every server killed with kill -9, the state
-folder removed under running servers, both, the pid files, a conf), a preview names each server that
-needs repair and writes nothing, the next `up` leaves every server running and the cluster whole, the
-up after it is a no-op, and destroy leaves no file and no process. A port another checkout holds is
-named, without a traceback."""
+folder removed under running servers, both, the pid files, a conf, a server's store), a preview names
+each server that needs repair and writes nothing, the next `up` leaves every server running and the
+cluster whole, the up after it is a no-op, and destroy leaves no file and no process. A port another
+checkout holds is named, without a traceback."""
 
 from __future__ import annotations
 
@@ -150,6 +150,11 @@ def test_every_kind_of_loss_is_repaired_by_the_next_up(stack):
     # One conf deleted: written back, the server left running.
     (state_dir(stack) / "syd-1.conf").unlink()
     assert repaired(stack, {"syd-1": f"runs (pid {pids['syd-1']}) but its conf is gone"}) == pids
+
+    # One server's own folder (its JetStream store) deleted under it: restarted onto a new store.
+    shutil.rmtree(state_dir(stack) / "ord-1")
+    after = repaired(stack, {"ord-1": f"runs (pid {pids['ord-1']}) but its JetStream store is gone"})
+    assert after["ord-1"] != pids["ord-1"] and (state_dir(stack) / "ord-1" / "jetstream").is_dir()
 
     stack.pulumi("destroy", "--yes", "--skip-preview")
     assert running(stack) == {}

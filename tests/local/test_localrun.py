@@ -416,6 +416,12 @@ def test_tls_files_come_from_the_environment_into_the_servers_own_folder(confs, 
         info = json.loads(plain.makefile("rb").readline().split(b" ", 1)[1])
     assert info["tls_required"] is True  # a plaintext client is told to use TLS
 
+    (own / "key.pem").unlink()  # a running server needs it no more, but the next start would
+    seen = localrun.observe(state, "s0")
+    assert seen.problem == f"runs (pid {first['pid']}) but its key.pem is gone; up will restore them"
+    assert ensure(confs[0], state, generation=seen.token)["action"] == "unchanged"
+    assert (own / "key.pem").read_text() == key and localrun.observe(state, "s0").problem is None
+
     _, other_cert, other_key = ca_signed_pair(tmp_path / "pki2")
     monkeypatch.setenv("NATS_TLS_CERT", other_cert)
     monkeypatch.setenv("NATS_TLS_KEY", other_key)
@@ -442,5 +448,13 @@ def test_the_jetstream_store_lives_in_the_servers_folder_and_goes_with_it(confs,
     assert varz(confs[0])["jetstream"]["config"]["store_dir"] == "s0/jetstream"  # as the conf says it...
     assert (store / "kept").read_text() == "a stream's data" and not legacy.exists()  # ...in the state folder
     assert (store / "$SYS").is_dir()  # where nats-server keeps its own files
+    # The server's own folder deleted under it: named, and the server restarted onto a new store.
+    first = localrun.running_pid(localrun.Server("s0", state.resolve()))
+    shutil.rmtree(state / "s0")
+    seen = localrun.observe(state, "s0")
+    assert seen.problem == f"runs (pid {first}) but its JetStream store is gone; up will restore them"
+    again = localrun.ensure("s0", confs[0].data, Path(state.name), confs[0].client, confs[0].http, generation=seen.token)
+    assert again["action"] == "restarted" and (store / "$SYS").is_dir()
+    assert localrun.observe(state, "s0").problem is None
     localrun.stop("s0", Path(state.name))
     assert not state.exists()  # the store and the emptied doubled path went with the last server
