@@ -72,6 +72,8 @@ def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecre
         client_url=pulumi.Output.from_input(client_url(s)),
         tls_url=pulumi.Output.from_input(tls_url(s)),
         client_urls=pulumi.Output.from_input({r: client_url(s) for r in s.regions}),
+        # Fly's proxy is the only way in: every region is the one anycast URL.
+        server_urls=pulumi.Output.from_input({r: [client_url(s)] for r in s.regions}),
         image_hash=image.hash,
         nats_conf=image.nats_conf,
         verify_urls=pulumi.Output.from_input([f"{r}={u}" for r, u in s.verify_urls] or [client_url(s)]),

@@ -185,8 +185,9 @@ def local_stop(python: str, name: str, state_dir: str) -> str:
 
 
 def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool,
-           websocket_urls: list[str] = ()) -> str:
-    """`nats-fly verify`; the system password comes from NATS_SYS_PASSWORD, never argv."""
+           websocket_urls: list[str] = (), ca: str | None = None) -> str:
+    """`nats-fly verify`; the system password comes from NATS_SYS_PASSWORD, never argv. `ca`: the file
+    to trust where the servers require TLS."""
     args = [python, "-m", "nats_fly", "verify"]
     for url in urls:
         args += ["--url", url]
@@ -195,4 +196,6 @@ def verify(python: str, urls: list[str], machines: dict[str, int], topology: str
     args += ["--expect", ",".join(f"{r}={n}" for r, n in machines.items()), "--topology", topology]
     if jetstream:
         args.append("--jetstream")
+    if ca:
+        args += ["--ca", ca]
     return sh(args)

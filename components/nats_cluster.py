@@ -115,9 +115,9 @@ class NatsCluster(pulumi.ComponentResource):
     hostname: pulumi.Output[str]
     """Where clients connect: `<app>.fly.dev`, or 127.0.0.1 locally."""
     client_url: pulumi.Output[str]
-    """`nats://<app>.fly.dev:10000`; locally, the first region's servers."""
+    """One URL for any NATS client: `nats://<app>.fly.dev:10000`; locally the first region's first server (`tls://` with serverTls), whose client URLs lead a client to the others."""
     tls_url: pulumi.Output[str]
-    """`tls://<app>.fly.dev:10001`, for TLS-first clients (empty locally)."""
+    """`tls://<app>.fly.dev:10001`, for TLS-first clients; locally, with serverTls, the client URL (empty without)."""
     websocket_url: pulumi.Output[str]
     """With websocket: `wss://<app>.fly.dev` for browsers (locally the first region's `ws://127.0.0.1:<port>`); else empty."""
     leaf_url: pulumi.Output[str]
@@ -125,7 +125,9 @@ class NatsCluster(pulumi.ComponentResource):
     leaf_remotes: pulumi.Output[str]
     """With leafnodes: a `leafnodes { remotes [...] }` block for a leaf node's conf, without the password; else empty."""
     client_urls: pulumi.Output[dict[str, str]]
-    """region -> client URL(s) of that region's servers (locally; on Fly every region is the one URL)."""
+    """region -> one client URL in that region (locally its first server; on Fly every region is the one URL)."""
+    server_urls: pulumi.Output[dict[str, list[str]]]
+    """region -> the client URL of each server there (locally; on Fly each region lists the one anycast URL)."""
     machines: pulumi.Output[dict[str, int]]
     """region -> Machine (server) count."""
     image_hash: pulumi.Output[str]
@@ -152,11 +154,12 @@ class NatsCluster(pulumi.ComponentResource):
                 from . import local_platform
                 _claim_local_ports(name, s)
                 env = secrets.values(s).apply(lambda v: {k: natsconf.conf_string(x) for k, x in v.items()})
-                built = local_platform.build(self, name, s, work, env)
+                built = local_platform.build(self, name, s, work, env, args)
         except SettingsError as error:
             raise NatsClusterError(error.problems) from None
         self.app_name, self.hostname = built.app_name, built.hostname
         self.client_url, self.tls_url, self.client_urls = built.client_url, built.tls_url, built.client_urls
+        self.server_urls = built.server_urls
         self.image_hash, self.nats_conf = built.image_hash, built.nats_conf
         self.websocket_url = built.websocket_url
         self.leaf_url, self.leaf_remotes = built.leaf_url, built.leaf_remotes
@@ -168,7 +171,8 @@ class NatsCluster(pulumi.ComponentResource):
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
             "tlsUrl": self.tls_url, "websocketUrl": self.websocket_url, "leafUrl": self.leaf_url,
-            "leafRemotes": self.leaf_remotes, "clientUrls": self.client_urls, "machines": self.machines,
+            "leafRemotes": self.leaf_remotes, "clientUrls": self.client_urls, "serverUrls": self.server_urls,
+            "machines": self.machines,
             "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
         })
 
@@ -180,7 +184,7 @@ class NatsCluster(pulumi.ComponentResource):
             f"{name}-verify",
             create=pulumi.Output.all(built.verify_urls, built.verify_websocket_urls).apply(
                 lambda urls: flyctl.verify(flyctl.python(), urls[0], dict(s.machines), s.topology, s.jetstream,
-                                           urls[1])),
+                                           urls[1], ca=built.verify_ca)),
             environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=secret_outputs(self, depends_on=built.resources),
         )
@@ -308,14 +312,14 @@ def _warn(warnings: list[str]) -> None:
 
 
 def _how_to_connect(s: Settings, url: str, websocket: str) -> str:
-    first = url.split(",")[0]
     login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
-    text = f"await nats.connect({first!r}{login})"
+    tls = ", tls=<an ssl.SSLContext that trusts your CA>" if url.startswith("tls://") else ""
+    text = f"await nats.connect({url!r}{login}{tls})"
     if s.platform == "fly":
         from .fly_platform import tls_url
         text += f"; TLS-first clients: await nats.connect({tls_url(s)!r}{login}, tls_handshake_first=True)"
     else:
-        text += "; each region's servers are in clientUrls"
+        text += "; it tells the client of its cluster's other servers; every server is in serverUrls"
     if websocket:
         text += f"; browsers (nats.ws): connect({{servers: {websocket!r}}})"
     return text

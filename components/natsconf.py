@@ -33,7 +33,8 @@ SYSTEM_ACCOUNT = "SYS"
 APP_ACCOUNT = "APP"
 DATA_DIR = "/data"  # the JetStream volume's mount point (fly.toml [[mounts]]), the store_dir
 JETSTREAM_DIR = f"{DATA_DIR}/jetstream"  # where nats-server then keeps its files: <store_dir>/jetstream
-TLS_CERT_FILE = "NATS_TLS_CERT_FILE"  # the entrypoint writes the NATS_TLS_CERT secret there
+TLS_CERT, TLS_KEY = "NATS_TLS_CERT", "NATS_TLS_KEY"  # the PEMs, as secrets (Fly) or environment (local)
+TLS_CERT_FILE = "NATS_TLS_CERT_FILE"  # the entrypoint (locally: localrun) writes the NATS_TLS_CERT secret there
 TLS_KEY_FILE = "NATS_TLS_KEY_FILE"
 
 
@@ -203,11 +204,12 @@ def _websocket(s: Settings, host: str, port: int, default_origins: tuple[str, ..
 ROUTE_PING_INTERVAL, ROUTE_PING_MAX = "5s", 3
 
 
-def _cluster(name: Any, listen: str, routes: list | Var, advertise: Any = None) -> dict[str, Any]:
+def _cluster(name: Any, listen: str, routes: list | Var, advertise: Any = None, *,
+             no_advertise: bool = True) -> dict[str, Any]:
     cluster = {
         "name": name,
         "listen": listen,
-        "no_advertise": True,  # clients sit behind Fly's proxy and cannot reach 6PN addresses
+        "no_advertise": no_advertise,  # on Fly, clients sit behind its proxy and cannot reach 6PN addresses
         "connect_retries": 120,
         # A route that hears nothing back for ~15 s is closed and redialled. With the default (2 min
         # x 2) a route across a partition stays open and resumes on TCP's retransmission backoff,
@@ -245,6 +247,8 @@ class LocalServer:
     monitor_port: int
     websocket_port: int
     leafnode_port: int
+    tls: bool = False
+    """Its client port requires TLS (serverTls): clients must use it, so its URL says tls://."""
 
     @property
     def name(self) -> str:
@@ -252,7 +256,7 @@ class LocalServer:
 
     @property
     def client_url(self) -> str:
-        return f"nats://127.0.0.1:{self.client_port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.client_port}"
 
     @property
     def websocket_url(self) -> str:
@@ -267,24 +271,28 @@ def local_server_names(s: Settings) -> list[str]:
     return [f"{region}-{i}" for region in s.regions for i in range(s.machines[region])]
 
 
+SAMPLE_BASE_PORT = 14000
+"""Where a stack without localBasePort (ports chosen free at its first up) is rendered without Pulumi."""
+
+
 def local_layout(s: Settings) -> dict[str, list[int]]:
-    """server name -> [client, cluster, gateway, monitor] ports from localBasePort, four ports a slot."""
+    """server name -> its six ports from localBasePort (or, without one, SAMPLE_BASE_PORT), by region slot."""
     layout = {}
     for region in s.regions:
         for i in range(s.machines[region]):
-            base = s.local_base_port + LOCAL_PORTS_PER_SERVER * local_port_slot(region, i)
+            base = (s.local_base_port or SAMPLE_BASE_PORT) + LOCAL_PORTS_PER_SERVER * local_port_slot(region, i)
             layout[f"{region}-{i}"] = [base + k for k in range(LOCAL_PORTS_PER_SERVER)]
     return layout
 
 
 def local_servers(s: Settings, layout: Mapping[str, list[int]] | None = None) -> list[LocalServer]:
-    """The local platform's servers, each with four loopback ports of its own: from `layout` (the
-    ports chosen at the first up), else from localBasePort."""
+    """The local platform's servers, each with six loopback ports of its own: from `layout` (the
+    ports chosen at the first up), else from local_layout."""
     layout = layout if layout is not None else local_layout(s)
     servers = []
     for name in local_server_names(s):
         region, _, index = name.rpartition("-")
-        servers.append(LocalServer(region, int(index), *layout[name]))
+        servers.append(LocalServer(region, int(index), *layout[name], tls=s.server_tls))
     return servers
 
 
@@ -298,8 +306,15 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
         cluster_name, peers = server.region, [p for p in servers if p.region == server.region]
     conf = _base(s, server_name=server.name, tags=[f"region:{server.region}"], host="127.0.0.1",
                  client_port=server.client_port, monitor_port=server.monitor_port)
+    if s.server_tls:
+        # Fly's tls block with the user's certificate, files the local process manager writes from its
+        # environment. Without allow_non_tls: no proxy terminates TLS in front of a local server, so
+        # every client must use TLS (INFO says tls_required, and clients upgrade), TLS-first ones too.
+        conf["tls"] = {"cert_file": Var(TLS_CERT_FILE), "key_file": Var(TLS_KEY_FILE), "handshake_first": "auto"}
+    # Unlike Fly's clients, behind a proxy, a local client reaches every server: told of its cluster's
+    # client URLs (INFO connect_urls), a client given one URL fails over to the others.
     conf["cluster"] = _cluster(cluster_name, f"127.0.0.1:{server.cluster_port}",
-                               [_route_url(p.cluster_port) for p in peers if p != server])
+                               [_route_url(p.cluster_port) for p in peers if p != server], no_advertise=False)
     conf["cluster"]["authorization"] = {"user": ROUTE_USER, "password": Var(ROUTE_PASSWORD)}
     if s.topology == "supercluster":
         conf["gateway"] = _gateway(server.region, f"127.0.0.1:{server.gateway_port}", None, {

@@ -13,8 +13,12 @@ class Built:
     app_name: pulumi.Output
     hostname: pulumi.Output
     client_url: pulumi.Output
+    """One URL every NATS client accepts."""
     tls_url: pulumi.Output
     client_urls: pulumi.Output
+    """region -> one URL."""
+    server_urls: pulumi.Output
+    """region -> [URL, ...]: every server a client can reach there."""
     image_hash: pulumi.Output
     nats_conf: pulumi.Output
     verify_urls: pulumi.Output
@@ -31,6 +35,8 @@ class Built:
     """What verify waits for: the servers (locally) or the deploy and the regions (Fly)."""
     repair: str = ""
     """Changes when a server must be started again (locally), so verify runs again after it."""
+    verify_ca: str | None = None
+    """The CA file verify trusts, where the servers require TLS (locally with serverTls)."""
 
 
 def secret_outputs(parent: pulumi.Resource, **options) -> pulumi.ResourceOptions:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if s.platform == "fly":
         files = buildctx.build_context(s)
     else:
-        servers = natsconf.local_servers(s, None if s.local_base_port else _sample_layout(s))
+        servers = natsconf.local_servers(s)
         files = {f"{sv.name}.conf": natsconf.render(natsconf.local_conf(s, sv, servers, f"<state>/{sv.name}"))
                  for sv in servers}
     out = buildctx.write(files, args.out)
@@ -37,9 +37,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"sha256 {buildctx.content_hash(files)}")
     return 0
 
-
-def _sample_layout(s) -> dict[str, list[int]]:
-    """Without localBasePort the ports are chosen at the first up; render shows where they would go
-    from the default base."""
-    import dataclasses
-    return natsconf.local_layout(dataclasses.replace(s, local_base_port=14000))

@@ -339,7 +339,11 @@ async def poll_cluster(nc: Client, expect: Expectation, timeout: float) -> tuple
 def tls_context(ca_file: str | None, handshake_first: bool) -> ssl.SSLContext | None:
     if ca_file is None and not handshake_first:
         return None
-    return ssl.create_default_context(cafile=ca_file)
+    context = ssl.create_default_context(cafile=ca_file)
+    # Any certificate in the CA file is an anchor, as in Go's crypto/x509: a server's own certificate
+    # (the local platform's serverTls) as much as a root.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 class ConnectError(Exception):

@@ -34,6 +34,23 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def managed_servers(root: Path, cluster: str | None = None) -> dict[int, str]:
+    """pid -> "cluster/server" of the local platform's nats-server processes run from the project in
+    `root` (of one cluster), found by the pid file each names in its command line."""
+    found = {}
+    for pid in nats_servers(str(root)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--pid" not in argv[:-1]:
+            continue
+        pid_file = Path(argv[argv.index("--pid") + 1])
+        if cluster is None or pid_file.parent.parent.name == cluster:
+            found[pid] = f"{pid_file.parent.parent.name}/{pid_file.stem}"
+    return found
+
+
 def nats_servers(marker: str) -> list[int]:
     """pids of the nats-server processes whose command line names `marker` (a project folder, say)."""
     pids = []
@@ -64,3 +81,22 @@ def self_signed(common_name: str = "nats.example.com", days: tuple[int, int] = (
     return (cert.public_bytes(serialization.Encoding.PEM).decode(),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()).decode())
+
+
+def ca_signed_pair(folder: Path, ip: str = "127.0.0.1") -> tuple[Path, str, str]:
+    """A test CA (its certificate file) and a certificate for `ip` it signed, with its key (PEM texts),
+    made by openssl."""
+    import subprocess
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=nats-fly test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={ip}",
+            "-keyout", "server.key", "-out", "server.csr")
+    (folder / "san.ext").write_text(f"subjectAltName = IP:{ip}\nextendedKeyUsage = serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return folder / "ca.pem", (folder / "server.pem").read_text(), (folder / "server.key").read_text()

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import textwrap
 import time
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from engine import Project, host_project, missing_tools, require
+from support import managed_servers
 from nats_fly.verify import Expectation, verify
 
 PASSWORD = "host-program-sys-password-3"
@@ -54,7 +56,7 @@ def host(tmp_path):
     project = host_project(tmp_path, "host-program", PROGRAM, PASSWORD)
     yield project
     project.pulumi("destroy", "--yes", "--skip-preview", check=False)
-    for pid in servers(project.root):
+    for pid in managed_servers(project.root):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -65,22 +67,6 @@ def set_clusters(project: Project, clusters: dict) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def servers(root: Path, cluster: str | None = None) -> dict[int, str]:
-    """pid -> server name of the nats-server processes run from this project (of one cluster)."""
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if not argv[0].endswith("nats-server") or "--pid" not in argv:
-            continue
-        pid_file = Path(argv[argv.index("--pid") + 1])
-        if str(root) in str(pid_file) and (cluster is None or pid_file.parent.parent.name == cluster):
-            found[int(pid)] = f"{pid_file.parent.parent.name}/{pid_file.stem}"
-    return found
-
-
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     """Every file the clusters keep: path -> (content digest, mtime)."""
     folder = root / ".nats-fly"
@@ -89,8 +75,7 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def whole(outputs: dict, name: str) -> None:
-    urls = {r: u.split(",")[0] for r, u in outputs[f"{name}Urls"].items()}
-    report = asyncio.run(verify(urls, Expectation(regions=outputs[f"{name}Machines"]), user="sys",
+    report = asyncio.run(verify(outputs[f"{name}Urls"], Expectation(regions=outputs[f"{name}Machines"]), user="sys",
                                 password=PASSWORD, timeout=30))
     assert report.ok, report.table()
 
@@ -105,7 +90,7 @@ def test_two_clusters_in_one_program(host):
     assert outputs["consumer"] == f"would connect to {outputs['eastUrls']['ord']}"
     ports = [u for name in ("east", "west") for u in outputs[f"{name}Urls"].values()]
     assert len(set(ports)) == 4
-    assert sorted(servers(root).values()) == ["east/iad-0", "east/ord-0", "west/sea-0", "west/sjc-0"]
+    assert sorted(managed_servers(root).values()) == ["east/iad-0", "east/ord-0", "west/sea-0", "west/sjc-0"]
     assert sorted(p.name for p in (root / ".nats-fly" / "dev").iterdir()) == ["east", "west"]
     host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
 
@@ -124,38 +109,41 @@ def test_two_clusters_in_one_program(host):
     assert PASSWORD not in json.dumps(state)
 
     # A preview of a changed stack writes nothing and touches no process.
-    before, pids = snapshot(root), servers(root)
+    before, pids = snapshot(root), managed_servers(root)
     set_clusters(host, {"east": ["ord", "iad", "lhr"], "west": ["sjc"]})
     preview = host.pulumi("preview")
     assert "to create" in preview.stdout and "to delete" in preview.stdout, preview.stdout
-    assert snapshot(root) == before and servers(root) == pids
+    assert snapshot(root) == before and managed_servers(root) == pids
 
     # Changing one cluster (a region more) leaves the other's servers as they were.
-    west_pids = servers(root, "west")
+    west_pids = managed_servers(root, "west")
     set_clusters(host, {"east": ["ord", "iad", "lhr"], "west": ["sjc", "sea"]})
     host.pulumi("up", "--yes", "--skip-preview")
     outputs = host.outputs()
     whole(outputs, "east")
-    assert servers(root, "west") == west_pids
+    assert managed_servers(root, "west") == west_pids
     host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
 
     # A server killed with kill -9 comes back with the next up; the one after is a no-op again.
-    victim = next(pid for pid, name in servers(root).items() if name == "east/iad-0")
+    victim = next(pid for pid, name in managed_servers(root).items() if name == "east/iad-0")
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while victim in servers(root):
+    while victim in managed_servers(root):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    preview = host.pulumi("preview")
+    assert "nats-fly: cluster east: iad-0 is not running; up will start it" in preview.stdout, preview.stdout
+    assert set(re.findall(r"cluster (\w+): (\S+) is not running", preview.stdout)) == {("east", "iad-0")}
     host.pulumi("up", "--yes", "--skip-preview")
-    assert "east/iad-0" in servers(root).values()
+    assert "east/iad-0" in managed_servers(root).values()
     whole(host.outputs(), "east")
     host.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
 
     # Removing one cluster from the program stops only its servers and takes only its folder.
-    east_pids = servers(root, "east")
+    east_pids = managed_servers(root, "east")
     set_clusters(host, {"east": ["ord", "iad", "lhr"]})
     host.pulumi("up", "--yes", "--skip-preview")
-    assert servers(root, "west") == {} and servers(root, "east") == east_pids
+    assert managed_servers(root, "west") == {} and managed_servers(root, "east") == east_pids
     assert sorted(p.name for p in (root / ".nats-fly" / "dev").iterdir()) == ["east"]
     whole(host.outputs(), "east")
 
@@ -164,9 +152,9 @@ def test_two_clusters_in_one_program(host):
     refused = host.pulumi("up", "--yes", "--skip-preview", check=False)
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "nats-fly:regions: 'atlantis' is not a Fly region" in said, said[-2000:]
-    assert "Traceback" not in said and servers(root, "east") == east_pids
+    assert "Traceback" not in said and managed_servers(root, "east") == east_pids
     set_clusters(host, {"east": ["ord", "iad", "lhr"]})
 
     host.pulumi("destroy", "--yes", "--skip-preview")
-    assert servers(root) == {}
+    assert managed_servers(root) == {}
     assert not (root / ".nats-fly").exists()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -182,13 +184,35 @@ def test_a_reused_pid_is_never_signalled(confs, state):
         stranger.wait()
 
 
-def test_a_taken_port_is_refused_by_name(confs, state):
+def test_a_taken_port_is_refused_naming_who_holds_it(confs, state):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", confs[0].client))
         squatter.listen()
-        with pytest.raises(localrun.LocalRunError, match=f"client port {confs[0].client} on 127.0.0.1 is already in use"):
+        with pytest.raises(localrun.LocalRunError, match=f"client port {confs[0].client} on 127.0.0.1 is in use by "
+                                                         f"pid {os.getpid()} \\(python"):
             ensure(confs[0], state)
     assert localrun.status(state) == []
+    other = state.parent / "other-cluster"
+    running = ensure(confs[0], other)
+    with pytest.raises(localrun.LocalRunError, match=f"in use by nats-server s0 of {other} \\(pid {running['pid']}\\); "
+                                                     f"s1 was not started"):
+        localrun.ensure("s1", confs[0].data, state, confs[0].client, confs[0].http)
+    localrun.stop("s0", other)
+
+
+def test_a_port_held_by_a_server_of_its_own_cluster_is_waited_for(confs, state, monkeypatch):
+    """A changed layout gives s1 a port s0 still holds: s0's own Command is moving it, so s1 waits."""
+    ensure(confs[0], state)
+    waiting = threading.Event()
+    real_sleep = time.sleep
+    monkeypatch.setattr(localrun.time, "sleep", lambda seconds: (waiting.set(), real_sleep(seconds)))
+    s1 = localrun.Server("s1", state.resolve())
+    with ThreadPoolExecutor(1) as pool:
+        claim = pool.submit(localrun.claim_port, s1, "client", confs[0].client)
+        assert waiting.wait(timeout=30) and not claim.done()
+        localrun.stop("s0", state)
+        assert claim.result(timeout=60) is None
+    assert not localrun.port_in_use(confs[0].client)
 
 
 def test_a_server_that_cannot_start_fails_with_its_log(confs, state):
@@ -293,16 +317,51 @@ def test_secrets_reach_only_the_private_conf_file(confs, state, monkeypatch):
         localrun.ensure("s9", confs[0].data, state, confs[2].client, confs[2].http)
 
 
-def test_a_killed_server_asks_for_the_next_generation_and_ensure_brings_it_back(confs, state):
-    assert localrun.observed_generation(state, "s0") == 0  # never started
-    first = ensure(confs[0], state)
-    assert localrun.observed_generation(state, "s0") == 0  # running: as it was
+def test_a_server_down_or_without_its_files_asks_for_a_fresh_token_and_ensure_repairs_it(confs, state):
+    """The token differs from the one the Command carries whenever the server is not running, whatever
+    was deleted: a counter read from a missing file could not."""
+    never = localrun.observe(state, "s0")
+    assert never.problem == "is not running; up will start it" and not never.known
+    assert never.token != localrun.observe(state, "s0").token  # fresh each time, until the server runs
+    first = ensure(confs[0], state, generation=never.token)
+    assert localrun.observe(state, "s0") == (never.token, None, True)  # running: as it was, a no-op up
     os.kill(first["pid"], 9)
     wait_for(lambda: not localrun.alive(first["pid"], localrun.Server("s0", state.resolve())))
-    assert localrun.observed_generation(state, "s0") == 1  # died: the next up starts it again
-    again = ensure(confs[0], state, generation=1)
+    died = localrun.observe(state, "s0")
+    assert died.problem == "is not running; up will start it" and died.known and died.token != never.token
+    again = ensure(confs[0], state, generation=died.token)
     assert again["action"] == "started" and again["pid"] != first["pid"]
-    assert localrun.observed_generation(state, "s0") == 1
+    assert localrun.observe(state, "s0") == (died.token, None, True)
+
+
+@pytest.mark.parametrize("deleted", [["s0.pid"], ["s0.conf"], ["s0.json", "s0.applied.json"], ["*"]])
+def test_a_running_server_whose_files_are_gone_is_found_by_its_marker_and_adopted(confs, state, deleted):
+    first = ensure(confs[0], state, generation="t1")
+    for pattern in deleted:
+        for path in state.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    if deleted == ["*"]:
+        state.rmdir()
+    seen = localrun.observe(state, "s0")
+    assert seen.token != "t1" and seen.problem.startswith(f"runs (pid {first['pid']}) but its ")
+    assert localrun.running_pid(localrun.Server("s0", state.resolve())) == first["pid"]  # by its marker
+    again = ensure(confs[0], state, generation=seen.token)
+    # What it was started with is known only from its state file: without it, a restart.
+    restarted = "s0.json" in deleted or deleted == ["*"]
+    assert again["action"] == ("restarted" if restarted else "unchanged"), again
+    assert (again["pid"] != first["pid"]) == restarted
+    assert localrun.observe(state, "s0") == (seen.token, None, True)
+    assert int((state / "s0.pid").read_text()) == again["pid"]
+
+
+def test_stop_finds_a_server_whose_folder_is_gone_and_leaves_nothing(confs, state):
+    first = ensure(confs[0], state)
+    shutil.rmtree(state)
+    assert localrun.stop("s0", state)["action"] == "stopped"
+    assert not is_nats_server(first["pid"]) and not state.exists()
 
 
 def test_ports_are_kept_per_server_and_new_ones_are_free_and_distinct():
@@ -314,3 +373,88 @@ def test_ports_are_kept_per_server_and_new_ones_are_free_and_distinct():
     assert list(localrun.choose_ports(["syd-1"], grown)) == ["syd-1"]
     older = localrun.choose_ports(["ord-0"], {"ord-0": first["ord-0"][:4]})  # a layout of four ports a server
     assert older["ord-0"][:4] == first["ord-0"][:4] and len(set(older["ord-0"])) == 6
+
+
+def test_tls_files_come_from_the_environment_into_the_servers_own_folder(confs, state, monkeypatch, tmp_path):
+    """serverTls locally: the PEMs reach localrun only in its environment; it writes them 0600 into the
+    server's private folder, never into the conf data, the conf file or a command line; clients must use
+    TLS, and a new certificate restarts the server."""
+    import asyncio
+    import ssl
+
+    import nats
+    from support import ca_signed_pair
+
+    ca, cert, key = ca_signed_pair(tmp_path / "pki")
+    monkeypatch.setenv("NATS_TLS_CERT", cert)
+    monkeypatch.setenv("NATS_TLS_KEY", key)
+    confs[0].write([], extra={"tls": {"cert_file": {"$var": "NATS_TLS_CERT_FILE"},
+                                      "key_file": {"$var": "NATS_TLS_KEY_FILE"}, "handshake_first": "auto"}})
+    first = ensure(confs[0], state)
+    assert first["client_url"] == f"tls://127.0.0.1:{confs[0].client}"
+    own = state / "s0"
+    assert own.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in own.iterdir()} == {"cert.pem": 0o600, "key.pem": 0o600}
+    assert (own / "key.pem").read_text() == key
+    argv = Path(f"/proc/{first['pid']}/cmdline").read_bytes().decode()
+    environ = Path(f"/proc/{first['pid']}/environ").read_bytes().decode()
+    for text in ((state / "s0.conf").read_text(), (state / "s0.applied.json").read_text(), argv, environ):
+        assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
+
+    async def hello(url: str, **options) -> str:
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=5, **options)
+        try:
+            return nc._server_info["server_name"]
+        finally:
+            await nc.close()
+
+    trusted = ssl.create_default_context(cafile=str(ca))
+    url = f"tls://127.0.0.1:{confs[0].client}"
+    assert asyncio.run(hello(url, tls=trusted)) == "s0"  # INFO first, then the upgrade it asks for
+    assert asyncio.run(hello(url, tls=trusted, tls_handshake_first=True)) == "s0"
+    with socket.create_connection(("127.0.0.1", confs[0].client), timeout=5) as plain:
+        info = json.loads(plain.makefile("rb").readline().split(b" ", 1)[1])
+    assert info["tls_required"] is True  # a plaintext client is told to use TLS
+
+    (own / "key.pem").unlink()  # a running server needs it no more, but the next start would
+    seen = localrun.observe(state, "s0")
+    assert seen.problem == f"runs (pid {first['pid']}) but its key.pem is gone; up will restore them"
+    assert ensure(confs[0], state, generation=seen.token)["action"] == "unchanged"
+    assert (own / "key.pem").read_text() == key and localrun.observe(state, "s0").problem is None
+
+    _, other_cert, other_key = ca_signed_pair(tmp_path / "pki2")
+    monkeypatch.setenv("NATS_TLS_CERT", other_cert)
+    monkeypatch.setenv("NATS_TLS_KEY", other_key)
+    assert ensure(confs[0], state)["action"] == "restarted"
+    assert (own / "cert.pem").read_text() == other_cert
+    monkeypatch.delenv("NATS_TLS_KEY")
+    with pytest.raises(localrun.LocalRunError, match="the conf needs NATS_TLS_KEY in the environment"):
+        ensure(confs[0], state)
+    localrun.stop("s0", state)
+    assert not state.exists()
+
+
+def test_the_jetstream_store_lives_in_the_servers_folder_and_goes_with_it(confs, state, monkeypatch):
+    """store_dir is the server's name, relative to the state folder (nats-server's working directory);
+    a store an earlier version kept at the doubled path (the state folder's relative path inside the
+    state folder) is moved there; stop leaves nothing."""
+    monkeypatch.chdir(state.parent)  # the Commands name the state folder relative to the project
+    legacy = state / state.name / "s0" / "jetstream"
+    legacy.mkdir(parents=True)
+    (legacy / "kept").write_text("a stream's data")
+    confs[0].write([c.cluster for c in confs], extra={"jetstream": {"store_dir": "s0"}})
+    localrun.ensure("s0", confs[0].data, Path(state.name), confs[0].client, confs[0].http)
+    store = state.resolve() / "s0" / "jetstream"
+    assert varz(confs[0])["jetstream"]["config"]["store_dir"] == "s0/jetstream"  # as the conf says it...
+    assert (store / "kept").read_text() == "a stream's data" and not legacy.exists()  # ...in the state folder
+    assert (store / "$SYS").is_dir()  # where nats-server keeps its own files
+    # The server's own folder deleted under it: named, and the server restarted onto a new store.
+    first = localrun.running_pid(localrun.Server("s0", state.resolve()))
+    shutil.rmtree(state / "s0")
+    seen = localrun.observe(state, "s0")
+    assert seen.problem == f"runs (pid {first}) but its JetStream store is gone; up will restore them"
+    again = localrun.ensure("s0", confs[0].data, Path(state.name), confs[0].client, confs[0].http, generation=seen.token)
+    assert again["action"] == "restarted" and (store / "$SYS").is_dir()
+    assert localrun.observe(state, "s0").problem is None
+    localrun.stop("s0", Path(state.name))
+    assert not state.exists()  # the store and the emptied doubled path went with the last server

@@ -15,6 +15,7 @@ import pulumi
 import pytest
 
 from nats_fly import NatsCluster, SettingsError
+from support import ca_signed_pair
 
 
 def build(tmp_path, **config):
@@ -30,6 +31,9 @@ def test_fly_graph_and_outputs(mock_program, tmp_path):
     assert mock_program.value(cluster.client_url) == "nats://my-nats.fly.dev:10000"
     assert mock_program.value(cluster.tls_url) == "tls://my-nats.fly.dev:10001"
     assert mock_program.value(cluster.machines) == {"ord": 1, "syd": 1, "cdg": 1}
+    # Fly's proxy is the only way in: one URL whatever the count, each region's list holds just it.
+    assert set(mock_program.value(cluster.client_urls).values()) == {"nats://my-nats.fly.dev:10000"}
+    assert mock_program.value(cluster.server_urls) == {r: ["nats://my-nats.fly.dev:10000"] for r in ("ord", "syd", "cdg")}
     assert mock_program.value(cluster.how_to_connect).startswith(
         "await nats.connect('nats://my-nats.fly.dev:10000', user='app', password=<its userPasswords entry>)")
     assert "  routes: $NATS_ROUTES\n" in mock_program.value(cluster.nats_conf)
@@ -104,11 +108,47 @@ def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
     assert conf["cluster"]["routes"] == ["nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20001",
                                          "nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20007"]
     assert conf["cluster"]["authorization"] == {"user": "route", "password": {"$var": "NATS_ROUTE_PASSWORD"}}
-    assert inputs["nats-syd-1"]["environment"]["NATS_FLY_GENERATION"] == "0"
+    assert conf["cluster"]["no_advertise"] is False  # a client given one URL learns the others
+    # Never started: a fresh repair token each run, so the Command's value differs from any stored one.
+    tokens = [inputs[f"nats-{n}"]["environment"]["NATS_FLY_GENERATION"] for n in ("ord-0", "syd-0", "syd-1")]
+    assert len(set(tokens)) == 3 and all(len(token) == 16 for token in tokens)
     assert "stdin" not in mock_program.secret_paths("nats-syd-1")  # no secret in it, so the state may show it
     assert "flyctl" not in str(inputs)
     assert not list(tmp_path.iterdir())  # preview writes nothing: each server's command writes its conf
-    assert mock_program.value(cluster.client_urls)["syd"].count("nats://127.0.0.1:") == 2
+    assert mock_program.value(cluster.client_url) == "nats://127.0.0.1:20000"  # one URL, whatever the count
+    assert mock_program.value(cluster.client_urls) == {"ord": "nats://127.0.0.1:20000", "syd": "nats://127.0.0.1:20006"}
+    assert mock_program.value(cluster.server_urls) == {
+        "ord": ["nats://127.0.0.1:20000"], "syd": ["nats://127.0.0.1:20006", "nats://127.0.0.1:20012"]}
+    assert mock_program.value(cluster.tls_url) == ""
+
+
+def test_local_server_tls_and_jetstream_reach_localrun_as_the_conf_names_them(mock_program, tmp_path):
+    """With serverTls the local servers require TLS: their URLs say tls://, the conf names the files by
+    variable, the PEMs travel only in the secret environment, and verify trusts the served certificate."""
+    _, cert, key = ca_signed_pair(tmp_path / "pki")
+    work = tmp_path / "work"
+    cluster = mock_program.run(lambda: build(work, platform="local", auth="none", userPasswords=None, users=None,
+                                             regions=["ord=2", "syd"], jetstream=True, verify=True, serverTls=True,
+                                             tlsCert=pulumi.Output.secret(cert), tlsKey=pulumi.Output.secret(key)))
+    inputs = mock_program.commands()
+    conf = json.loads(inputs["nats-ord-1"]["stdin"])
+    assert conf["tls"] == {"cert_file": {"$var": "NATS_TLS_CERT_FILE"}, "key_file": {"$var": "NATS_TLS_KEY_FILE"},
+                           "handshake_first": "auto"}
+    assert "allow_non_tls" not in conf  # no proxy terminates TLS in front of a local server
+    assert conf["jetstream"]["store_dir"] == "ord-1"  # inside the state folder, nats-server's working directory
+    env = inputs["nats-ord-1"]["environment"]
+    assert env["NATS_TLS_CERT"] == cert and env["NATS_TLS_KEY"] == key
+    assert "environment" in mock_program.secret_paths("nats-ord-1")
+    assert "PRIVATE KEY" not in inputs["nats-ord-1"]["stdin"] + inputs["nats-ord-1"]["create"]
+    assert mock_program.value(cluster.client_url) == "tls://127.0.0.1:20000"
+    assert mock_program.value(cluster.tls_url) == "tls://127.0.0.1:20000"
+    assert mock_program.value(cluster.server_urls)["ord"] == ["tls://127.0.0.1:20000", "tls://127.0.0.1:20006"]
+    verify = shlex.split(inputs["nats-verify"]["create"])
+    assert verify[verify.index("--ca") + 1] == str(work / "local" / "ord-0" / "cert.pem")
+    assert not work.exists()  # the program writes nothing: localrun writes the files
+    assert [verify[i + 1] for i, a in enumerate(verify) if a == "--url"] == [
+        "ord=tls://127.0.0.1:20000", "syd=tls://127.0.0.1:20012"]
+    assert "tls=<an ssl.SSLContext that trusts your CA>" in mock_program.value(cluster.how_to_connect)
 
 
 def test_two_clusters_may_not_deploy_one_fly_app(mock_program, tmp_path):
