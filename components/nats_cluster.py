@@ -91,7 +91,7 @@ class NatsClusterArgs(TypedDict):
     verifyUrls: NotRequired[list[str]]
     """`REGION=URL` per region for verify and JetStream scale-down (for example through `fly proxy` or WireGuard); default: the client URL."""
     serverTls: NotRequired[bool]
-    """Serve TLS on the raw port too, with your certificate (`tlsCert`, `tlsKey`; `handshake_first: auto`), so TLS-first clients can go straight to `:10000`."""
+    """Serve TLS with your certificate (`tlsCert`, `tlsKey`; `handshake_first: auto`): on Fly on the raw port too, so TLS-first clients can go straight to `:10000`; locally on every client port, TLS required (the URL outputs say `tls://`)."""
     sysPassword: pulumi.Input[str]
     """Secret. Password of the system user `sys` (verify, monitoring), at least 12 characters: `pulumi config set --secret sysPassword`."""
     userPasswords: NotRequired[pulumi.Input[dict[str, str]]]

@@ -415,8 +415,9 @@ KEYS: tuple[Key, ...] = (
     Key("verifyUrls", "list", [], "`REGION=URL` per region for verify and JetStream scale-down (for example "
         "through `fly proxy` or WireGuard); default: the client URL.", "verify_urls", _verify_urls,
         default_text="client URL", needs=VERIFY_URLS_USED),
-    Key("serverTls", "boolean", False, "Serve TLS on the raw port too, with your certificate (`tlsCert`, "
-        "`tlsKey`; `handshake_first: auto`), so TLS-first clients can go straight to `:10000`.", "server_tls",
+    Key("serverTls", "boolean", False, "Serve TLS with your certificate (`tlsCert`, `tlsKey`; `handshake_first: "
+        "auto`): on Fly on the raw port too, so TLS-first clients can go straight to `:10000`; locally on every "
+        "client port, TLS required (the URL outputs say `tls://`).", "server_tls",
         _bool),
     Key("sysPassword", "string", REQUIRED, "Secret. Password of the system user `sys` (verify, monitoring), at "
         "least 12 characters: `pulumi config set --secret sysPassword`.", secret=True),

@@ -75,9 +75,6 @@ NEEDS = {
     settings.SERVER_TLS: {"serverTls": True},
     settings.VERIFY_URLS_USED: {"verify": True},
 }
-# The local platform serves serverTls from another branch (h?-local: the local platform's TLS); until it
-# is merged, local confs ignore it.
-PENDING = {("local", "serverTls"): "the local platform serves serverTls once the local-platform branch is in"}
 
 
 def base_stack(name: str) -> dict:
@@ -147,8 +144,7 @@ def test_the_walk_knows_every_key():
 WALK = [(base, key.name) for base in BASES for key in KEYS]
 
 
-@pytest.mark.parametrize("base,key", [pytest.param(b, k, marks=pytest.mark.xfail(strict=True, reason=PENDING[b, k]))
-                                      if (b, k) in PENDING else (b, k) for b, k in WALK],
+@pytest.mark.parametrize("base,key", WALK,
                          ids=[f"{b}-{k}" for b, k in WALK])
 def test_every_key_changes_the_cluster_or_is_refused_by_name(base, key, tmp_path):
     values, companions, change = case(base, key, meet_needs=False)
@@ -163,8 +159,7 @@ EFFECTIVE = [(base, key.name) for base in BASES for key in KEYS
              if base_stack(base).get("platform", "fly") in key.platforms]
 
 
-@pytest.mark.parametrize("base,key", [pytest.param(b, k, marks=pytest.mark.xfail(strict=True, reason=PENDING[b, k]))
-                                      if (b, k) in PENDING else (b, k) for b, k in EFFECTIVE],
+@pytest.mark.parametrize("base,key", EFFECTIVE,
                          ids=[f"{b}-{k}" for b, k in EFFECTIVE])
 def test_where_its_platform_and_feature_are_on_a_key_changes_the_cluster(base, key, tmp_path):
     values, companions, change = case(base, key, meet_needs=True)
