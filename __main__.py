@@ -7,7 +7,7 @@ import sys
 import pulumi
 
 from nats_fly import NatsCluster, SettingsError
-from nats_fly.stack_config import from_pulumi
+from nats_fly.stack import stack_args
 
 # The Python host's "already shown to the user" exit status: the engine adds nothing to our lines
 # (a RunError would end with "an unhandled error occurred: Program exited with non-zero exit code: 1").
@@ -26,7 +26,7 @@ def engine_gone(*_) -> None:
 signal.signal(signal.SIGINT, engine_gone)
 
 try:
-    cluster = NatsCluster("nats", from_pulumi())
+    cluster = NatsCluster("nats", stack_args())
 except SettingsError as error:
     for problem in error.problems:
         pulumi.log.error(problem)

@@ -120,7 +120,7 @@ def main() -> None:
     opts = common.args(__doc__)
     common.require_root()
     import flyhelpers as fh
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     started = time.monotonic()
     runs = 3 if opts.quick else 10
     delayed_runs = 0 if opts.quick else 3  # 9 Machines with a 3 s DNS propagation delay

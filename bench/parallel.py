@@ -103,7 +103,7 @@ def unlocked(standin, name: str, layout: dict[str, int]) -> dict:
     """A second app brought to where the regions start (a first up of its primary region alone: the
     deploy's one Machine), then the same `scale count` calls the region Commands make, all at once,
     straight to flyctl: no lock."""
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     primary = next(iter(layout))
     stack = Stack(standin, name, {"jetstream": False, "volumeSize": None, "peerWait": 3, "regions": [primary]})
     try:

@@ -20,7 +20,7 @@ SIZES = [1, 5, 15, 35]
 
 
 def regions(n: int) -> list[str]:
-    from nats_fly.regions import FLY_REGIONS
+    from nats_fly.config.regions import FLY_REGIONS
     primary = ["ord", "syd", "cdg"]
     rest = [r for r in FLY_REGIONS if r not in primary]
     return (primary + rest)[:n]

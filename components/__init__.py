@@ -7,11 +7,12 @@ without importing the Pulumi SDK.
 from importlib import import_module
 
 _EXPORTS = {
-    "NatsCluster": "nats_cluster", "NatsClusterArgs": "nats_cluster",
-    "FlyApp": "fly_app", "FlyAppArgs": "fly_app",
-    "NatsImage": "nats_image", "NatsImageArgs": "nats_image",
-    "NatsRegion": "nats_region", "NatsRegionArgs": "nats_region",
-    "Settings": "settings", "SettingsError": "settings",
+    "NatsCluster": "cluster", "NatsClusterArgs": "cluster",
+    "FlyApp": "platforms.fly.app", "FlyAppArgs": "platforms.fly.app",
+    "NatsImage": "platforms.fly.image", "NatsImageArgs": "platforms.fly.image",
+    "NatsRegion": "platforms.fly.region", "NatsRegionArgs": "platforms.fly.region",
+    "Settings": "config.settings", "SettingsError": "config.settings",
+    "verify": "processes.verify", "Expectation": "processes.verify",
 }
 __all__ = list(_EXPORTS)
 

@@ -9,8 +9,8 @@ from importlib import metadata
 from pulumi.provider import main as serve
 from pulumi.provider.experimental.component import ComponentProvider
 
-from .nats_cluster import NatsCluster
-from .settings import SECRET_KEYS
+from .cluster import NatsCluster
+from .config.settings import SECRET_KEYS
 
 NAME = "nats-fly"
 

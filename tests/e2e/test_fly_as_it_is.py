@@ -21,7 +21,7 @@ import nats
 import pytest
 
 from engine import flyctl_env
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 
 SYS_PASSWORD = "sys-" + secrets.token_hex(10)
 APP_PASSWORD = "app-" + secrets.token_hex(10)

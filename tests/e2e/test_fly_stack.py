@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from engine import flyctl_env
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 
 SYS_PASSWORD = "sys-" + secrets.token_hex(10)
 APP_PASSWORD = "app-" + secrets.token_hex(10)

@@ -25,7 +25,7 @@ import yaml
 
 from engine import Project, host_project, missing_tools, require
 from support import managed_servers
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 
 PASSWORD = "host-program-sys-password-3"
 PROGRAM = textwrap.dedent('''\

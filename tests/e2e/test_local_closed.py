@@ -20,8 +20,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from nats_fly.passwords import route_password
-from nats_fly.verify import Expectation, verify
+from nats_fly.render.secrets import route_password
+from nats_fly.processes.verify import Expectation, verify
 from support import free_ports, nats_server_binary
 
 SYS = "closed-sys-password-91"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine import copy_project, engine_environment
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 from support import managed_servers
 
 PASSWORD = "repair-system-password-71"

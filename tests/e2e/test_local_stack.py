@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 from support import ca_signed_pair, free_ports, nats_server_binary, nats_servers
 
 PASSWORD = "e2e-system-password-Zq81"

@@ -25,7 +25,7 @@ import yaml
 
 from engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
 from support import REPO, nats_servers
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 
 PASSWORD = "package-system-password-7"
 GOLDEN = REPO / "tests" / "golden" / "schema.json"

@@ -1,9 +1,9 @@
 """What the Fly stand-in tests share: the build contexts they deploy, the flyctl
 command lines the components run, and what "full mesh" means.
 
-"ours" is the library's own rendering (nats_fly.buildctx) of a stack; "example" is
+"ours" is the library's own rendering (nats_fly.render.buildctx) of a stack; "example" is
 fly-apps/nats-cluster's original config, kept as a fixture. The components' shell
-commands come from nats_fly.flyctl and run under `sh -c` exactly as
+commands come from nats_fly.contract.flyctl and run under `sh -c` exactly as
 pulumi_command's local.Command runs them, with the stand-in's environment.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats_fly.contract.operations import FlyDeploy
+
 FIXTURES = Path(__file__).parent / "fixtures"
 COLD_APPS = int(os.environ.get("NFLY_COLD_APPS", 5))  # per kind; x 4 rounds = 20 cold starts per delay
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 @dataclass
 class Stack:
     """A stack as the components see it, plus the secrets its Machines need."""
-    settings: object  # nats_fly.settings.Settings
+    settings: object  # nats_fly.config.settings.Settings
     sys_password: str
     user_passwords: dict[str, str]
     leaf_passwords: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -56,8 +58,9 @@ class Stack:
 def load_stack(name: str = "prod", **changes) -> Stack:
     """config/Pulumi.<name>.yaml through the library's own loader, with `changes` applied
     (app=..., regions=(...), machines={...}, topology=...)."""
-    from nats_fly import stack_config
-    s, _given = stack_config.from_file(stack_config.stack_file(REPO, name))
+    from nats_fly import platforms
+    from nats_fly.config import stackfile
+    s = platforms.settings(stackfile.from_file(stackfile.stack_file(REPO, name))[0])
     if "regions" in changes and "machines" not in changes:
         changes["machines"] = {r: s.machines.get(r, 1) for r in changes["regions"]}
     s = dataclasses.replace(s, **changes)
@@ -66,7 +69,7 @@ def load_stack(name: str = "prod", **changes) -> Stack:
 
 
 def render_ours(stack: Stack, out: Path) -> Path:
-    from nats_fly import buildctx
+    from nats_fly.render import buildctx
     if out.exists():
         shutil.rmtree(out)
     return buildctx.write(buildctx.build_context(stack.settings), out)
@@ -102,11 +105,11 @@ def sh(standin, script: str, cwd: Path | None = None, stdin: str | None = None,
 def secrets_text(standin, stack: Stack, pem: str | None = None) -> str:
     """The `secrets import` stdin FlyApp stages: the library's own values and format. `pem`: a
     certificate and key of the test's own (serverTls); else the marker certificate, as FlyApp makes it."""
-    from nats_fly import flyctl
-    from nats_fly.fly_platform import fly_secrets
-    from nats_fly.passwords import process_secrets, route_password
+    from nats_fly.contract import flyctl
+    from nats_fly.platforms.fly.resources import fly_secrets
+    from nats_fly.render.secrets import server_environment, route_password
     pem = pem or sh(standin, flyctl.tls_marker_cert(stack.app)).stdout
-    values = process_secrets(stack.settings, stack.sys_password, route_password(stack.app, stack.sys_password),
+    values = server_environment(stack.settings, stack.sys_password, route_password(stack.app, stack.sys_password),
                              stack.user_passwords, stack.leaf_passwords)
     return flyctl.secrets_text(fly_secrets(values, pem))
 
@@ -114,12 +117,12 @@ def secrets_text(standin, stack: Stack, pem: str | None = None) -> str:
 def components_up(standin, stack: Stack, context: Path, secrets: str | None = None) -> None:
     """FlyApp (app, IPs, staged secrets) -> NatsImage (deploy) -> NatsRegion x N. `secrets`: the
     staged text when the test brings its own (a user certificate, say)."""
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     s = stack.settings
     sh(standin, flyctl.ensure_app(s.app, s.org))
     sh(standin, flyctl.ensure_ips(s.app, s.public_ipv4))
     sh(standin, flyctl.import_secrets(s.app), stdin=secrets or secrets_text(standin, stack))
-    sh(standin, flyctl.deploy(sys.executable, s.app, str(context)))
+    sh(standin, FlyDeploy(app=s.app, dir=Path(context)).command(sys.executable))
     for region in s.regions:
         region_up(standin, stack, region, s.machines[region])
 
@@ -127,8 +130,8 @@ def components_up(standin, stack: Stack, context: Path, secrets: str | None = No
 def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.CompletedProcess:
     """NatsRegion's command for `count` Machines in `region`, with the environment NatsRegion gives it
     (with JetStream: the sys password, and the edges for removing surplus servers, the region's own last)."""
-    from nats_fly.fly_platform import region_environment
-    from nats_fly.nats_region import region_command
+    from nats_fly.platforms.fly.resources import region_environment
+    from nats_fly.platforms.fly.region import region_command
     s = stack.settings
     env = {}
     if s.jetstream:
@@ -140,16 +143,16 @@ def region_up(standin, stack: Stack, region: str, count: int) -> subprocess.Comp
 
 def example_up(standin, context: Path, app: str, counts: dict[str, int]) -> None:
     """The example's config brought up with the same command lines (it needs no secrets)."""
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     sh(standin, flyctl.ensure_app(app, "personal"))
     sh(standin, flyctl.ensure_ips(app, "shared"))
-    sh(standin, flyctl.deploy(sys.executable, app, str(context)))
+    sh(standin, FlyDeploy(app=app, dir=Path(context)).command(sys.executable))
     for region, count in counts.items():
         sh(standin, flyctl.sh(flyctl.scale_argv(app, region, count)))
 
 
 def machine_list(standin, app: str) -> list[dict]:
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     return json.loads(sh(standin, flyctl.sh(flyctl.machine_list(app))).stdout)
 
 

@@ -25,7 +25,7 @@ import pytest
 
 import flyhelpers as fh
 from standin import netns
-from nats_fly import natsconf
+from nats_fly.render import natsconf
 from support import nats_server_binary
 from test_prod import Client, exchange
 
@@ -107,7 +107,7 @@ def leafy(standin):
 
 def remotes_for(stack, password: str, ca_file: str) -> str:
     """The stack's leafRemotes output, password filled in (URL-escaped), trusting the stand-in's CA."""
-    from nats_fly.fly_platform import leaf_url
+    from nats_fly.platforms.fly.resources import leaf_url
     snippet = natsconf.leaf_remote_snippet(stack.settings, leaf_url(stack.settings), tls_first=True)
     snippet = snippet.replace("<its leafPasswords entry>", quote(password, safe=""))
     return snippet.replace("handshake_first: true", f'handshake_first: true, ca_file: "{ca_file}"')

@@ -152,7 +152,7 @@ def test_machines_made_together_under_dns_delay_join_not_island(standin):
     alone in all.vms, asks again for the settle time, sees the other appear, and waits for it: one
     cluster of two. (Trusting the first all.vms answer, each started alone: two islands.)"""
     import secrets as random
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     stack = fh.load_stack("prod", app=f"pair-{random.token_hex(3)}", regions=("ord",), machines={"ord": 2},
                           jetstream=False)
     standin.set_dns_delay(3)

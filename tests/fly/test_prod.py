@@ -10,11 +10,13 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nats
 import pytest
 
 import flyhelpers as fh
+from nats_fly.contract.operations import FlyDeploy
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,8 @@ def test_library_verify_through_the_edge(standin, prod):
 def test_prod_keeps_jetstream_on_one_volume_per_machine(standin, prod):
     """prod is durable as configured: every Machine has its own volume of the configured size in its
     region, and an R3 stream written through syd is read back, whole, through cdg."""
-    from nats_fly import flyctl, flytoml
+    from nats_fly.contract import flyctl
+    from nats_fly.render import flytoml
     assert prod.settings.jetstream and prod.settings.volume_size_gb == 10
     machines = fh.machine_list(standin, prod.app)
     volumes = json.loads(fh.sh(standin, flyctl.sh(flyctl.volumes_list(prod.app))).stdout)
@@ -253,13 +256,12 @@ def test_region_added_joins_and_removed_region_goes_unnoticed(standin, prod):
 
 
 def test_rolling_redeploy_replaces_one_machine_at_a_time(standin, prod, tmp_path):
-    from nats_fly import flyctl
     before = {m["id"]: m["region"] for m in fh.machine_list(standin, prod.app)}
     changed = fh.Stack(dataclasses.replace(prod.settings, peer_wait=prod.settings.peer_wait + 1),
                        prod.sys_password, prod.user_passwords)
     context = fh.render_ours(changed, tmp_path / "build")
     started = time.time() * 1000
-    out = fh.sh(standin, flyctl.deploy(sys.executable, prod.app, str(context))).stdout
+    out = fh.sh(standin, FlyDeploy(app=prod.app, dir=Path(context)).command(sys.executable)).stdout
     assert "with rolling strategy" in out
     after = fh.machine_list(standin, prod.app)
     assert {m["id"]: m["region"] for m in after} == before  # updated in place, counts kept

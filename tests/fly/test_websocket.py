@@ -11,7 +11,7 @@ import nats
 import pytest
 
 import flyhelpers as fh
-from nats_fly.verify import Expectation, verify
+from nats_fly.processes.verify import Expectation, verify
 from test_prod import Client, exchange
 
 

@@ -12,9 +12,11 @@ from urllib.parse import quote
 import nats
 import pytest
 
-from nats_fly import localrun, natsconf
-from nats_fly.passwords import process_secrets, route_password
-from nats_fly.settings import load
+from nats_fly.processes import local as localrun
+from nats_fly.render import natsconf
+from nats_fly.render.secrets import server_environment, route_password
+from nats_fly.config.settings import load
+from nats_fly.platforms.local import ports as local_ports
 from support import free_ports, nats_server_binary
 
 PASSWORDS = {"app": "edge-app-password-1"}
@@ -26,9 +28,9 @@ SYS = "edge-sys-password-1"
 def cluster(tmp_path, monkeypatch):
     s = load({"app": "edge-local", "platform": "local", "regions": ["ord", "syd"], "websocket": True,
               "leafnodes": True, "leafUsers": ["edge"]})
-    for name, value in process_secrets(s, SYS, route_password(s.app, SYS), PASSWORDS, LEAF).items():
+    for name, value in server_environment(s, SYS, route_password(s.app, SYS), PASSWORDS, LEAF).items():
         monkeypatch.setenv(name, natsconf.conf_string(value))
-    servers = natsconf.local_servers(s, localrun.choose_ports(natsconf.local_server_names(s), {}))
+    servers = local_ports.servers(s, localrun.choose_ports(local_ports.server_names(s), {}))
     state = tmp_path / "local"
     for sv in servers:
         conf = natsconf.to_json(natsconf.local_conf(s, sv, servers, str(state / sv.name)))

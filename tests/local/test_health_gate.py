@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from nats_fly import localrun
+from nats_fly.processes import local as localrun
 from support import free_ports
 
 

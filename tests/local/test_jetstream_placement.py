@@ -13,9 +13,11 @@ import nats
 import pytest
 from nats.js.errors import APIError
 
-from nats_fly import localrun, natsconf
-from nats_fly.passwords import process_secrets, route_password
-from nats_fly.settings import load
+from nats_fly.processes import local as localrun
+from nats_fly.render import natsconf
+from nats_fly.render.secrets import server_environment, route_password
+from nats_fly.config.settings import load
+from nats_fly.platforms.local import ports as local_ports
 
 SYS = "placement-sys-password-1"
 
@@ -28,9 +30,9 @@ def mesh(tmp_path, monkeypatch):
     def start(regions: list[str], unique_tag: str | None = None) -> list[str]:
         s = load({"app": f"js-{len(started)}", "platform": "local", "regions": regions, "auth": "none",
                   "jetstream": True})
-        for name, value in process_secrets(s, SYS, route_password(s.app, SYS), {}).items():
+        for name, value in server_environment(s, SYS, route_password(s.app, SYS), {}).items():
             monkeypatch.setenv(name, natsconf.conf_string(value))
-        servers = natsconf.local_servers(s, localrun.choose_ports(natsconf.local_server_names(s), {}))
+        servers = local_ports.servers(s, localrun.choose_ports(local_ports.server_names(s), {}))
         state = tmp_path / s.app
         for sv in servers:
             conf = natsconf.local_conf(s, sv, servers, str(state / sv.name))
@@ -77,7 +79,7 @@ def regions_of(servers: list[str]) -> list[str]:
 @pytest.mark.parametrize("regions", [["ord=3"], ["ord=2", "syd"]], ids=["one region", "two regions"])
 def test_fewer_than_3_regions_place_r3_streams(mesh, regions):
     s = load({"app": "x", "platform": "local", "regions": regions, "auth": "none", "jetstream": True})
-    servers = natsconf.local_servers(s)
+    servers = local_ports.servers(s)
     assert "unique_tag" not in natsconf.local_conf(s, servers[0], servers, "/tmp/x")["jetstream"]
     placed = asyncio.run(r3_stream(mesh(regions), "orders"))
     assert len(placed["servers"]) == 3

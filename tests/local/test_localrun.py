@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nats_fly import localrun
+from nats_fly.processes import local as localrun
 from support import free_ports
 
 
@@ -32,7 +32,7 @@ class Conf:
     data: dict | None = None
 
     def write(self, routes: list[int], extra: dict | None = None) -> dict:
-        """The conf localrun gets on stdin (nats_fly.natsconf's JSON form)."""
+        """The conf localrun gets on stdin (nats_fly.render.natsconf's JSON form)."""
         self.data = {
             "server_name": self.name, "listen": f"127.0.0.1:{self.client}", "http": f"127.0.0.1:{self.http}",
             "lame_duck_grace_period": "1s", "lame_duck_duration": "30s",
@@ -251,9 +251,8 @@ def test_another_nats_server_version_is_refused(tmp_path):
 
 def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
     def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        code = "import sys; from nats_fly.localrun import main; sys.exit(main(sys.argv[1:]))"
-        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
-                              input=stdin)
+        return subprocess.run([sys.executable, "-m", "nats_fly", "local", *args], capture_output=True, text=True,
+                              timeout=60, input=stdin)
 
     conf = confs[0]
     done = cli("ensure", "--name", conf.name, "--state-dir", str(state), "--client-port", str(conf.client),
@@ -301,7 +300,7 @@ def test_lame_duck_stop_with_a_client_takes_the_grace_period(confs, state):
 def test_secrets_reach_only_the_private_conf_file(confs, state, monkeypatch):
     """A route URL's password is a marker in the conf data (the Command's input, stored in the state);
     localrun fills it in from its environment, into a file only its owner reads."""
-    from nats_fly import natsconf
+    from nats_fly.render import natsconf
     monkeypatch.setenv("NATS_ROUTE_PASSWORD", "rp-" + "9" * 20)
     marked = f"nats-route://route:{natsconf.Secret.mark('NATS_ROUTE_PASSWORD')}@127.0.0.1:{confs[1].cluster}"
     confs[0].write([], extra={"cluster": {**confs[0].write([])["cluster"], "routes": [marked],

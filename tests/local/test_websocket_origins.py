@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nats_fly import natsconf, settings
+from nats_fly.render import natsconf
+from nats_fly.config import settings
 from support import free_ports, nats_server_binary
 
 # (origin as given, the Origin header a browser sends from that page)

@@ -15,7 +15,9 @@ import pulumi
 import pytest
 
 from nats_fly import NatsCluster, SettingsError
+from nats_fly.contract import spec
 from support import ca_signed_pair
+from nats_fly.contract.operations import FlyDeploy
 
 
 def build(tmp_path, **config):
@@ -239,10 +241,10 @@ def scripted_flyctl(tmp_path, listing: str, exit_code: int = 0, deploy_exit: int
 
 
 def run_deploy(env: dict, **changes) -> subprocess.CompletedProcess:
-    from nats_fly import buildctx, flyctl
-    from nats_fly.settings import load
+    from nats_fly.config.settings import load
+    from nats_fly.render import buildctx
     s = load({"app": "my-nats", "regions": ["ord"], **changes})
-    return subprocess.run(["/bin/sh", "-c", flyctl.deploy(sys.executable, "my-nats")], capture_output=True,
+    return subprocess.run(["/bin/sh", "-c", FlyDeploy(app="my-nats").command(sys.executable)], capture_output=True,
                           text=True, env=env, input=buildctx.to_stdin(buildctx.build_context(s)))
 
 
@@ -293,20 +295,19 @@ def test_deploy_leaves_no_context_behind(tmp_path):
 def test_command_paths_are_relative_to_the_project_when_under_it(tmp_path, monkeypatch):
     """A Command whose text changes runs again: paths under the project are written relative to it,
     so another checkout or a rebuilt venv keeps every command the same."""
-    from nats_fly import flyctl
     project = tmp_path / "project"
     (project / ".venv" / "bin").mkdir(parents=True)
     monkeypatch.chdir(project)
-    assert flyctl.portable(project / ".venv" / "bin" / "python") == ".venv/bin/python"
-    assert flyctl.portable(str(project / ".nats-fly" / "prod" / "build")) == ".nats-fly/prod/build"
-    assert flyctl.portable(tmp_path / "project2" / "x") == str(tmp_path / "project2" / "x")  # a sibling
-    assert flyctl.portable("/usr/bin/python3") == "/usr/bin/python3"
+    assert spec.portable(project / ".venv" / "bin" / "python") == ".venv/bin/python"
+    assert spec.portable(str(project / ".nats-fly" / "prod" / "build")) == ".nats-fly/prod/build"
+    assert spec.portable(tmp_path / "project2" / "x") == str(tmp_path / "project2" / "x")  # a sibling
+    assert spec.portable("/usr/bin/python3") == "/usr/bin/python3"
 
 
 
 
 def test_without_openssl_the_marker_certificate_says_what_is_missing(tmp_path):
-    from nats_fly import flyctl
+    from nats_fly.contract import flyctl
     empty = tmp_path / "bin"
     empty.mkdir()
     made = subprocess.run(["/bin/sh", "-c", flyctl.tls_marker_cert("my-nats")], capture_output=True, text=True,

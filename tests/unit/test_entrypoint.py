@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from support import REPO, free_ports, nats_server_binary
-from nats_fly import buildctx, flyctl
-from nats_fly.settings import load
+from nats_fly.render import buildctx
+from nats_fly.contract import flyctl
+from nats_fly.config.settings import load
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 

@@ -307,7 +307,7 @@ def test_region_commands_of_one_app_take_turns(tmp_path):
 
 
 def test_a_lease_held_elsewhere_is_tried_again(tmp_path, monkeypatch):
-    from nats_fly import flyops
+    from nats_fly.processes import fly as flyops
     env, state_path = scripted(tmp_path, {"lease_failures": 1})
     monkeypatch.setattr(flyops, "LEASE_PAUSE", 0.1)
     monkeypatch.setenv("PATH", env["PATH"])
@@ -323,8 +323,8 @@ def test_a_lease_held_elsewhere_is_tried_again(tmp_path, monkeypatch):
 
 
 def deploy_files(**changes) -> str:
-    from nats_fly import buildctx
-    from nats_fly.settings import load
+    from nats_fly.render import buildctx
+    from nats_fly.config.settings import load
     return buildctx.to_stdin(buildctx.build_context(load({"app": "a", "regions": ["ord", "syd"], **changes})))
 
 

@@ -17,8 +17,9 @@ from pulumi.runtime import mocks as pulumi_mocks, stack
 
 from conftest import Mocks, _unwrap
 from support import REPO, self_signed
-from nats_fly import NatsCluster, settings
-from nats_fly.settings import KEYS, SettingsError
+from nats_fly import NatsCluster
+from nats_fly.config import settings
+from nats_fly.config.settings import KEYS, SettingsError
 
 BASES = ("local", "dev", "prod")
 
@@ -73,7 +74,8 @@ NEEDS = {
     settings.SUPERCLUSTER: {"topology": "supercluster", "machinesPerRegion": 3},
     settings.PASSWORDS: {"auth": "password"},
     settings.SERVER_TLS: {"serverTls": True},
-    settings.VERIFY_URLS_USED: {"verify": True},
+    settings.VERIFY: {"verify": True},
+    settings.VERIFY_OR_SCALE_DOWN: {"verify": True},
 }
 
 
@@ -131,14 +133,16 @@ def case(base: str, key: str, meet_needs: bool) -> tuple[dict, dict, dict]:
     values = base_stack(base)
     value, companions = VALUES[key]
     value = value(values) if callable(value) else value
-    if meet_needs and settings.KEY_BY_NAME[key].needs:
-        companions = {**NEEDS[settings.KEY_BY_NAME[key].needs], **companions}
+    needs = settings.KEY_BY_NAME[key].needs_on(values.get("platform", "fly"))
+    if meet_needs and needs:
+        companions = {**NEEDS[needs], **companions}
     return values, {k: v for k, v in companions.items() if k != key}, {key: value}
 
 
 def test_the_walk_knows_every_key():
     assert set(VALUES) == {key.name for key in KEYS}, "a new key needs a value to walk with"
-    assert set(NEEDS) == {key.needs for key in KEYS if key.needs}
+    assert set(NEEDS) == {key.needs_on(platform) for key in KEYS for platform in settings.PLATFORMS
+                          if key.needs_on(platform)}
 
 
 WALK = [(base, key.name) for base in BASES for key in KEYS]

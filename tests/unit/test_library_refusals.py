@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from nats_fly import NatsCluster, SettingsError
-from nats_fly.nats_cluster import NatsClusterError
+from nats_fly.cluster import NatsClusterError
 
 ARGS = {"app": "lib-nats", "regions": ["ord"], "platform": "local", "auth": "none"}
 

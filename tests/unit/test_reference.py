@@ -10,8 +10,9 @@ import typing
 import yaml
 
 from support import REPO
-from nats_fly import reference, settings
-from nats_fly.nats_cluster import NatsCluster, NatsClusterArgs
+from nats_fly.config import reference
+from nats_fly.config import settings
+from nats_fly.cluster import NatsCluster, NatsClusterArgs
 
 PY = {"string": str, "integer": int, "boolean": bool, "list": list, "map": dict}
 

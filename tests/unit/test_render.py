@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from support import REPO, nats_server_binary
-from nats_fly import buildctx, flytoml, natsconf, stack_config
-from nats_fly.settings import load
+from nats_fly import platforms
+from nats_fly.config import stackfile
+from nats_fly.config.settings import load
+from nats_fly.platforms.local import ports as local_ports
+from nats_fly.render import buildctx, digest, flytoml, natsconf
 
 GOLDEN = REPO / "tests" / "golden"
 STACKS = sorted(p.name.split(".")[1] for p in (REPO / "config").glob("Pulumi.*.yaml"))
@@ -28,7 +31,7 @@ VARIANTS = {
 
 
 def stack_settings(stack: str, **changes):
-    s, _ = stack_config.from_file(REPO / "config" / f"Pulumi.{stack}.yaml")
+    s = platforms.settings(stackfile.from_file(REPO / "config" / f"Pulumi.{stack}.yaml")[0])
     if not changes:
         return s
     raw = {"app": s.app, "regions": list(s.regions), "platform": s.platform, "auth": s.auth,
@@ -50,7 +53,7 @@ def renders():
                 files = buildctx.build_context(s)
                 cases += [(case, "nats.conf", files["nats.conf"]), (case, "fly.toml", files["fly.toml"])]
             else:
-                servers = natsconf.local_servers(s)
+                servers = local_ports.servers(s)
                 for sv in servers:
                     text = natsconf.render(natsconf.local_conf(s, sv, servers, f"/tmp/nats-fly-test/{sv.name}"))
                     cases.append((case, f"{sv.name}.conf", text))
@@ -135,7 +138,7 @@ def test_render_cli_writes_the_build_context(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "entrypoint.sh", "fly.toml", "nats.conf"]
     assert os.access(out / "entrypoint.sh", os.X_OK)
     files = {p.name: p.read_text() for p in out.iterdir()}
-    assert f"sha256 {buildctx.content_hash(files)}" in result.stdout
+    assert f"sha256 {digest.content_hash(files)}" in result.stdout
 
 
 def test_render_cli_refuses_bad_stack(tmp_path):
@@ -178,7 +181,7 @@ def test_websocket_is_served_on_443_by_fly_and_checks_origins():
     anyone = stack_settings("prod", websocket=True, websocketOrigins=["*"])
     assert "allowed_origins" not in natsconf.fly_conf(anyone)["websocket"]
     local = stack_settings("local", websocket=True)
-    servers = natsconf.local_servers(local)
+    servers = local_ports.servers(local)
     block = natsconf.local_conf(local, servers[0], servers, "/tmp/x")["websocket"]
     assert block == {"host": "127.0.0.1", "port": servers[0].websocket_port, "no_tls": True, "same_origin": True}
     assert "websocket" not in natsconf.fly_conf(stack_settings("dev"))
@@ -212,6 +215,6 @@ def test_leaf_nodes_come_in_through_fly_tls_handler_in_the_app_account():
     assert f'"tls://edge:<its leafPasswords entry>@{s.app}.fly.dev:7422"' in snippet
     assert "handshake_first: true" in snippet and 'first_info_timeout: "5s"' in snippet
     local = stack_settings("local", leafnodes=True, leafUsers=["edge"])
-    servers = natsconf.local_servers(local)
+    servers = local_ports.servers(local)
     assert natsconf.local_conf(local, servers[0], servers, "/tmp/x")["leafnodes"]["listen"] == \
         f"127.0.0.1:{servers[0].leafnode_port}"

@@ -3,8 +3,9 @@ bad input is covered with its refusals, the inputs that are made to work, and va
 
 import pytest
 
-from nats_fly import settings
-from nats_fly.settings import OPAQUE, SettingsError
+from nats_fly import platforms
+from nats_fly.config import settings
+from nats_fly.config.settings import OPAQUE, SettingsError
 from support import self_signed
 
 GOOD = {"app": "my-nats", "regions": ["ord", "syd", "cdg"]}
@@ -13,7 +14,7 @@ SYS = {"sysPassword": ("x" * 12, True)}
 
 def load(**changes):
     values = {**GOOD, **changes}
-    return settings.load({k: v for k, v in values.items() if v is not None})
+    return platforms.settings({k: v for k, v in values.items() if v is not None})
 
 
 def refusal(**changes) -> str:

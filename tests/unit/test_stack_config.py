@@ -11,9 +11,11 @@ import pytest
 import yaml
 from pulumi.runtime import config as runtime_config
 
-from nats_fly import settings, stack_config
+from nats_fly import platforms
+from nats_fly.config import settings, stackfile
+from nats_fly.stack import stack_args
 from support import self_signed
-from nats_fly.settings import OPAQUE, SettingsError
+from nats_fly.config.settings import OPAQUE, SettingsError
 
 SECURE = {"secure": "v1:AAAAAAAAAAAAAAAA:encrypted"}
 
@@ -32,7 +34,8 @@ BASE = {"app": "ok-app", "regions": ["ord"], "users": ["app", "bob"]}
 def test_a_stack_file_map_with_one_plain_entry_is_refused_by_entry(tmp_path):
     path = project(tmp_path, "a", {**BASE, "sysPassword": SECURE,
                                    "userPasswords": {"app": SECURE, "bob": "bob-plain-password"}})
-    s, given = stack_config.from_file(path)
+    values, given = stackfile.from_file(path)
+    s = platforms.settings(values)
     assert given["userPasswords"] == ({"app": OPAQUE, "bob": "bob-plain-password"}, {"app": True, "bob": False})
     with pytest.raises(SettingsError) as caught:
         settings.check_secrets(s, given)
@@ -43,7 +46,9 @@ def test_a_stack_file_map_with_one_plain_entry_is_refused_by_entry(tmp_path):
 
 def test_a_stack_file_map_of_secrets_passes_with_its_values_unread(tmp_path):
     for value in ({"app": SECURE, "bob": SECURE}, SECURE):  # --path entries, or one secret JSON map
-        s, given = stack_config.from_file(project(tmp_path, "b", {**BASE, "sysPassword": SECURE, "userPasswords": value}))
+        values, given = stackfile.from_file(project(tmp_path, "b", {**BASE, "sysPassword": SECURE,
+                                                                     "userPasswords": value}))
+        s = platforms.settings(values)
         settings.check_secrets(s, given)
 
 
@@ -58,7 +63,7 @@ def running_program(tmp_path, monkeypatch, mock_program):
     def given(config: dict, secret_keys: list[str]):
         runtime_config.set_all_config({f"nats-fly:{k}": v for k, v in config.items()},
                                       [f"nats-fly:{k}" for k in secret_keys])
-        return mock_program.run(stack_config.from_pulumi)
+        return mock_program.run(stack_args)
     yield given
     runtime_config.set_all_config({}, [])
 

@@ -21,7 +21,8 @@ def test_wheel_ships_the_library_and_the_image_files(tmp_path):
                     "-w", str(dist), str(source)], check=True, timeout=300, cwd=tmp_path)
     (wheel,) = dist.glob("nats_fly-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "nats_fly/__init__.py" in names and "nats_fly/nats_cluster.py" in names
+    modules = {f"nats_fly/{path.relative_to(REPO / 'components')}" for path in (REPO / "components").rglob("*.py")}
+    assert modules <= set(names), f"left out of the wheel: {sorted(modules - set(names))}"
     assert {"nats_fly/image/Dockerfile", "nats_fly/image/entrypoint.sh"} <= set(names)
     assert not any(n.startswith("nats/") for n in names), "a top-level nats package would shadow nats-py"
 
@@ -34,7 +35,7 @@ def test_wheel_ships_the_library_and_the_image_files(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                     str(wheel)], check=True, timeout=300)
-    probe = ("import nats_fly, nats, nats_fly.buildctx as b, nats_fly.nats_cluster;"
+    probe = ("import nats_fly, nats, nats_fly.render.buildctx as b, nats_fly.cluster;"
              "print(nats_fly.__file__); print(nats.__file__);"
              "print(b.image_file('Dockerfile').splitlines()[1])")
     result = subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True,

@@ -3,7 +3,7 @@ real loopback cluster cannot easily be made to show."""
 
 from __future__ import annotations
 
-from nats_fly.verify import Expectation, check_jetstream, check_routes, servers_seen
+from nats_fly.processes.verify import Expectation, check_jetstream, check_routes, servers_seen
 
 NAMES = ("ord-0", "syd-0", "cdg-0")
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from nats_fly import localrun
+from nats_fly.processes import local as localrun
 from support import free_ports
 
 PASSWORD = "verify-sys-secret-41"
@@ -60,7 +60,7 @@ class LocalCluster:
 
 def conf(node: Node, nodes: list[Node], topology: str, jetstream_dir: Path | None,
          omit_gateways: dict[str, str], extra: dict) -> dict:
-    """The server's conf as data (localrun takes nats_fly.natsconf's form)."""
+    """The server's conf as data (localrun takes nats_fly.render.natsconf's form)."""
     if topology == "mesh":
         cluster_name, peers = "verify-test", [n for n in nodes if n is not node]
     else:

@@ -9,7 +9,6 @@ cluster to form instead of failing on a half-formed one.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -22,16 +21,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client
 
-from . import natsconf
-from .settings import TOPOLOGIES
+from ..config.settings import TOPOLOGIES
+from ..contract import operations as ops
+from ..render import natsconf
+from .natsadmin import ConnectError, connect, connect_once, display, tls_context
 
-PASSWORD_ENV = natsconf.SYS_PASSWORD
+PASSWORD_ENV = ops.SYS_PASSWORD_ENV
 DEFAULT_USER = natsconf.SYS_USER
+CLIENT_NAME = "nats-fly verify"
 SINGLE = "*"
 """The key of the one connection when verify is given a single URL instead of one per region."""
 
@@ -336,63 +337,6 @@ async def poll_cluster(nc: Client, expect: Expectation, timeout: float) -> tuple
         await asyncio.sleep(POLL_PAUSE)
 
 
-def tls_context(ca_file: str | None, handshake_first: bool) -> ssl.SSLContext | None:
-    if ca_file is None and not handshake_first:
-        return None
-    context = ssl.create_default_context(cafile=ca_file)
-    # Any certificate in the CA file is an anchor, as in Go's crypto/x509: a server's own certificate
-    # (the local platform's serverTls) as much as a root.
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return context
-
-
-class ConnectError(Exception):
-    """Why a URL could not be connected to, in words for the report."""
-
-
-async def connect(url: str, *, user: str | None, password: str | None, timeout: float,
-                  tls: ssl.SSLContext | None, tls_handshake_first: bool) -> Client:
-    """Connect, retrying until `timeout`: a Machine just started may not listen yet. A refused
-    password is final at once."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        left = deadline - asyncio.get_running_loop().time()
-        try:
-            return await connect_once(url, user=user, password=password, timeout=max(left, 0.5), tls=tls,
-                                      tls_handshake_first=tls_handshake_first)
-        except ConnectError as error:
-            if str(error).startswith("authorization violation") or left <= 1:
-                raise
-        await asyncio.sleep(0.5)
-
-
-async def connect_once(url: str, *, user: str | None, password: str | None, timeout: float,
-                       tls: ssl.SSLContext | None, tls_handshake_first: bool) -> Client:
-    errors: list[Exception] = []
-
-    async def remember(error: Exception) -> None:
-        errors.append(error)
-
-    options: dict = {"tls": tls} if tls else {}
-    if tls_handshake_first:
-        options["tls_handshake_first"] = True
-    # allow_reconnect=False alone does not stop nats-py from retrying a first connect forever;
-    # one retry, then NoServersError, does.
-    try:
-        return await asyncio.wait_for(nats.connect(
-            servers=url.split(","), user=user, password=password, name="nats-fly verify", allow_reconnect=False,
-            max_reconnect_attempts=1, reconnect_time_wait=0.5, connect_timeout=max(1, min(5, int(timeout))),
-            error_cb=remember, **options), timeout)
-    except Exception as error:  # nats-py raises many types here; the report gets one line
-        cause = errors[-1] if errors else error
-        text = str(cause) or type(cause).__name__
-        for part in url.split(","):
-            text = text.replace(part, display(part))
-        if "authorization violation" in text.lower():
-            text = f"authorization violation: the server refused user {user!r} with this password"
-        raise ConnectError(text) from error
-
-
 def landed_on(nc: Client) -> str:
     # nats-py keeps the server's INFO, which names the server, only in this attribute.
     return nc._server_info.get("server_name", "?")
@@ -411,7 +355,7 @@ async def land_in_region(connections: dict[str, Client], stack: contextlib.Async
         await asyncio.sleep(0.5)
         for key in astray:
             try:
-                again = await connect_once(targets[key], timeout=2, **options)
+                again = await connect_once(targets[key], timeout=2, name=CLIENT_NAME, **options)
             except ConnectError:
                 continue
             stack.push_async_callback(again.close)
@@ -430,17 +374,6 @@ def check_connection(key: str, url: str, nc: Client, seen: list[ServerSeen]) -> 
 
 def connect_label(key: str) -> str:
     return "connect" if key == SINGLE else f"connect[{key}]"
-
-
-def display(url: str) -> str:
-    """The URL (or comma-separated URLs) without any user or password in it."""
-    shown = []
-    for part in url.split(","):
-        parts = urlsplit(part.strip())
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        shown.append(urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc)))
-    return ",".join(shown)
 
 
 async def pubsub(source: Client, target: Client, label: str, messages: int, timeout: float) -> Check:
@@ -518,7 +451,7 @@ async def verify(
     report = Report()
     async with contextlib.AsyncExitStack() as stack:
         attempts = await asyncio.gather(*(
-            connect(url, user=user, password=password, timeout=timeout, tls=tls,
+            connect(url, user=user, password=password, timeout=timeout, tls=tls, name=CLIENT_NAME,
                     tls_handshake_first=tls_handshake_first) for url in targets.values()), return_exceptions=True)
         connections: dict[str, Client] = {}
         refused: dict[str, Check] = {}
@@ -558,7 +491,7 @@ async def websocket_checks(stack: contextlib.AsyncExitStack, urls: Mapping[str, 
         tls = ssl.create_default_context(cafile=login["tls_ca_file"]) if url.startswith("wss://") else None
         try:
             ws = await connect(url, user=login["user"], password=login["password"], timeout=timeout, tls=tls,
-                               tls_handshake_first=False)
+                               name=CLIENT_NAME)
         except ConnectError as error:
             checks.append(Check(label, False, f"{display(url)}: {error}"))
             continue
@@ -596,16 +529,6 @@ async def pubsub_checks(connections: Mapping[str, Client], keys: list[str], mess
 
 # ---------------------------------------------------------------- the command
 
-def parse_expect(text: str) -> dict[str, int]:
-    regions = {}
-    for part in text.split(","):
-        region, _, count = part.strip().partition("=")
-        if not region or not count.strip().isdigit():
-            raise ValueError(f"--expect {text!r}: write REGION=COUNT[,REGION=COUNT...], e.g. ord=3,syd=1")
-        regions[region.strip()] = int(count)
-    return regions
-
-
 def parse_urls(values: list[str]) -> dict[str, str] | str:
     """REGION=URL values (or one plain URL); a URL with a password in it is refused."""
     by_region, plain = {}, []
@@ -635,46 +558,17 @@ def read_password(path: Path | None) -> str:
     raise ValueError(f"no password: pass --password-file PATH or set {PASSWORD_ENV}")
 
 
-def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(
-        prog="nats_fly verify",
-        description="Prove a NATS cluster is whole: servers per region, routes and gateways, "
-                    "pub/sub between every pair of regions, and (--jetstream) one meta leader.",
-        epilog=f"The password comes from --password-file or the environment variable {PASSWORD_ENV}, "
-               "never from the command line. Exit code: 0 whole, 1 a check failed, 2 usage error.")
-    cli.add_argument("--url", action="append", required=True, metavar="[REGION=]URL",
-                     help="a client URL per region (repeat: --url ord=nats://...), or one URL for all")
-    cli.add_argument("--expect", required=True, metavar="REGION=N,...", help="servers expected per region, e.g. ord=3,syd=1")
-    cli.add_argument("--user", default=DEFAULT_USER, help=f"a system-account user (default {DEFAULT_USER})")
-    cli.add_argument("--password-file", type=Path, metavar="PATH", help=f"file holding the password (else ${PASSWORD_ENV})")
-    cli.add_argument("--topology", choices=TOPOLOGIES, default="mesh")
-    cli.add_argument("--jetstream", action="store_true", help="expect JetStream with one meta leader")
-    cli.add_argument("--tls-first", action="store_true", help="TLS handshake before INFO (Fly's tls handler on :10001)")
-    cli.add_argument("--ca", metavar="PATH", help="CA file to trust for TLS")
-    cli.add_argument("--ws-url", action="append", default=[], metavar="[REGION=]URL",
-                     help="a WebSocket URL (ws:// or wss://) per region, or one: prove the WebSocket path too")
-    cli.add_argument("--timeout", type=float, default=15.0, help="seconds each phase waits for the cluster (default 15)")
-    cli.add_argument("--messages", type=int, default=50, help="messages per region pair (default 50)")
-    cli.add_argument("--json", action="store_true", help="print the report as JSON")
-    return cli
-
-
-def main(argv: list[str] | None = None) -> int:
-    cli = parser()
+def run(op: ops.Verify) -> int:
+    """The verify operation: the report as a table (or JSON); exit 0 whole, 1 a check failed, 2 usage."""
     try:
-        args = cli.parse_args(argv)
-        try:
-            urls = parse_urls(args.url)
-            expect = Expectation(parse_expect(args.expect), args.topology, args.jetstream)
-            password = read_password(args.password_file)
-            ws_urls = parse_urls(args.ws_url) if args.ws_url else None
-            run = verify(urls, expect, user=args.user, password=password, timeout=args.timeout,
-                         messages=args.messages, tls_handshake_first=args.tls_first, tls_ca_file=args.ca,
-                         websocket_urls=ws_urls)
-            report = asyncio.run(run)
-        except ValueError as error:
-            cli.error(str(error))
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+        urls = parse_urls(list(op.url))
+        expect = Expectation(dict(op.expect), op.topology, op.jetstream)
+        password = read_password(op.password_file)
+        ws_urls = parse_urls(list(op.ws_url)) if op.ws_url else None
+        report = asyncio.run(verify(urls, expect, user=op.user, password=password, timeout=op.timeout,
+                                    messages=op.messages, tls_handshake_first=op.tls_first, tls_ca_file=op.ca,
+                                    websocket_urls=ws_urls))
+    except ValueError as error:
+        op.parser().error(str(error))
+    print(json.dumps(report.to_dict(), indent=2) if op.json else report.table())
     return 0 if report.ok else 1

@@ -8,7 +8,7 @@ import tomllib
 from typing import Any, Iterable
 
 from .natsconf import DATA_DIR, go_memory_limit
-from .settings import Settings
+from ..config.settings import Settings
 
 PROCESS_GROUP = "app"
 VOLUME_NAME = "nats_data"

@@ -1,5 +1,4 @@
-"""The Fly platform: FlyApp (the app, its IPs, its secrets) -> NatsImage (the deploy) -> NatsRegion
-per region, all driven through flyctl by Commands."""
+"""The Fly platform's resources: the read-only probe, then FlyApp -> NatsImage -> NatsRegion per region."""
 
 from __future__ import annotations
 
@@ -10,13 +9,15 @@ from typing import Any, Mapping
 import pulumi
 from pulumi_command import local
 
-from . import buildctx, flyctl, flyops, natsconf
-from .fly_app import FlyApp, FlyAppArgs
-from .nats_image import NatsImage, NatsImageArgs
-from .nats_region import NatsRegion, NatsRegionArgs
-from .passwords import ClusterSecrets
-from .platform import Built, secret_outputs
-from .settings import NAMESPACE, Settings, SettingsError
+from ...config.settings import NAMESPACE, Settings, SettingsError
+from ...contract import flyctl, operations as ops
+from ...render import natsconf
+from ...render.digest import sha256
+from .. import Cluster
+from ..base import Built, secret_outputs
+from .app import FlyApp, FlyAppArgs
+from .image import NatsImage, NatsImageArgs
+from .region import NatsRegion, NatsRegionArgs
 
 _PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.S)
 
@@ -25,7 +26,8 @@ def check_ready(s: Settings) -> None:
     """What flyctl needs before the first call, and the live app's state the stack depends on, asked
     once per preview and up (read-only). Preview warns; up stops here, before any Fly call, with
     one line per problem. Under unit-test mocks the probe answers nothing and nothing is checked."""
-    answer = local.run(command=flyctl.probe(flyctl.python(), s.app, s.jetstream), logging=local.Logging.NONE)
+    answer = local.run(command=ops.FlyProbe(app=s.app, jetstream=s.jetstream).command(),
+                       logging=local.Logging.NONE)
     try:
         found = json.loads(answer.stdout) if answer.stdout else {}
     except ValueError:
@@ -41,11 +43,11 @@ def check_ready(s: Settings) -> None:
         raise SettingsError(problems)
 
 
-def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecrets,
-          given: Mapping[str, Any]) -> Built:
+def build(cluster: Cluster) -> Built:
+    s, name, parent, secrets = cluster.settings, cluster.name, cluster.parent, cluster.secrets
     check_ready(s)
     if s.server_tls:
-        pem = pulumi.Output.secret(pulumi.Output.concat(given["tlsKey"], "\n", given["tlsCert"]))
+        pem = pulumi.Output.secret(pulumi.Output.concat(secrets.tls_key, "\n", secrets.tls_cert))
     else:
         pem = local.Command(
             f"{name}-tls-marker",
@@ -58,7 +60,7 @@ def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecre
     app = FlyApp(f"{name}-fly", FlyAppArgs(app=s.app, org=s.org, public_ipv4=s.public_ipv4, secrets=secrets_text),
                  opts=pulumi.ResourceOptions(parent=parent))
     image = NatsImage(f"{name}-image", NatsImageArgs(
-        settings=s, secrets_version=pulumi.Output.secret(secrets_text.apply(buildctx.sha256)),
+        settings=s, secrets_version=pulumi.Output.secret(secrets_text.apply(sha256)),
         app_resource=app.app), opts=pulumi.ResourceOptions(parent=parent, depends_on=[app]))
     regions = [NatsRegion(f"{name}-{region}", NatsRegionArgs(
         app=s.app, region=region, machines=s.machines[region], app_resource=app.app,
@@ -82,6 +84,7 @@ def build(parent: pulumi.Resource, name: str, s: Settings, secrets: ClusterSecre
         leaf_url=pulumi.Output.from_input(leaf_url(s) if s.leafnodes else ""),
         leaf_remotes=pulumi.Output.from_input(
             natsconf.leaf_remote_snippet(s, leaf_url(s), tls_first=True) if s.leafnodes else ""),
+        connect_hint=f"TLS-first clients: await nats.connect({tls_url(s)!r}{{login}}, tls_handshake_first=True)",
         resources=[image.deploy, *regions],
     )
 
@@ -109,7 +112,7 @@ def leaf_url(s: Settings) -> str:
 def region_environment(s: Settings, region: str, sys_password: Any) -> dict[str, Any]:
     """What a JetStream region's command needs to remove surplus servers from JetStream: the system
     password and where to reach the cluster (NatsRegionArgs' `environment`)."""
-    return {natsconf.SYS_PASSWORD: sys_password, flyops.URL_ENV: scale_down_url(s, region)}
+    return {ops.SYS_PASSWORD_ENV: sys_password, ops.URL_ENV: scale_down_url(s, region)}
 
 
 def scale_down_url(s: Settings, region: str) -> str:
@@ -123,5 +126,5 @@ def fly_secrets(values: Mapping[str, str], tls_pem: str) -> dict[str, str]:
     """The app's Fly secrets: the process secrets, and the TLS certificate and key split from one PEM."""
     blocks = [(m.group(1), m.group(0)) for m in _PEM.finditer(tls_pem or "")]
     return {**values,
-            "NATS_TLS_CERT": "\n".join(b for kind, b in blocks if kind == "CERTIFICATE"),
-            "NATS_TLS_KEY": "\n".join(b for kind, b in blocks if kind.endswith("PRIVATE KEY"))}
+            natsconf.TLS_CERT: "\n".join(b for kind, b in blocks if kind == "CERTIFICATE"),
+            natsconf.TLS_KEY: "\n".join(b for kind, b in blocks if kind.endswith("PRIVATE KEY"))}

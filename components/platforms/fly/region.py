@@ -5,9 +5,9 @@ from typing import Mapping, NotRequired, TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import flyctl
-from .flytoml import VOLUME_NAME
-from .platform import secret_outputs
+from ...contract import operations as ops
+from ...render.flytoml import VOLUME_NAME
+from ..base import secret_outputs
 
 
 class NatsRegionArgs(TypedDict):
@@ -33,8 +33,8 @@ def region_command(app: str, region: str, machines: int, volume_size_gb: int | N
     region at a time per app on this machine (every `flyctl scale count` leases all the app's
     Machines), retried when a lease is held elsewhere. With JetStream (a volume size) it makes the
     volumes first and drains surplus servers, which needs NatsRegionArgs' `environment`."""
-    volume = (VOLUME_NAME, volume_size_gb) if volume_size_gb else None
-    return flyctl.converge_region(flyctl.python(), app, region, machines, volume)
+    volume = {"volume": VOLUME_NAME, "size": volume_size_gb} if volume_size_gb else {}
+    return ops.FlyRegion(app=app, region=region, count=machines, **volume).command()
 
 
 class NatsRegion(pulumi.ComponentResource):

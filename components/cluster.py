@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations` here: the multi-language provider reads these annotations
 # as types (pulumi.provider.experimental's analyzer), not as strings.
-import hashlib
 import weakref
 from pathlib import Path
 from typing import Any, Mapping, NotRequired, Optional, TypedDict
@@ -10,10 +9,12 @@ from typing import Any, Mapping, NotRequired, Optional, TypedDict
 import pulumi
 from pulumi_command import local
 
-from . import flyctl, localrun, natsconf, settings as settings_mod
-from .passwords import ClusterSecrets
-from .platform import Built, secret_outputs
-from .settings import NAMESPACE, Settings, SettingsError
+from . import platforms
+from .config import settings as settings_mod
+from .config.settings import NAMESPACE, Settings, SettingsError
+from .contract import operations as ops
+from .platforms.base import Built, ClusterSecrets, secret_outputs
+from .render.digest import sha256
 
 
 class NatsClusterArgs(TypedDict):
@@ -140,21 +141,18 @@ class NatsCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: NatsClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
         try:
-            s = settings_mod.load(_plain(args))
-            checked = _check_given_secrets(s, args)
-            self.settings = s
-            work = Path(_work_dir(s, args) or Path(localrun.WORK_ROOT) / pulumi.get_stack() / name)
-            secrets = ClusterSecrets.given(s, args, checked)
-            if s.platform == "fly":
-                from . import fly_platform
-                _claim("fly app", {s.app}, name, f"{NAMESPACE}:app: {s.app!r} is the Fly app of cluster {{others}} "
-                       f"of this program too; allowed: an app of its own for each cluster")
-                built = fly_platform.build(self, name, s, secrets, args)
+            if isinstance(args, StackArgs):  # validated already, in the stack's words
+                s, checked = args.settings, pulumi.Output.from_input(True)
             else:
-                from . import local_platform
-                _claim_local_ports(name, s)
-                env = secrets.values(s).apply(lambda v: {k: natsconf.conf_string(x) for k, x in v.items()})
-                built = local_platform.build(self, name, s, work, env, args)
+                s = platforms.settings(_plain(args))
+                checked = _check_given_secrets(s, args)
+            self.settings = s
+            platform = platforms.get(s.platform)
+            for claim in platform.claims(s, name):
+                _claim(claim, name)
+            work = Path(_work_dir(s, args) or Path(ops.WORK_ROOT) / pulumi.get_stack() / name)
+            secrets = ClusterSecrets.given(s, args, checked)
+            built = platform.build(platforms.Cluster(self, name, s, secrets, work))
         except SettingsError as error:
             raise NatsClusterError(error.problems) from None
         self.app_name, self.hostname = built.app_name, built.hostname
@@ -167,7 +165,7 @@ class NatsCluster(pulumi.ComponentResource):
         if s.verify:
             self._verify(name, s, built, secrets.sys_password)
         self.how_to_connect = pulumi.Output.all(self.client_url, self.websocket_url).apply(
-            lambda urls: _how_to_connect(s, urls[0], urls[1]))
+            lambda urls: _how_to_connect(s, urls[0], urls[1], built.connect_hint))
         self.register_outputs({
             "appName": self.app_name, "hostname": self.hostname, "clientUrl": self.client_url,
             "tlsUrl": self.tls_url, "websocketUrl": self.websocket_url, "leafUrl": self.leaf_url,
@@ -179,13 +177,13 @@ class NatsCluster(pulumi.ComponentResource):
     def _verify(self, name: str, s: Settings, built: Built, sys_password: pulumi.Output) -> None:
         """Prove the cluster whole after every change: `pulumi up` fails when it is not. The cluster's
         hash, counts and repairs sit in `environment`, so a change re-runs it in place."""
-        state = pulumi.Output.all(built.image_hash, dict(s.machines), built.repair).apply(lambda v: _sha256(repr(v)))
+        state = pulumi.Output.all(built.image_hash, dict(s.machines), built.repair).apply(lambda v: sha256(repr(v)))
         local.Command(
             f"{name}-verify",
             create=pulumi.Output.all(built.verify_urls, built.verify_websocket_urls).apply(
-                lambda urls: flyctl.verify(flyctl.python(), urls[0], dict(s.machines), s.topology, s.jetstream,
-                                           urls[1], ca=built.verify_ca)),
-            environment={natsconf.SYS_PASSWORD: sys_password, "NATS_FLY_CLUSTER_SHA": state},
+                lambda urls: ops.Verify(url=tuple(urls[0]), ws_url=tuple(urls[1]), expect=tuple(s.machines.items()),
+                                        topology=s.topology, jetstream=s.jetstream, ca=built.verify_ca).command()),
+            environment={ops.SYS_PASSWORD_ENV: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=secret_outputs(self, depends_on=built.resources),
         )
 
@@ -212,24 +210,14 @@ def _taken() -> dict:
     return _RUNS.setdefault(root, {})
 
 
-def _claim(kind: str, things: set, name: str, refusal: str) -> None:
-    """Take `things` for cluster `name` in this program; another cluster's are refused by name."""
+def _claim(claim: platforms.Claim, name: str) -> None:
+    """Take what the claim names for cluster `name` in this program; another cluster's are refused by name."""
     registry = _taken()
-    things = {(kind, t) for t in things}
+    things = {(claim.kind, t) for t in claim.things}
     others = sorted({registry[t] for t in things if registry.get(t) not in (None, name)})
     if others:
-        raise SettingsError([refusal.format(others=", ".join(others))])
+        raise SettingsError([claim.refusal.format(others=", ".join(others))])
     registry.update({t: name for t in things})
-
-
-def _claim_local_ports(name: str, s: Settings) -> None:
-    """Two local clusters of one program with fixed ports (localBasePort) must not overlap."""
-    if not s.local_base_port:
-        return
-    ports = {p for server in natsconf.local_layout(s).values() for p in server}
-    _claim("local port", ports, name, f"{NAMESPACE}:localBasePort: {s.local_base_port} gives {name} ports that "
-           f"cluster {{others}} of this program uses too; allowed: a localBasePort whose ports do not overlap, "
-           f"or 0 (ports chosen free at the first up)")
 
 
 def _plain(args: Any) -> dict[str, Any]:
@@ -311,19 +299,19 @@ def _warn(warnings: list[str]) -> None:
         pulumi.log.warn(warning)
 
 
-def _how_to_connect(s: Settings, url: str, websocket: str) -> str:
+def _how_to_connect(s: Settings, url: str, websocket: str, hint: str) -> str:
     login = "" if s.auth == "none" else f", user={s.users[0]!r}, password=<its userPasswords entry>"
     tls = ", tls=<an ssl.SSLContext that trusts your CA>" if url.startswith("tls://") else ""
     text = f"await nats.connect({url!r}{login}{tls})"
-    if s.platform == "fly":
-        from .fly_platform import tls_url
-        text += f"; TLS-first clients: await nats.connect({tls_url(s)!r}{login}, tls_handshake_first=True)"
-    else:
-        text += "; it tells the client of its cluster's other servers; every server is in serverUrls"
+    if hint:
+        text += "; " + hint.format(login=login)
     if websocket:
         text += f"; browsers (nats.ws): connect({{servers: {websocket!r}}})"
     return text
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+class StackArgs(dict):
+    """NatsCluster's arguments from a stack's config, validated once in the stack's own words
+    (nats_fly.stack.stack_args), so the cluster takes its `settings` as they are."""
+
+    settings: Settings

@@ -3,15 +3,14 @@ and fly.toml, with one content hash that tells when a deploy must run again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from importlib import resources
 from pathlib import Path
 
+from ..config.settings import Settings
 from . import flytoml, natsconf
-from .settings import Settings
 
 STATIC_FILES = ("Dockerfile", "entrypoint.sh")
 EXECUTABLE = {"entrypoint.sh"}
@@ -22,7 +21,7 @@ def image_file(name: str) -> str:
     try:
         return resources.files("nats_fly.image").joinpath(name).read_text()
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        return (Path(__file__).resolve().parent.parent / "nats" / name).read_text()
+        return (Path(__file__).resolve().parents[2] / "nats" / name).read_text()  # a checkout: components/render/
 
 
 def build_context(s: Settings) -> dict[str, str]:
@@ -54,17 +53,6 @@ def from_stdin(text: str) -> dict[str, str]:
     if not isinstance(files, dict) or not all(isinstance(v, str) and "/" not in k for k, v in files.items()):
         raise ValueError("stdin is not a build context ({\"files\": {name: text}})")
     return files
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def content_hash(files: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
-    return digest.hexdigest()
 
 
 def write(files: dict[str, str], out_dir: str | os.PathLike) -> Path:

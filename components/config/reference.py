@@ -7,14 +7,13 @@ of Pulumi.yaml, the README's config reference and the NatsClusterArgs TypedDict.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from .settings import KEYS, NAMESPACE, REQUIRED, Key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: components/config/reference.py
 README_START, README_END = "<!-- config reference: start -->", "<!-- config reference: end -->"
 ARGS_START = "    # BEGIN NatsClusterArgs: written by `python -m nats_fly reference --write` from settings.KEYS\n"
 ARGS_END = "    # END NatsClusterArgs\n"
@@ -102,18 +101,16 @@ def rendered() -> dict[Path, str]:
     """Each file as the catalogue would have it."""
     places = [(ROOT / "Pulumi.yaml", CONFIG_START, "", pulumi_config()),
               (ROOT / "README.md", README_START + "\n", README_END, readme_table()),
-              (ROOT / "components" / "nats_cluster.py", ARGS_START, ARGS_END, args_block())]
+              (ROOT / "components" / "cluster.py", ARGS_START, ARGS_END, args_block())]
     return {path: _between(path.read_text(), start, end, new, path) for path, start, end, new in places}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nats-fly reference", description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true")
-    mode.add_argument("--write", action="store_true")
-    args = parser.parse_args(argv)
+def run(op) -> int:
+    """The reference operation (contract.operations.Reference): --check or --write, exactly one."""
+    if op.check == op.write:
+        op.parser().error("give exactly one of --check and --write")
     stale = [path for path, text in rendered().items() if path.read_text() != text]
-    if args.write:
+    if op.write:
         for path in stale:
             path.write_text(rendered()[path])
             print(f"wrote {path}")

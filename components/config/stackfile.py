@@ -1,4 +1,4 @@
-"""Reading a stack's config: from the running Pulumi program, or from its YAML file."""
+"""Reading a stack's config: its YAML file, and what the running program can know of it."""
 
 from __future__ import annotations
 
@@ -9,31 +9,10 @@ from typing import Any
 import yaml
 
 from . import settings as settings_mod
-from .settings import NAMESPACE, SECRET_KEYS, Settings, SettingsError
+from .settings import NAMESPACE, SECRET_KEYS, SettingsError
 
 
-def from_pulumi() -> dict[str, Any]:
-    """The stack's nats-fly config as NatsClusterArgs, validated, secrets wrapped as secret Outputs."""
-    import pulumi
-    from pulumi.runtime import config as runtime_config
-    from pulumi.runtime.settings import get_root_directory
-
-    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    values = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(NAMESPACE + ":")}
-    given = {key: (_decode(values.pop(key, None)), runtime_config.is_config_secret(f"{NAMESPACE}:{key}"))
-             for key in SECRET_KEYS}
-    given = _entries_from_stack_file(given, Path(get_root_directory() or "."), pulumi.get_stack())
-    s = settings_mod.load(values)
-    for warning in settings_mod.check_secrets(s, given):
-        pulumi.log.warn(warning)
-    args: dict[str, Any] = dict(values)
-    for key, (value, _) in given.items():
-        if value not in (None, "", {}):  # Pulumi.yaml's empty defaults mean "not given"
-            args[key] = pulumi.Output.secret(value)
-    return args
-
-
-def _entries_from_stack_file(given: dict[str, tuple[Any, Any]], project_dir: Path, stack: str) -> dict:
+def entries_from_stack_file(given: dict[str, tuple[Any, Any]], project_dir: Path, stack: str) -> dict:
     """Per-entry secretness of the secret maps, which the program is not told: the engine marks a whole
     key secret when one entry is (PULUMI_CONFIG_SECRET_KEYS lists keys, not entries). So the stack file
     at its default place is read, and an entry it holds in plain text, with the very value the program
@@ -57,9 +36,9 @@ def stack_file(project_dir: Path, stack: str) -> Path:
     return project_dir / project.get("stackConfigDir", ".") / f"Pulumi.{stack}.yaml"
 
 
-def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, Any]]]:
-    """Settings from a stack file, and its secret keys as (value, stored-as-secret); a map's entries
-    are judged one by one, each unreadable (OPAQUE) when it is a secret."""
+def from_file(path: Path) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """A stack file's keys (for platforms.settings to validate), and its secret keys as (value,
+    stored-as-secret); a map's entries are judged one by one, each unreadable (OPAQUE) when it is a secret."""
     if not path.exists():
         raise SettingsError([f"stack file {path}: not found"])
     document = _load_yaml(path) or {}
@@ -79,7 +58,7 @@ def from_file(path: Path) -> tuple[Settings, dict[str, tuple[Any, Any]]]:
                           {e: _is_secure(v) for e, v in value.items()})
         else:
             given[key] = (settings_mod.OPAQUE if _is_secure(value) else value, value is None or _is_secure(value))
-    return settings_mod.load(values), given
+    return values, given
 
 
 def _is_secure(value: Any) -> bool:
@@ -87,7 +66,7 @@ def _is_secure(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"secure"}
 
 
-def _decode(value: Any) -> Any:
+def decode(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "{[":
         try:
             return json.loads(value)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
-from .settings import LOCAL_PORTS_PER_SERVER, Settings, local_port_slot
+from ..config.settings import Settings
 
 # Environment variables the entrypoint derives from Fly's runtime variables.
 SERVER_NAME = "NATS_SERVER_NAME"
@@ -267,33 +267,8 @@ class LocalServer:
         return f"nats-leaf://127.0.0.1:{self.leafnode_port}"
 
 
-def local_server_names(s: Settings) -> list[str]:
-    return [f"{region}-{i}" for region in s.regions for i in range(s.machines[region])]
-
-
-SAMPLE_BASE_PORT = 14000
-"""Where a stack without localBasePort (ports chosen free at its first up) is rendered without Pulumi."""
-
-
-def local_layout(s: Settings) -> dict[str, list[int]]:
-    """server name -> its six ports from localBasePort (or, without one, SAMPLE_BASE_PORT), by region slot."""
-    layout = {}
-    for region in s.regions:
-        for i in range(s.machines[region]):
-            base = (s.local_base_port or SAMPLE_BASE_PORT) + LOCAL_PORTS_PER_SERVER * local_port_slot(region, i)
-            layout[f"{region}-{i}"] = [base + k for k in range(LOCAL_PORTS_PER_SERVER)]
-    return layout
-
-
-def local_servers(s: Settings, layout: Mapping[str, list[int]] | None = None) -> list[LocalServer]:
-    """The local platform's servers, each with six loopback ports of its own: from `layout` (the
-    ports chosen at the first up), else from local_layout."""
-    layout = layout if layout is not None else local_layout(s)
-    servers = []
-    for name in local_server_names(s):
-        region, _, index = name.rpartition("-")
-        servers.append(LocalServer(region, int(index), *layout[name], tls=s.server_tls))
-    return servers
+PORTS_PER_SERVER = sum(1 for f in fields(LocalServer) if f.name.endswith("_port"))
+"""A local server's loopback ports: client, cluster, gateway, monitor, websocket, leafnode."""
 
 
 def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], store_dir: str) -> dict[str, Any]:

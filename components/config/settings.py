@@ -29,8 +29,6 @@ PUBLIC_IPV4 = ("shared", "dedicated", "none")
 MAX_KILL_TIMEOUT = 300  # Fly's ceiling for kill_timeout
 MIN_LAME_DUCK_DURATION = 30  # nats-server refuses less
 MAX_VOLUME_GB = 500  # Fly's ceiling for one volume
-MAX_LOCAL_SERVERS_PER_REGION = 10
-LOCAL_PORTS_PER_SERVER = 6  # client, cluster, gateway, monitor, websocket, leafnode (localrun too)
 # Fly's presets: (cpu kind, cpus). Memory is a multiple of 256 MB, from 256 MB (shared) or 2 GB
 # (performance) per CPU up to 2 GB (shared) or 8 GB (performance) per CPU (docs: machines/guides-
 # examples/machine-sizing; the Machines API's MachineGuest.memory_mb "must be a multiple of 256").
@@ -82,8 +80,9 @@ JETSTREAM = Needs("jetstream: true", lambda s: s.jetstream)
 SUPERCLUSTER = Needs("topology: supercluster", lambda s: s.topology == "supercluster")
 PASSWORDS = Needs("auth: password", lambda s: s.auth == "password")
 SERVER_TLS = Needs("serverTls: true", lambda s: s.server_tls)
-VERIFY_URLS_USED = Needs("verify: true (on fly also jetstream: true, whose scale-down reaches the cluster there)",
-                         lambda s: s.verify or (s.platform == "fly" and s.jetstream))
+VERIFY = Needs("verify: true", lambda s: s.verify)
+VERIFY_OR_SCALE_DOWN = Needs("verify: true, or jetstream: true (its scale-down reaches the cluster there)",
+                             lambda s: s.verify or s.jetstream)
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,11 @@ class Key:
     """How the README shows the default, when the value alone would not say it."""
     platforms: tuple[str, ...] = ("fly", "local")
     """Where the key has an effect; elsewhere a value other than its default is refused."""
-    needs: Needs | None = None
-    """What else it needs to have an effect (its feature on); without it, the same."""
+    needs: Needs | Mapping[str, Needs] | None = None
+    """What else it needs to have an effect (its feature on), or that per platform; without it, the same."""
+
+    def needs_on(self, platform: str) -> Needs | None:
+        return self.needs.get(platform) if isinstance(self.needs, Mapping) else self.needs
 
     @property
     def required(self) -> bool:
@@ -414,7 +416,7 @@ KEYS: tuple[Key, ...] = (
         "not whole.", "verify", _bool),
     Key("verifyUrls", "list", [], "`REGION=URL` per region for verify and JetStream scale-down (for example "
         "through `fly proxy` or WireGuard); default: the client URL.", "verify_urls", _verify_urls,
-        default_text="client URL", needs=VERIFY_URLS_USED),
+        default_text="client URL", needs={"fly": VERIFY_OR_SCALE_DOWN, "local": VERIFY}),
     Key("serverTls", "boolean", False, "Serve TLS with your certificate (`tlsCert`, `tlsKey`; `handshake_first: "
         "auto`): on Fly on the raw port too, so TLS-first clients can go straight to `:10000`; locally on every "
         "client port, TLS required (the URL outputs say `tls://`).", "server_tls",
@@ -555,7 +557,8 @@ def load(values: Mapping[str, Any]) -> Settings:
 
 def applies(key: Key, s: Settings) -> bool:
     """Whether `key` has any effect on the stack `s`: its platform, and its feature on."""
-    return s.platform in key.platforms and (key.needs is None or key.needs.test(s))
+    needs = key.needs_on(s.platform)
+    return s.platform in key.platforms and (needs is None or needs.test(s))
 
 
 def without_effect(key: Key, s: Settings) -> str | None:
@@ -563,8 +566,9 @@ def without_effect(key: Key, s: Settings) -> str | None:
     None when it has an effect."""
     if s.platform not in key.platforms:
         return f"has no effect on the {s.platform} platform; allowed: platform: {', '.join(key.platforms)}"
-    if key.needs and not key.needs.test(s):
-        return f"has no effect without {key.needs.setting}; allowed: {key.needs.setting}"
+    needs = key.needs_on(s.platform)
+    if needs and not needs.test(s):
+        return f"has no effect without {needs.setting}; allowed: {needs.setting}"
     return None
 
 
@@ -578,15 +582,12 @@ def _default(key: Key) -> Any:
 
 
 def _relations(s: Settings, problems: list[str]) -> None:
-    lame_duck_total = s.lame_duck_grace_period + s.lame_duck_duration
     if s.lame_duck_duration < MIN_LAME_DUCK_DURATION:
         problems.append(f"{label('lameDuckDuration')}: {s.lame_duck_duration}s is too short; "
                         f"nats-server allows at least {MIN_LAME_DUCK_DURATION}s")
     if s.lame_duck_grace_period >= s.lame_duck_duration:
         problems.append(f"{label('lameDuckGracePeriod')}: {s.lame_duck_grace_period}s must be shorter than "
                         f"lameDuckDuration ({s.lame_duck_duration}s)")
-    if s.platform == "fly":
-        _fly_relations(s, lame_duck_total, problems)
     _port_relations(s, problems)
     if s.leafnodes and not s.leaf_users:
         problems.append(f"{label('leafUsers')}: [] is empty, but leafnodes is true; allowed: at least one leaf user "
@@ -595,16 +596,6 @@ def _relations(s: Settings, problems: list[str]) -> None:
     if strangers:
         problems.append(f"{label('verifyUrls')}: {show(', '.join(strangers))} names a region that is not in the "
                         f"stack; allowed: the stack's regions {', '.join(s.regions)}")
-    if s.platform == "local":
-        crowded = [f"{r}={n}" for r, n in s.machines.items() if n > MAX_LOCAL_SERVERS_PER_REGION]
-        if crowded:
-            problems.append(f"{label('machinesPerRegion')}: {', '.join(crowded)} is too many for the local "
-                            f"platform; allowed: 1..{MAX_LOCAL_SERVERS_PER_REGION} per region")
-        elif s.local_base_port:
-            span = local_port_span(s)
-            if s.local_base_port + span > 65535:
-                problems.append(f"{label('localBasePort')}: {s.local_base_port} leaves no room for {span} ports; "
-                                f"allowed: 1024..{65535 - span}")
     if s.jetstream:
         need = 3
         if s.topology == "supercluster":
@@ -616,21 +607,6 @@ def _relations(s: Settings, problems: list[str]) -> None:
         elif s.total_machines < need:
             problems.append(f"{label('machinesPerRegion')}: {s.total_machines} servers in all is too few for "
                             f"jetstream; R3 streams need at least {need}")
-
-
-def _fly_relations(s: Settings, lame_duck_total: int, problems: list[str]) -> None:
-    """What only Fly reads: the stop timeout, the proxy's limits, the VM."""
-    if not lame_duck_total < s.kill_timeout <= MAX_KILL_TIMEOUT:
-        problems.append(f"{label('killTimeout')}: {s.kill_timeout}s must outlast lameDuckGracePeriod + "
-                        f"lameDuckDuration ({lame_duck_total}s) and be at most {MAX_KILL_TIMEOUT}s (Fly's limit)")
-    if s.soft_limit > s.hard_limit:
-        problems.append(f"{label('softLimit')}: {s.soft_limit} exceeds {label('hardLimit')} ({s.hard_limit}); allowed: "
-                        f"a softLimit that does not exceed hardLimit (lower one, or raise the other)")
-    kind, cpus = VM_PRESETS[s.vm_size]
-    low, high = (per_cpu * cpus for per_cpu in MEMORY_PER_CPU_MB[kind])
-    if s.vm_memory_mb % MEMORY_STEP_MB or not low <= s.vm_memory_mb <= high:
-        problems.append(f"{label('vmMemory')}: {s.vm_memory_mb} MB does not fit vmSize {s.vm_size}; allowed: a "
-                        f"multiple of {MEMORY_STEP_MB} from {low} to {high} MB")
 
 
 _INTERNAL_PORTS = ("clientPort", "clusterPort", "gatewayPort", "monitorPort", "websocketPort", "leafPort")
@@ -649,16 +625,6 @@ def _port_relations(s: Settings, problems: list[str]) -> None:
             if port in seen:
                 problems.append(f"{label(name)}: {port} is already used by {seen[port]}; ports must differ")
             seen[port] = name
-
-
-def local_port_slot(region: str, index: int) -> int:
-    """A local server's slot: by the region's place in Fly's list, so adding or removing
-    a region never moves another region's ports."""
-    return list(FLY_REGIONS).index(region) * MAX_LOCAL_SERVERS_PER_REGION + index
-
-
-def local_port_span(s: Settings) -> int:
-    return LOCAL_PORTS_PER_SERVER * (1 + max(local_port_slot(r, s.machines[r] - 1) for r in s.regions))
 
 
 def _regions(value: Any, per_region: Any, problems: list[str]) -> tuple[tuple[str, ...], dict[str, int]]:

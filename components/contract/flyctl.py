@@ -9,9 +9,7 @@ which stays fresh for deletes that run with a Command's stored inputs.
 from __future__ import annotations
 
 import base64
-import os
 import shlex
-import sys
 from typing import Mapping
 
 FLYCTL = "flyctl"
@@ -87,30 +85,8 @@ def deploy_argv(app: str, strategy: str) -> list[str]:
                 "--wait-timeout", DEPLOY_WAIT, "--strategy", strategy, app=app, yes=True)
 
 
-def deploy(python: str, app: str, directory: str | None = None) -> str:
-    """The deploy, through `python -m nats_fly fly deploy`: it writes the build context it reads on stdin
-    (or takes `directory`) into a folder of its own, lists the app's Machines and picks the strategy
-    (flyops.deploy_strategy), then runs deploy_argv there."""
-    return sh([python, "-m", "nats_fly", "fly", "deploy", "--app", app, *(["--dir", directory] if directory else [])])
 
 
-def probe(python: str, app: str, jetstream: bool) -> str:
-    """What NatsCluster asks before a Fly preview or up (read-only): is flyctl there, is there a token,
-    and does the live app hold what this stack can reach from where it is (flyops.probe)."""
-    return sh([python, "-m", "nats_fly", "fly", "probe", "--app", app, "--jetstream", str(jetstream).lower()])
-
-
-def python() -> str:
-    """This interpreter, as the components' command lines name it (see portable)."""
-    return portable(sys.executable)
-
-
-def portable(path: str | os.PathLike) -> str:
-    """`path` relative to the working directory (the project's, where Pulumi runs commands) when it
-    lies under it. Commands keep their text from one checkout, CI runner or venv rebuild to the
-    next: a Command whose text changed runs again, and the deploy would roll every Machine."""
-    absolute, here = os.path.abspath(path), os.getcwd()
-    return os.path.relpath(absolute, here) if absolute.startswith(here + os.sep) else absolute
 
 
 def scale_argv(app: str, region: str, count: int) -> list[str]:
@@ -130,17 +106,6 @@ def volumes_create(app: str, name: str, region: str, size_gb: int) -> list[str]:
 def volumes_destroy(app: str, volume_id: str) -> list[str]:
     return argv("volumes", "destroy", volume_id, app=app, yes=True)
 
-
-def converge_region(python: str, app: str, region: str, count: int, volume: tuple[str, int] | None = None) -> str:
-    """A region's Machine count through flyops, one region of the app at a time (`scale count` leases
-    every Machine of the app). With JetStream (`volume`: name and size): volumes first (one per Machine;
-    `volumes create` is not idempotent, so flyops looks first), surplus Machines stopped (lame duck),
-    removed from JetStream and destroyed, then the count, then the surplus unattached volumes go. The
-    system password and the client URL come from the environment (NATS_SYS_PASSWORD, NATS_FLY_URL)."""
-    args = [python, "-m", "nats_fly", "fly", "region", "--app", app, "--region", region, "--count", str(count)]
-    if volume:
-        args += ["--volume", volume[0], "--size", str(volume[1])]
-    return sh(args)
 
 
 def machine_list(app: str) -> list[str]:
@@ -168,34 +133,3 @@ def tls_marker_cert(app: str) -> str:
                   "-keyout", "/dev/stdout", "-out", "/dev/stdout"]))
 
 
-# The local platform runs nats-server processes through the same kind of Commands.
-
-def local_ports(python: str, servers: list[str]) -> str:
-    return sh([python, "-m", "nats_fly", "local", "ports", "--servers", ",".join(servers)])
-
-
-def local_ensure(python: str, name: str, state_dir: str, client_port: int, http_port: int) -> str:
-    """Start (reload, restart) one server with the conf on stdin (natsconf's JSON form)."""
-    return sh([python, "-m", "nats_fly", "local", "ensure", "--name", name, "--state-dir", state_dir,
-               "--client-port", str(client_port), "--http-port", str(http_port)])
-
-
-def local_stop(python: str, name: str, state_dir: str) -> str:
-    return sh([python, "-m", "nats_fly", "local", "stop", "--name", name, "--state-dir", state_dir])
-
-
-def verify(python: str, urls: list[str], machines: dict[str, int], topology: str, jetstream: bool,
-           websocket_urls: list[str] = (), ca: str | None = None) -> str:
-    """`nats-fly verify`; the system password comes from NATS_SYS_PASSWORD, never argv. `ca`: the file
-    to trust where the servers require TLS."""
-    args = [python, "-m", "nats_fly", "verify"]
-    for url in urls:
-        args += ["--url", url]
-    for url in websocket_urls:
-        args += ["--ws-url", url]
-    args += ["--expect", ",".join(f"{r}={n}" for r, n in machines.items()), "--topology", topology]
-    if jetstream:
-        args.append("--jetstream")
-    if ca:
-        args += ["--ca", ca]
-    return sh(args)

@@ -8,7 +8,6 @@ machine first: `flyctl scale count` leases every Machine of the app while it run
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import fcntl
@@ -21,10 +20,12 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from . import buildctx, flyctl, flytoml
-from .natsconf import SYS_PASSWORD as PASSWORD_ENV, SYS_USER
+from ..contract import flyctl, operations as ops
+from ..render import buildctx, flytoml
+from ..render.natsconf import SYS_USER
+from . import natsadmin
 
 GONE = {"destroyed", "destroying", "pending_destroy", "scheduling_destroy"}
 UNBIND_WAIT = 90  # Fly can take about a minute to release a destroyed Machine's volume
@@ -32,7 +33,6 @@ STOP_WAIT = 330  # kill_timeout is at most 300 s
 REMOVE_WAIT = 120  # the meta group may be electing a leader right after a stop
 LEASE_TRIES, LEASE_PAUSE = 3, 5.0  # flyctl itself waits up to a minute on a held lease each time
 LEASE_HELD = "failed to get lease on VM"
-URL_ENV = "NATS_FLY_URL"
 NOT_A_PEER = 10044  # JSClusterServerNotMemberErr: already removed (or never joined)
 NOT_FOUND = "Could not find App"
 
@@ -42,24 +42,37 @@ class FlyError(RuntimeError):
 
 
 def run(args: list[str], stdin: str | None = None) -> str:
-    """One flyctl call. A call refused because another client holds a Machine's lease (another
-    operator, Fly itself) is tried again a few times: every call here is safe to repeat."""
-    for attempt in range(1, LEASE_TRIES + 1):
+    """One flyctl call, its stdout; a failure is a FlyError with flyctl's words."""
+    def attempt() -> subprocess.CompletedProcess:
         print(f"nats-fly: {flyctl.sh(args)}", file=sys.stderr, flush=True)
-        try:
-            result = subprocess.run(args, capture_output=True, text=True, input=stdin,
-                                    stdin=None if stdin is not None else subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise FlyError(f"{args[0]} is not on PATH: install flyctl (https://fly.io/docs/flyctl/install/)") from None
-        if result.returncode == 0:
-            return result.stdout
-        error = (result.stderr or result.stdout).strip()
-        if LEASE_HELD not in error or attempt == LEASE_TRIES:
-            raise FlyError(f"{flyctl.sh(args)} failed ({result.returncode}): {error}")
-        print(f"nats-fly: a lease is held elsewhere; trying again in {LEASE_PAUSE:g}s ({attempt}/{LEASE_TRIES})",
+        return _spawn(args, capture_output=True, text=True, input=stdin,
+                      stdin=None if stdin is not None else subprocess.DEVNULL)
+
+    result = leased(attempt)
+    if result.returncode:
+        raise FlyError(f"{flyctl.sh(args)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
+    return result.stdout
+
+
+def leased(attempt: Callable[[], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+    """Run one flyctl call, again when it was refused because another client holds a Machine's lease
+    (another operator, Fly itself): every call here is safe to repeat. flyctl itself waits up to a
+    minute on a held lease each time."""
+    for tries in range(1, LEASE_TRIES + 1):
+        result = attempt()
+        if result.returncode == 0 or LEASE_HELD not in f"{result.stderr}{result.stdout}" or tries == LEASE_TRIES:
+            return result
+        print(f"nats-fly: a lease is held elsewhere; trying again in {LEASE_PAUSE:g}s ({tries}/{LEASE_TRIES})",
               file=sys.stderr, flush=True)
         time.sleep(LEASE_PAUSE)
     raise AssertionError("unreachable")
+
+
+def _spawn(args: list[str], **options) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, **options)
+    except FileNotFoundError:
+        raise FlyError(f"{args[0]} is not on PATH: install flyctl (https://fly.io/docs/flyctl/install/)") from None
 
 
 @contextlib.contextmanager
@@ -141,36 +154,28 @@ def wait_stopped(app: str, region: str, machine_id: str) -> None:
 
 
 async def _remove_peer(urls: list[str], password: str, peer: str, timeout: float) -> None:
-    import nats
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         nc = None
         try:
-            nc = await nats.connect(servers=urls, user=SYS_USER, password=password, name="nats-fly scale-down",
-                                    dont_randomize=True, allow_reconnect=False, max_reconnect_attempts=1,
-                                    reconnect_time_wait=0.5, connect_timeout=3, error_cb=_quiet)
+            nc = await natsadmin.connect_once(",".join(urls), user=SYS_USER, password=password, timeout=5,
+                                              name="nats-fly scale-down")
             reply = json.loads((await nc.request("$JS.API.SERVER.REMOVE", json.dumps({"peer": peer}).encode(),
                                                  timeout=5)).data)
             error = reply.get("error")
             if reply.get("success") or (error and error.get("err_code") == NOT_A_PEER):
                 return
             last = (error or {}).get("description") or json.dumps(reply)
-            if error and "authorization" in last.lower():
-                break
         except Exception as error:  # noqa: BLE001 (no meta leader yet, a reconnect: try again)
             last = str(error) or type(error).__name__
-            if "authorization" in last.lower():
-                break
         finally:
             if nc is not None and not nc.is_closed:
                 await nc.close()
+        if "authorization" in last.lower():
+            break
         await asyncio.sleep(1)
     raise FlyError(f"JetStream did not remove peer {peer}: {last}")
-
-
-async def _quiet(_error: Exception) -> None:
-    pass
 
 
 def remove_peer(urls: list[str], password: str, peer: str, timeout: float = REMOVE_WAIT) -> None:
@@ -318,17 +323,12 @@ def deploy(app: str, files: dict[str, str]) -> int:
 
 
 def _deploy_call(args: list[str], folder: Path) -> int:
-    for attempt in range(1, LEASE_TRIES + 1):
-        try:
-            result = subprocess.run(args, cwd=folder, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        except FileNotFoundError:
-            raise FlyError(f"{args[0]} is not on PATH: install flyctl (https://fly.io/docs/flyctl/install/)") from None
+    def attempt() -> subprocess.CompletedProcess:
+        result = _spawn(args, cwd=folder, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         sys.stderr.write(result.stderr)
-        if result.returncode == 0 or LEASE_HELD not in result.stderr or attempt == LEASE_TRIES:
-            return result.returncode
-        print(f"nats-fly: a lease is held elsewhere; deploying again in {LEASE_PAUSE:g}s", file=sys.stderr)
-        time.sleep(LEASE_PAUSE)
-    return 1
+        return result
+
+    return leased(attempt).returncode
 
 
 def warn_stopped(app: str) -> None:
@@ -381,41 +381,30 @@ def token_available() -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nats-fly fly", description="Fly operations that look first.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    deploy_cmd = commands.add_parser("deploy", help="deploy a build context (stdin, or --dir), immediate or "
-                                                    "rolling by the Machines the app has")
-    deploy_cmd.add_argument("--app", required=True)
-    deploy_cmd.add_argument("--dir", help="a build context folder (fly.toml, Dockerfile, ...) instead of stdin")
-    region = commands.add_parser("region", help="converge a region's Machine count (and volumes)")
-    region.add_argument("--app", required=True)
-    region.add_argument("--region", required=True)
-    region.add_argument("--count", required=True, type=int)
-    region.add_argument("--volume", help="with JetStream: the volume name (fly.toml [[mounts]] source)")
-    region.add_argument("--size", type=int, help="with --volume: size of new volumes in GB")
-    region.add_argument("--url", action="append", default=[],
-                        help=f"client URL for the JetStream peer removal (repeatable; default ${URL_ENV}, "
-                             f"comma-separated); the sys password comes from ${PASSWORD_ENV} only")
-    probe_cmd = commands.add_parser("probe", help="print what a preview or up must know first, as JSON")
-    probe_cmd.add_argument("--app", required=True)
-    probe_cmd.add_argument("--jetstream", choices=("true", "false"), required=True)
-    args = parser.parse_args(argv)
+def _report(action: Callable[[], int | None]) -> int:
     try:
-        if args.command == "probe":
-            print(json.dumps(probe(args.app, args.jetstream == "true")))
-            return 0
-        if args.command == "deploy":
-            files = (buildctx.read(args.dir) if args.dir else buildctx.from_stdin(sys.stdin.read()))
-            return deploy(args.app, files)
-        if (args.volume is None) != (args.size is None):
-            raise FlyError("--volume and --size go together")
-        urls = [u for value in (args.url or [os.environ.get(URL_ENV, "")]) for u in value.split(",") if u]
-        password = os.environ.get(PASSWORD_ENV, "")
-        if args.volume and urls and not password:
-            raise FlyError(f"a client URL is set but ${PASSWORD_ENV} is not: cannot remove JetStream peers")
-        converge_region(args.app, args.region, args.count, args.volume, args.size, urls, password)
+        return action() or 0
     except (FlyError, OSError, ValueError) as error:
         print(f"nats-fly: {error}", file=sys.stderr)
         return 1
+
+
+def run_probe(op: ops.FlyProbe) -> int:
+    print(json.dumps(probe(op.app, op.jetstream)))
     return 0
+
+
+def run_deploy(op: ops.FlyDeploy) -> int:
+    return _report(lambda: deploy(op.app, buildctx.read(op.dir) if op.dir else buildctx.from_stdin(sys.stdin.read())))
+
+
+def run_region(op: ops.FlyRegion) -> int:
+    def act() -> None:
+        if (op.volume is None) != (op.size is None):
+            raise FlyError("--volume and --size go together")
+        urls = [u for value in (op.url or [os.environ.get(ops.URL_ENV, "")]) for u in value.split(",") if u]
+        password = os.environ.get(ops.SYS_PASSWORD_ENV, "")
+        if op.volume and urls and not password:
+            raise FlyError(f"a client URL is set but ${ops.SYS_PASSWORD_ENV} is not: cannot remove JetStream peers")
+        converge_region(op.app, op.region, op.count, op.volume, op.size, urls, password)
+    return _report(act)
