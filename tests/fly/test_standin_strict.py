@@ -35,7 +35,7 @@ def owner_of(token: str) -> str:
     return f"{uuid.UUID(hashlib.sha256(token.encode()).hexdigest()[:32])}@tokens.fly.io"
 
 
-def wait_leased(standin, machine_id: str, timeout: float = 10) -> None:
+def wait_leased(standin, machine_id: str, timeout: float = 60) -> None:
     """Until someone holds a lease on the Machine (the command started in the background got it)."""
     deadline = time.monotonic() + timeout
     while machine_id not in standin.leases():
@@ -337,7 +337,7 @@ def test_a_stopped_machine_stays_stopped_when_a_deploy_updates_it(standin, examp
     assert all(m["config"]["metadata"]["fly_release_version"] == version for m in listed.values())
 
 
-def fh_wait_started(standin, app: str, count: int, timeout: float = 30) -> None:
+def fh_wait_started(standin, app: str, count: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while sum(m["state"] == "started" for m in standin.machines(app)) < count:
         assert time.monotonic() < deadline, standin.machines(app)
