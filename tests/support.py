@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import secrets
 import shutil
 import socket
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -100,3 +105,73 @@ def ca_signed_pair(folder: Path, ip: str = "127.0.0.1") -> tuple[Path, str, str]
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
     return folder / "ca.pem", (folder / "server.pem").read_text(), (folder / "server.key").read_text()
+
+
+def jetstream_confs(root: Path, count: int = 3, cluster: str = "js-test") -> list[tuple[str, dict, int, int]]:
+    """`count` JetStream servers routed to each other on loopback, as (name, conf in natsconf's JSON
+    form for localrun.ensure, client port, monitor port); their stores under `root`."""
+    ports = free_ports(3 * count)
+    routes = ports[1::3]
+    servers = []
+    for i in range(count):
+        client, cluster_port, http = ports[3 * i:3 * i + 3]
+        name = f"js{i}"
+        conf = {"server_name": name, "listen": f"127.0.0.1:{client}", "http": f"127.0.0.1:{http}",
+                "jetstream": {"store_dir": str(root / name), "max_file_store": 64 * 1024**2,
+                              "max_memory_store": 16 * 1024**2},
+                "cluster": {"name": cluster, "listen": f"127.0.0.1:{cluster_port}",
+                            "routes": [f"nats-route://127.0.0.1:{p}" for p in routes if p != cluster_port]}}
+        servers.append((name, conf, client, http))
+    return servers
+
+
+async def exchange(publisher, subscriber, subject: str, messages: Sequence[bytes], timeout: float = 60) -> list[bytes]:
+    """`messages` published by one nats-py connection, as another heard them. A probe goes first,
+    again and again until it arrives (interest crosses routes, gateways and leaf connections a
+    moment after a subscribe), then the messages, then an end marker until it arrives: one
+    connection's messages keep their order, so what had not arrived by the marker was lost, not late."""
+    token = secrets.token_hex(6)
+    probe, end = f"probe {token}".encode(), f"end {token}".encode()
+    got: list[bytes] = []
+    arrived = {probe: asyncio.Event(), end: asyncio.Event()}
+
+    async def on_message(msg):
+        if msg.data in arrived:
+            arrived[msg.data].set()
+        else:
+            got.append(msg.data)
+    sub = await subscriber.subscribe(subject, cb=on_message)
+    await subscriber.flush()
+    try:
+        await until_heard(publisher, subject, probe, arrived[probe], timeout)
+        for data in messages:
+            await publisher.publish(subject, data)
+        await until_heard(publisher, subject, end, arrived[end], timeout)
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def until_heard(publisher, subject: str, data: bytes, heard: asyncio.Event, timeout: float) -> None:
+    """Publish `data` again and again until `heard` is set (by the subscriber's callback)."""
+    deadline = time.monotonic() + timeout
+    while not heard.is_set():
+        assert time.monotonic() < deadline, f"nothing published on {subject} arrived within {timeout:g}s"
+        await publisher.publish(subject, data)
+        await publisher.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heard.wait(), 0.25)
+
+
+async def answered(call, timeout: float = 120):
+    """`await call()` again until it returns: a JetStream API call a moment after a start, or during
+    an election, answers `503 JetStream system temporarily unavailable`, or nothing, for a while.
+    Past `timeout` the last error is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except Exception:  # noqa: BLE001 (nats-py raises many kinds for "not now")
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)

@@ -24,13 +24,13 @@ def test_an_r3_stream_has_one_replica_per_region_and_outlives_a_region_cut(stand
     app = stack.app
     fh.components_up(standin, stack, fh.render_ours(stack, scratch / "contexts" / app))
     try:
-        fh.wait_healthy(standin, app, timeout=90)
+        fh.wait_healthy(standin, app)
 
         async def placed():
             c = await d.Client(standin, app, "syd", "app", stack.user_password()).connect()
             try:
-                await d.ensure_stream(c.nc, replicas=3, timeout=60)
-                leader, followers = await d.replicas(c.nc, timeout=30)
+                await d.ensure_stream(c.nc, replicas=3)
+                leader, followers = await d.replicas(c.nc)
                 return leader, [f["name"] for f in followers]
             finally:
                 await c.close()

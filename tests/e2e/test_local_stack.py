@@ -33,17 +33,17 @@ def whole(outputs: dict, topology: str = "mesh"):
 
 
 async def websocket_hello(ws_url: str, tcp_url: str) -> bytes:
+    """What a WebSocket client hears from a TCP client of (maybe) another server: support.exchange
+    probes until the subscription's interest has crossed the routes."""
     import nats
+    from support import exchange
     ws = await nats.connect(ws_url, allow_reconnect=False)
     tcp = await nats.connect(tcp_url, allow_reconnect=False)
-    sub = await ws.subscribe("hello")
-    await ws.flush()
-    await tcp.publish("hello", b"hello")
-    await tcp.flush()
-    message = await sub.next_msg(timeout=5)
-    await ws.close()
-    await tcp.close()
-    return message.data
+    try:
+        return b"".join(await exchange(tcp, ws, "hello", [b"hello"]))
+    finally:
+        await ws.close()
+        await tcp.close()
 
 
 def test_local_stack_lifecycle(project, tmp_path):

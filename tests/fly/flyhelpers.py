@@ -182,7 +182,7 @@ def incomplete_pairs(routes: list[dict]) -> list[str]:
     return short
 
 
-def wait_routes_complete(standin, app: str, timeout: float = 5) -> list[str]:
+def wait_routes_complete(standin, app: str, timeout: float = 60) -> list[str]:
     """[] once every pair has all its route connections; else what is still missing."""
     deadline = time.monotonic() + timeout
     while True:
@@ -202,7 +202,7 @@ def wait_mesh(standin, app: str, expected: int, timeout: float, poll: float = 0.
     return None
 
 
-def wait_healthy(standin, app: str, timeout: float = 30) -> None:
+def wait_healthy(standin, app: str, timeout: float = 120) -> None:
     """Every Machine started with every check passing (what connyay's e2e polls for)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -11,6 +11,7 @@ import pytest
 import flyhelpers as fh
 
 AAAA, TXT = 28, 16
+DNS_DELAY = 10  # far longer than the two lookups made right after a start
 
 
 @pytest.fixture(scope="module")
@@ -64,19 +65,21 @@ def test_stopped_machines_leave_dns_and_own_record_is_seen_first(standin, prod):
     try:
         assert cdg["private_ip"] not in standin.dns(f"{prod.app}.internal")["answers"]
         assert "cdg" not in standin.dns(f"regions.{prod.app}.internal", TXT)["answers"][0]
-        standin.set_dns_delay(3)
+        standin.set_dns_delay(DNS_DELAY)
         standin.start_machine(cdg["id"])
         # The Machine itself sees its record at once; the others only after the delay.
         assert cdg["private_ip"] in standin.dns(f"{prod.app}.internal", asker=cdg["private_ip"])["answers"]
         assert cdg["private_ip"] not in standin.dns(f"{prod.app}.internal", asker=ord_["private_ip"])["answers"]
-        time.sleep(3.2)
-        assert cdg["private_ip"] in standin.dns(f"{prod.app}.internal", asker=ord_["private_ip"])["answers"]
+        deadline = time.monotonic() + DNS_DELAY + 60
+        while cdg["private_ip"] not in standin.dns(f"{prod.app}.internal", asker=ord_["private_ip"])["answers"]:
+            assert time.monotonic() < deadline, f"ord never saw cdg's record after the {DNS_DELAY}s delay"
+            time.sleep(0.2)
     finally:
         standin.set_dns_delay(0)
         if standin.machines(prod.app) and any(m["id"] == cdg["id"] and m["state"] != "started"
                                               for m in standin.machines(prod.app)):
             standin.start_machine(cdg["id"])
-    assert fh.wait_mesh(standin, prod.app, prod.total, 30) is not None
+    assert fh.wait_mesh(standin, prod.app, prod.total, 120) is not None
 
 
 def test_machine_runs_the_image_with_the_fly_environment(standin, prod):
@@ -100,7 +103,7 @@ def test_digit_first_machine_id_starts(standin, prod):
     fh.region_up(standin, prod, "cdg", 2)
     try:
         fh.wait_healthy(standin, prod.app)
-        assert fh.wait_mesh(standin, prod.app, prod.total + 1, 30) is not None
+        assert fh.wait_mesh(standin, prod.app, prod.total + 1, 120) is not None
     finally:
         fh.region_up(standin, prod, "cdg", 1)
 
@@ -109,9 +112,10 @@ def test_one_way_delay_between_regions(standin, prod):
     ord_, syd = _one(standin, prod.app, "ord"), _one(standin, prod.app, "syd")
 
     def rtt_ms():
-        code, out, err = standin.exec(ord_["id"], f"ping -6 -c 3 -i 0.2 {syd['private_ip']}")
+        """The fastest of 5 round trips: a busy host delays some, never speeds one past the link's delay."""
+        code, out, err = standin.exec(ord_["id"], f"ping -6 -c 5 -i 0.2 {syd['private_ip']}")
         assert code == 0, out + err
-        return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+        return float(re.search(r"= ([\d.]+)/", out).group(1))
     assert rtt_ms() < 20
     standin.set_delay("ord", "syd", 80)
     try:
@@ -158,7 +162,7 @@ def test_machines_made_together_under_dns_delay_join_not_island(standin):
     standin.set_dns_delay(3)
     try:
         fh.components_up(standin, stack, fh.render_ours(stack, standin.root / "contexts" / stack.app))
-        took = fh.wait_mesh(standin, stack.app, 2, 40)
+        took = fh.wait_mesh(standin, stack.app, 2, 120)
         guard = {m["id"]: fh.console(standin, m["id"], "nats-fly: ") for m in standin.machines(stack.app)}
         assert took is not None, (fh.describe(standin.routes(stack.app)), guard)
         assert not fh.wait_routes_complete(standin, stack.app)

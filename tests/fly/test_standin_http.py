@@ -231,7 +231,7 @@ def edge_app(standin):
         fly("ips", "allocate-v6", "--app", APP)
         fly("ips", "allocate-v4", "--shared", "--app", APP)
         fly("deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false", "--yes", "--app", APP)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:  # until nats-server and httpd listen
             try:
                 nats_ws(standin).close()
@@ -279,7 +279,7 @@ def test_wss_upgrade_reaches_nats_server_and_carries_messages(standin, edge_app)
                 inbox = await nc.subscribe("from.browser")
                 await nc.flush()
                 pub.send(b"PUB from.browser 2\r\nhi\r\n")
-                got = await inbox.next_msg(timeout=5)
+                got = await inbox.next_msg(timeout=30)  # one server: no interest to propagate
                 await nc.publish("greet", b"from tcp")
                 await nc.flush()
                 return got.data

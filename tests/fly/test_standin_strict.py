@@ -24,6 +24,9 @@ from standin.cli import FlyError
 
 MOUNTS = '\n[mounts]\n  source = "data"\n  destination = "/data"\n'
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+HOLD = 8
+"""Seconds a background command holds its lease (the stand-in's create delay): the next command,
+started once the lease is seen, must meet it still held, even when a busy host starts it slowly."""
 
 
 def run(standin, *argv, **kw):
@@ -35,7 +38,7 @@ def owner_of(token: str) -> str:
     return f"{uuid.UUID(hashlib.sha256(token.encode()).hexdigest()[:32])}@tokens.fly.io"
 
 
-def wait_leased(standin, machine_id: str, timeout: float = 10) -> None:
+def wait_leased(standin, machine_id: str, timeout: float = 60) -> None:
     """Until someone holds a lease on the Machine (the command started in the background got it)."""
     deadline = time.monotonic() + timeout
     while machine_id not in standin.leases():
@@ -126,7 +129,7 @@ def test_concurrent_scale_counts_in_other_regions_wait_for_each_others_leases(st
     ex = example("strict-lease")
     assert ex.deploy().returncode == 0
     [m] = ex.machines()
-    settings(create_delay_s=3)
+    settings(create_delay_s=HOLD)
     tokens = [standin.make_token("user"), standin.make_token("user")]
     env = [standin.env(FLY_API_TOKEN=t) for t in tokens]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -140,7 +143,7 @@ def test_concurrent_scale_counts_in_other_regions_wait_for_each_others_leases(st
     # `scale count --region cdg` leased the ord Machine too, so it waited for the syd one.
     assert f"Waiting on lease for machine {m['id']}...\n" in b.stdout
     assert f"Waiting on lease for machine" not in a.stdout
-    assert done >= 6  # one create after the other, not side by side
+    assert done >= 2 * HOLD  # one create after the other, not side by side
     assert sorted(x["region"] for x in ex.machines()) == ["cdg", "ord", "syd"]
     assert standin.leases() == {}  # released at the end of each command
 
@@ -150,7 +153,7 @@ def test_a_lease_held_past_the_wait_fails_with_the_apis_words(standin, example, 
     assert ex.deploy().returncode == 0
     [m] = ex.machines()
     assert settings()["lease_wait_s"] == 60.0  # fly-go flaps/retry.go: one minute
-    settings(create_delay_s=5, lease_wait_s=1.5)  # shortened so the test need not wait a minute
+    settings(create_delay_s=HOLD, lease_wait_s=1.5)  # shortened so the test need not wait a minute
     holder = standin.make_token("user")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(ex.fly, "scale", "count", "1", "--region", "syd", "--yes",
@@ -169,7 +172,7 @@ def test_machine_stop_waits_for_the_lease_a_running_scale_holds(standin, example
     ex = example("strict-lease-stop")
     assert ex.deploy().returncode == 0
     [m] = ex.machines()
-    settings(create_delay_s=4)
+    settings(create_delay_s=HOLD)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         scale = pool.submit(ex.fly, "scale", "count", "1", "--region", "syd", "--yes")
         wait_leased(standin, m["id"])
@@ -187,7 +190,7 @@ def test_deploy_leases_the_machines_it_updates(standin, example, settings):
     ex = example("strict-lease-deploy")
     assert ex.deploy().returncode == 0
     [m] = ex.machines()
-    settings(create_delay_s=8, lease_wait_s=1.5)  # the deploy builds first, then waits 1.5 s
+    settings(create_delay_s=2 * HOLD, lease_wait_s=1.5)  # the deploy builds first, then waits 1.5 s
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         scale = pool.submit(ex.fly, "scale", "count", "1", "--region", "syd", "--yes")
         wait_leased(standin, m["id"])
@@ -337,7 +340,7 @@ def test_a_stopped_machine_stays_stopped_when_a_deploy_updates_it(standin, examp
     assert all(m["config"]["metadata"]["fly_release_version"] == version for m in listed.values())
 
 
-def fh_wait_started(standin, app: str, count: int, timeout: float = 30) -> None:
+def fh_wait_started(standin, app: str, count: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while sum(m["state"] == "started" for m in standin.machines(app)) < count:
         assert time.monotonic() < deadline, standin.machines(app)

@@ -12,12 +12,12 @@ from urllib.parse import quote
 import nats
 import pytest
 
-from nats_fly.processes import local as localrun
-from nats_fly.render import natsconf
-from nats_fly.render.secrets import server_environment, route_password
 from nats_fly.config.settings import load
 from nats_fly.platforms.local import ports as local_ports
-from support import free_ports, nats_server_binary
+from nats_fly.processes import local as localrun
+from nats_fly.render import natsconf
+from nats_fly.render.secrets import route_password, server_environment
+from support import exchange, free_ports, nats_server_binary
 
 PASSWORDS = {"app": "edge-app-password-1"}
 LEAF = {"edge": "edge-leaf-password-1"}
@@ -41,16 +41,7 @@ def cluster(tmp_path, monkeypatch):
 
 
 async def deliver(publisher, subscriber, subject: str) -> bytes:
-    sub = await subscriber.subscribe(subject)
-    await subscriber.flush()
-    deadline = time.monotonic() + 10
-    while True:  # interest crosses routes and leaf connections a moment later
-        await publisher.publish(subject, b"over the edge")
-        await publisher.flush()
-        try:
-            return (await sub.next_msg(timeout=0.25)).data
-        except nats.errors.TimeoutError:
-            assert time.monotonic() < deadline, f"nothing arrived on {subject}"
+    return b"".join(await exchange(publisher, subscriber, subject, [b"over the edge"]))
 
 
 def test_websocket_and_tcp_clients_of_two_regions_meet(cluster):
@@ -100,18 +91,16 @@ def test_a_leaf_node_joins_with_its_password_and_not_without(cluster, tmp_path):
                 heard.append(msg.data)
             await spy.subscribe("hub.>", cb=on_message)
             await spy.flush()
-            for _ in range(20):
-                await hub.publish("hub.secret", b"not for strangers")
-            await hub.flush()
-            await asyncio.sleep(1)
+            # All 20 reach the joined leaf's client; by then, none has reached the refused one's.
+            joined = await exchange(hub, local, "hub.secret", [b"not for strangers"] * 20)
             for nc in (local, hub, spy):
                 await nc.close()
-            return results, heard
+            return results, len(joined), heard
 
-        (there, back), heard = asyncio.run(run())
+        (there, back), joined, heard = asyncio.run(run())
         assert (there, back) == (b"over the edge", b"over the edge")
-        assert heard == []
-        deadline = time.monotonic() + 10
+        assert joined == 20 and heard == []
+        deadline = time.monotonic() + 60
         while "Authorization Violation" not in bad_log.read_text():
             assert time.monotonic() < deadline, bad_log.read_text()
             time.sleep(0.1)
