@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks, stack
 
-from conftest import Mocks, _unwrap
+from mocking import Mocks, _unwrap
 from support import REPO, self_signed
 from nats_fly import NatsCluster
 from nats_fly.config import settings
