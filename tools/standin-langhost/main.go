@@ -3,22 +3,24 @@
 // The Go module proxy reachable here refuses the upstream host module
 // (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, 403), so scripts/bootstrap
 // builds this instead, against sdk/v3 and pkg/v3 at the CLI's version. It follows upstream
-// pulumi:sdk/python/cmd/pulumi-language-python/main.go (read at the newest version the source
-// index holds; named "upstream" below) and uses the same sdk pieces it uses: python/toolchain for
-// virtualenvs and toolchains, the upstream pulumi-language-python-exec shim (sdk module) to run
-// programs, pkg/codegen/python for SDK generation.
+// pulumi:sdk/python/cmd/pulumi-language-python/main.go, read at commit
+// a24f05cf40be8593f1cb471eb82f004353a75261 (sdk/.version 3.238.0: the newest version of that file
+// the source index holds; named "upstream" below), and uses the same sdk pieces it uses:
+// python/toolchain for virtualenvs and toolchains, the upstream pulumi-language-python-exec shim
+// (sdk module) to run programs, pkg/codegen/python for SDK and program generation.
 //
 // Implemented: Run, InstallDependencies, GetRequiredPackages, RunPlugin (source-based plugins such
 // as Python component packages), GeneratePackage and Link (what `pulumi package get-schema <dir>`
-// and `pulumi package add <dir>` call), About, GetProgramDependencies, RuntimeOptionsPrompts,
-// Handshake. Refused clearly (Unimplemented, or an error for a typechecker option): typecheckers,
-// debugging (AttachDebugger), Pack, GenerateProgram/GenerateProject, policy packs.
+// and `pulumi package add <dir>` call), GenerateProgram and GenerateProject (`pulumi import`,
+// `pulumi convert`), About, GetProgramDependencies, RuntimeOptionsPrompts, Handshake. Refused
+// clearly (Unimplemented, or an error for a typechecker option): typecheckers, debugging
+// (AttachDebugger), Pack, policy packs.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,11 +37,14 @@ import (
 	"unicode"
 
 	"github.com/blang/semver"
+	hclsyntax "github.com/pulumi/pulumi/pkg/v3/codegen/hcl2/syntax"
+	"github.com/pulumi/pulumi/pkg/v3/codegen/pcl"
 	codegen "github.com/pulumi/pulumi/pkg/v3/codegen/python"
 	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 	"google.golang.org/grpc"
@@ -55,21 +60,25 @@ const bailExitCode = 32
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
-	engine string
-	shim   string
+	engine  string
+	shim    string
+	tracing string
 }
 
-// main parses upstream's flags (Go's flag package, as upstream main: an unknown flag such as
-// --version exits 2 with the usage); the engine address is the first argument after them.
+// main parses upstream main's flags with Go's flag package, as upstream does: -tracing, -version
+// and -use-executor. Any other flag, such as -virtualenv, -root, -typechecker and -toolchain (which
+// upstream dropped), exits 2 with the usage. -version prints the version and exits 0 before the
+// executor is looked for. The engine address is the first argument after the flags.
 func main() {
-	flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
-	flag.String("virtualenv", "", "[obsolete] Virtual environment path to use")
-	flag.String("root", "", "[obsolete] Project root path to use")
-	flag.String("typechecker", "", "[obsolete] Use a typechecker to type check")
-	flag.String("toolchain", "pip", "[obsolete] Select the package manager to use for dependency management.")
+	tracing := flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
+	showVersion := flag.Bool("version", false, "Print the current plugin version and exit")
 	givenExecutor := flag.String("use-executor", "",
 		"Use the given program as the executor instead of looking for one on PATH")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version)
+		os.Exit(0)
+	}
 	logging.InitLogging(false, 0, false)
 	var engine string
 	if args := flag.Args(); len(args) > 0 {
@@ -89,7 +98,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	h := &host{engine: engine, shim: shim}
+	h := &host{engine: engine, shim: shim, tracing: *tracing}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -171,31 +180,14 @@ func parseOptions(info *pulumirpc.ProgramInfo) (toolchain.PythonOptions, error) 
 	return o, nil
 }
 
-// pluginOptions applies upstream's rule for plugins (RunPlugin, InstallDependencies with IsPlugin):
-// "We don't support running plugins using the global or ambient Python environment", so the pip
-// toolchain's virtualenv defaults to `venv`. Upstream tests Toolchain == Pip; with the sdk's Auto
-// default this applies when Auto resolves to pip (no uv.lock or poetry.lock found).
+// pluginOptions applies upstream parseOptions' rule for plugins (RunPlugin, InstallDependencies with
+// IsPlugin): plugins never run in the global or ambient Python, so with the pip toolchain or none
+// given (Auto, the zero value) the virtualenv defaults to `venv`.
 func pluginOptions(o toolchain.PythonOptions) toolchain.PythonOptions {
-	if o.Virtualenv != "" {
-		return o
-	}
-	if o.Toolchain == toolchain.Pip || (o.Toolchain == toolchain.Auto && !lockfileAbove(o.ProgramDir)) {
+	if o.Virtualenv == "" && (o.Toolchain == toolchain.Pip || o.Toolchain == toolchain.Auto) {
 		o.Virtualenv = "venv"
 	}
 	return o
-}
-
-func lockfileAbove(dir string) bool {
-	for d := dir; ; d = filepath.Dir(d) {
-		for _, f := range []string{"uv.lock", "poetry.lock"} {
-			if _, err := os.Stat(filepath.Join(d, f)); err == nil {
-				return true
-			}
-		}
-		if filepath.Dir(d) == d {
-			return false
-		}
-	}
 }
 
 func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
@@ -470,6 +462,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	arg("pwd", req.GetPwd())
 	arg("dry_run", strconv.FormatBool(req.GetDryRun()))
 	arg("parallel", strconv.Itoa(int(req.GetParallel())))
+	arg("tracing", h.tracing)
 	arg("organization", req.GetOrganization())
 	args = append(append([]string{h.shim}, args...), req.GetInfo().GetEntryPoint())
 	args = append(args, req.GetArgs()...)
@@ -670,6 +663,85 @@ func (h *host) GeneratePackage(_ context.Context, req *pulumirpc.GeneratePackage
 		}
 	}
 	return &pulumirpc.GeneratePackageResponse{Diagnostics: rpcDiags}, nil
+}
+
+// GenerateProgram is upstream's: parse the PCL sources, bind them with the engine's schema loader
+// (output-versioned invokes preferred, as upstream does for Python; non-strict unless asked), and
+// generate the Python program with pkg/codegen/python. Binding errors come back as diagnostics.
+// `pulumi import` calls it to print the code of what it imported.
+func (h *host) GenerateProgram(_ context.Context, req *pulumirpc.GenerateProgramRequest) (*pulumirpc.GenerateProgramResponse, error) {
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
+	if err != nil {
+		return nil, err
+	}
+	defer loader.Close()
+	parser := hclsyntax.NewParser()
+	for path, contents := range req.GetSource() {
+		if err := parser.ParseFile(strings.NewReader(contents), path); err != nil {
+			return nil, err
+		}
+		if diags := parser.Diagnostics; diags.HasErrors() {
+			return nil, diags
+		}
+	}
+	program, diags, err := pcl.BindProgram(parser.Files, schema.NewCachedLoader(loader),
+		bindOptions(req.GetStrict())...)
+	if err != nil {
+		return nil, err
+	}
+	rpcDiags := plugin.HclDiagnosticsToRPCDiagnostics(diags)
+	if diags.HasErrors() {
+		return &pulumirpc.GenerateProgramResponse{Diagnostics: rpcDiags}, nil
+	}
+	if program == nil {
+		return nil, errors.New("internal error program was nil")
+	}
+	files, diags, err := codegen.GenerateProgram(program)
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.GenerateProgramResponse{
+		Source: files, Diagnostics: append(rpcDiags, plugin.HclDiagnosticsToRPCDiagnostics(diags)...),
+	}, nil
+}
+
+// GenerateProject is upstream's: bind the PCL directory and write a whole Python project (Pulumi.yaml,
+// requirements, __main__.py) with pkg/codegen/python, as `pulumi convert --language python` asks.
+// Upstream passes an empty typechecker and toolchain outside its conformance tests.
+func (h *host) GenerateProject(_ context.Context, req *pulumirpc.GenerateProjectRequest) (*pulumirpc.GenerateProjectResponse, error) {
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
+	if err != nil {
+		return nil, err
+	}
+	defer loader.Close()
+	program, diags, err := pcl.BindDirectory(req.GetSourceDirectory(), schema.NewCachedLoader(loader),
+		bindOptions(req.GetStrict())...)
+	if err != nil {
+		return nil, err
+	}
+	rpcDiags := plugin.HclDiagnosticsToRPCDiagnostics(diags)
+	if diags.HasErrors() {
+		return &pulumirpc.GenerateProjectResponse{Diagnostics: rpcDiags}, nil
+	}
+	var project workspace.Project
+	if err := json.Unmarshal([]byte(req.GetProject()), &project); err != nil {
+		return nil, err
+	}
+	if err := codegen.GenerateProject(req.GetTargetDirectory(), project, program, req.GetLocalDependencies(),
+		"", ""); err != nil {
+		return nil, err
+	}
+	return &pulumirpc.GenerateProjectResponse{Diagnostics: rpcDiags}, nil
+}
+
+// bindOptions are upstream's for Python: output-versioned invokes preferred, non-strict binding
+// unless the request is strict.
+func bindOptions(strict bool) []pcl.BindOption {
+	opts := []pcl.BindOption{pcl.PreferOutputVersionedInvokes}
+	if !strict {
+		opts = append(opts, pcl.NonStrictBindOptions()...)
+	}
+	return opts
 }
 
 // Link adds each generated SDK to the program's dependency file with the toolchain's LinkPackages
