@@ -5,7 +5,7 @@
 // builds this instead, against sdk/v3 and pkg/v3 at the CLI's version. It follows upstream
 // pulumi:sdk/python/cmd/pulumi-language-python/main.go, read at commit
 // a24f05cf40be8593f1cb471eb82f004353a75261 (sdk/.version 3.238.0: the newest version of that file
-// the source index holds; named "upstream" below), and uses the same sdk pieces it uses:
+// found in the source index; named "upstream" below), and uses the same sdk pieces it uses:
 // python/toolchain for virtualenvs and toolchains, the upstream pulumi-language-python-exec shim
 // (sdk module) to run programs, pkg/codegen/python for SDK and program generation.
 //
@@ -523,7 +523,10 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	return &pulumirpc.RunResponse{}, nil
 }
 
-// InstallDependencies is upstream's: for a plugin, the pip virtualenv defaults to `venv`.
+// InstallDependencies is upstream's: for a plugin, the virtualenv defaults to `venv` (pluginOptions),
+// and a plugin that is a buildable package (pyproject.toml with a build backend, run through
+// pulumi.run.plugin) is installed into it too, before its dependencies; the toolchain's
+// InstallPackage does that (pip: `pip install <dir>`; uv: nothing, as its sync installs it).
 func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, server pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
 	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
@@ -542,8 +545,21 @@ func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, se
 	if err != nil {
 		return err
 	}
-	if err := tc.InstallDependencies(server.Context(), req.GetInfo().GetProgramDirectory(),
-		req.GetUseLanguageVersionTools(), true, stdout, stderr); err != nil {
+	dir := req.GetInfo().GetProgramDirectory()
+	if req.GetIsPlugin() {
+		buildable, err := toolchain.IsBuildablePackage(dir)
+		if err != nil {
+			return fmt.Errorf("checking if plugin is a buildable package: %w", err)
+		}
+		if buildable {
+			if err := tc.InstallPackage(server.Context(), dir, req.GetUseLanguageVersionTools(), true,
+				stdout, stderr); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tc.InstallDependencies(server.Context(), dir, req.GetUseLanguageVersionTools(), true,
+		stdout, stderr); err != nil {
 		return err
 	}
 	_, _ = stdout.Write([]byte("Finished installing dependencies\n\n"))
@@ -744,20 +760,15 @@ func bindOptions(strict bool) []pcl.BindOption {
 	return opts
 }
 
-// Link adds each generated SDK to the program's dependency file with the toolchain's LinkPackages
-// (python/toolchain: pip rewrites requirements.txt, replacing a line naming the same package;
-// poetry and uv add a path dependency), keyed by the SDK's Python package name: the schema's
-// language.python.packageName, else codegen's PyPack(namespace, name), as GeneratePackage names
-// it. The CLI then calls InstallDependencies. The instructions name the module to import, as the
-// CLI printed them before Link moved into the language hosts (the LinkResponse doc's example:
-// `import my_namespace_mypkg as mypkg`); the upstream Python Link source was not available to
-// check its exact wording.
+// Link is upstream's: each generated SDK goes into the program's dependency file with the
+// toolchain's LinkPackages (python/toolchain: pip rewrites requirements.txt, replacing a line naming
+// the same package; poetry and uv add a path dependency), keyed by the SDK's Python package name (the
+// schema's language.python.packageName, else codegen's PyPack(namespace, name), as GeneratePackage
+// names it); the `pulumi` SDK itself links as `pulumi`. A poetry or uv program that has no
+// pyproject.toml yet links into requirements.txt as pip would (upstream: pulumi/pulumi#19763). The CLI
+// then calls InstallDependencies. The instructions list one import line per SDK, in request order.
 func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
 	opts, err := parseOptions(req.GetInfo())
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -766,46 +777,68 @@ func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc
 		return nil, err
 	}
 	defer loader.Close()
+	cached := schema.NewCachedLoader(loader)
+	instructions := "You can import the SDK in your Python code with:\n\n"
+	if len(req.GetPackages()) > 1 {
+		instructions = "You can import the SDKs in your Python code with:\n\n"
+	}
 	packages := map[string]string{}
-	var imports []string
 	for _, dep := range req.GetPackages() {
-		desc := &schema.PackageDescriptor{Name: dep.GetPackage().GetName()}
-		if v := dep.GetPackage().GetVersion(); v != "" {
-			sv, err := semver.ParseTolerant(v)
-			if err != nil {
-				return nil, fmt.Errorf("package %s: version %q: %w", desc.Name, v, err)
-			}
-			desc.Version = &sv
+		if dep.GetPackage().GetName() == "pulumi" {
+			packages["pulumi"] = dep.GetPath()
+			continue
 		}
-		if p := dep.GetPackage().GetParameterization(); p != nil {
-			sv, err := semver.ParseTolerant(p.GetVersion())
-			if err != nil {
-				return nil, fmt.Errorf("package %s: parameterization version %q: %w", desc.Name, p.GetVersion(), err)
-			}
-			desc.Parameterization = &schema.ParameterizationDescriptor{Name: p.GetName(), Version: sv, Value: p.GetValue()}
-		}
-		pkg, err := loader.LoadPackageV2(ctx, desc)
+		pkgRef, err := schema.LoadPackageReferenceV2(ctx, cached, packageDescriptor(dep.GetPackage()))
 		if err != nil {
-			return nil, fmt.Errorf("loading the schema of %s: %w", desc.Name, err)
+			return nil, err
+		}
+		pkg, err := pkgRef.Definition()
+		if err != nil {
+			return nil, err
 		}
 		if err := pkg.ImportLanguages(map[string]schema.Language{"python": codegen.Importer}); err != nil {
 			return nil, err
 		}
-		info, _ := pkg.Language["python"].(codegen.PackageInfo)
-		pyPkg := info.PackageName
-		if pyPkg == "" {
-			pyPkg = codegen.PyPack(pkg.Namespace, pkg.Name)
+		packageName := codegen.PyPack(pkgRef.Namespace(), pkgRef.Name())
+		importName := strings.ReplaceAll(pkgRef.Name(), "-", "_")
+		if info, ok := pkg.Language["python"].(codegen.PackageInfo); ok && info.PackageName != "" {
+			packageName, importName = info.PackageName, info.PackageName
 		}
-		packages[pyPkg] = dep.GetPath()
-		imports = append(imports, fmt.Sprintf("  import %s as %s", strings.ReplaceAll(pyPkg, "-", "_"),
-			strings.ReplaceAll(pkg.Name, "-", "_")))
+		packages[packageName] = dep.GetPath()
+		instructions += fmt.Sprintf("  import %s as %s\n", packageName, importName)
 	}
-	if err := tc.LinkPackages(ctx, packages); err != nil {
+	if opts.Toolchain != toolchain.Pip {
+		if _, err := os.Stat(filepath.Join(req.GetInfo().GetProgramDirectory(), "pyproject.toml")); os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(req.GetInfo().GetProgramDirectory(), "requirements.txt")); os.IsNotExist(err) {
+				return nil, fmt.Errorf("no pyproject.toml or requirements.txt found in %s", req.GetInfo().GetProgramDirectory())
+			}
+			opts.Toolchain = toolchain.Pip
+		}
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
 		return nil, err
 	}
-	sort.Strings(imports)
-	return &pulumirpc.LinkResponse{ImportInstructions: "You can then import the SDK in your Python code with:\n\n" +
-		strings.Join(imports, "\n") + "\n"}, nil
+	if err := tc.LinkPackages(ctx, packages); err != nil {
+		return nil, fmt.Errorf("linking packages: %w", err)
+	}
+	return &pulumirpc.LinkResponse{ImportInstructions: instructions}, nil
+}
+
+// packageDescriptor is the package a Link request names, as upstream reads it: a version or
+// parameterization version that is not semver is left out rather than refused.
+func packageDescriptor(p *pulumirpc.PackageDependency) *schema.PackageDescriptor {
+	desc := &schema.PackageDescriptor{Name: p.GetName(), DownloadURL: p.GetServer()}
+	if v, err := semver.New(p.GetVersion()); err == nil {
+		desc.Version = v
+	}
+	if param := p.GetParameterization(); param != nil {
+		desc.Parameterization = &schema.ParameterizationDescriptor{Name: param.GetName(), Value: param.GetValue()}
+		if v, err := semver.New(param.GetVersion()); err == nil {
+			desc.Parameterization.Version = *v
+		}
+	}
+	return desc
 }
 
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
