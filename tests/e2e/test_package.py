@@ -5,7 +5,10 @@ bringing up a local cluster through it with the real engine:
   ../nats-fly/provider`, then stack init, config set, up), goes up on its first try: the Python host's uv
   toolchain makes the package's virtualenv on that first run and never again; it verifies whole, a second
   up changes nothing, and destroy leaves no process or folder; no command reports the package's process
-  as exited prematurely;
+  as exited prematurely. (`pulumi install` is not a step: CLI v3.274.1 runs the package during the
+  install walk, whose context ends with the walk (pkg/util/pdag Walk, errgroup.WithContext), so the
+  Python host's RunPlugin command is killed before host/host.go Close sends the Cancel that
+  resource/plugin/plugin.go Plugin.Close wants acknowledged, and it reports "exited prematurely".);
 - a Python program does the same through the SDK that `pulumi package add` generates.
 
 Apart from the fresh clone, the package runs from a copy of provider/ whose environment installs this
