@@ -124,6 +124,18 @@ def python_consumer(project: Path) -> Path:
     return project
 
 
+def provider_copy(package: Path) -> Path:
+    """A copy of provider/ in `package` whose environment installs this checkout (editable) instead of
+    the folder above the copy."""
+    package.mkdir()
+    for name in ("PulumiPlugin.yaml", "__main__.py"):
+        shutil.copy(REPO / "provider" / name, package / name)
+    pyproject = (REPO / "provider" / "pyproject.toml").read_text()
+    assert pyproject.count('path = ".."') == 1, pyproject
+    (package / "pyproject.toml").write_text(pyproject.replace('path = ".."', f"path = {json.dumps(str(REPO))}"))
+    return package
+
+
 def missing_tools() -> list[str]:
     return [t for t in ("pulumi", "pulumi-language-python", "pulumi-resource-command") if not find_tool(t)]
 

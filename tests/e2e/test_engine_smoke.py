@@ -97,13 +97,28 @@ def test_versions(smoke_dir):
 
     # Like upstream's main (pulumi-go-provider RunProvider -> provider.Main's flag.Parse), the plugin
     # has no --version flag: it prints the usage and exits 2.
-    # The same for the Python host, whose upstream main parses its flags with Go's flag package too.
-    for tool in (COMMAND_PLUGIN, "pulumi-language-python"):
-        refused = subprocess.run([find_tool(tool), "--version"], capture_output=True, text=True, timeout=60,
-                                 stdin=subprocess.DEVNULL)
+    refused = run_tool(COMMAND_PLUGIN, "--version")
+    assert refused.returncode == 2, refused
+    assert "flag provided but not defined: -version" in refused.stderr, refused
+    assert refused.stdout == "", refused
+
+    # The Python host's flags are upstream main's (pulumi:sdk/python/cmd/pulumi-language-python/main.go
+    # main, Go's flag package): -version prints the version and exits 0 (pulumi/pulumi#20768); the four
+    # flags upstream dropped (pulumi/pulumi#21065) are refused like any unknown flag, rc 2 and the usage.
+    for spelling in ("-version", "--version"):
+        answered = run_tool("pulumi-language-python", spelling)
+        assert (answered.returncode, answered.stdout, answered.stderr) == (0, PULUMI_VERSION + "\n", ""), answered
+    for dropped in ("virtualenv", "root", "typechecker", "toolchain"):
+        refused = run_tool("pulumi-language-python", f"-{dropped}", "pip")
         assert refused.returncode == 2, refused
-        assert "flag provided but not defined: -version" in refused.stderr, refused
+        assert refused.stderr.startswith(f"flag provided but not defined: -{dropped}\nUsage of "), refused
+        assert "-use-executor string" in refused.stderr and "-version" in refused.stderr, refused
         assert refused.stdout == "", refused
+
+
+def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([find_tool(tool), *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_engine_up_noop_destroy(smoke_dir):
@@ -139,6 +154,55 @@ def test_engine_up_noop_destroy(smoke_dir):
     state = json.loads(pulumi("stack", "export", timeout=120).stdout)
     assert not state["deployment"].get("resources"), state
     pulumi("stack", "rm", "--yes", timeout=120)
+
+
+def test_import_prints_python_code(smoke_dir):
+    """`pulumi import` into a Python program ends with the code to add, which the Python host writes from
+    the importer's PCL (GenerateProgram, pkg/codegen/python; upstream main.go GenerateProgram). The
+    resource is a builtin pulumi:index:Stash, which the engine's builtin provider lets import by id."""
+    write_project(smoke_dir)
+    pulumi = Pulumi(smoke_dir)
+    pulumi("stack", "init", "smoke", timeout=120)
+    pulumi("up", "--yes", "--skip-preview")
+    imported = pulumi("import", "pulumi:index:Stash", "kept", "kept-id", "--yes")
+    assert "= 1 imported" in imported.stdout, imported.stdout
+    code = imported.stdout[imported.stdout.index("import pulumi\n"):]
+    assert 'kept = pulumi.Stash("kept"' in code and "protect=True" in code, code
+    compile(code, "imported.py", "exec")
+    state = json.loads(pulumi("stack", "export", timeout=120).stdout)
+    stash = [r for r in state["deployment"]["resources"] if r["type"] == "pulumi:index:Stash"]
+    assert [(r["id"], r.get("protect")) for r in stash] == [("kept-id", True)], stash
+    pulumi("state", "unprotect", "--all", "--yes", timeout=120)
+    pulumi("destroy", "--yes", "--skip-preview")
+    pulumi("stack", "rm", "--yes", timeout=120)
+
+
+def test_convert_pcl_writes_a_python_project(smoke_dir):
+    """`pulumi convert --language python` has the Python host write a whole project (GenerateProject,
+    pkg/codegen/python; upstream main.go GenerateProject): Pulumi.yaml, requirements.txt, __main__.py."""
+    source = smoke_dir / "pcl"
+    source.mkdir()
+    (source / "main.pp").write_text(textwrap.dedent("""\
+        resource kept "pulumi:index:Stash" {
+          input = "hello"
+        }
+
+        output kept {
+          value = kept.output
+        }
+        """))
+    out = smoke_dir / "converted"
+    result = subprocess.run([find_tool("pulumi"), "convert", "--from", "pcl", "--language", "python", "--out",
+                             str(out), "--generate-only", "--non-interactive"], cwd=source,
+                            env=engine_environment(smoke_dir), capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result
+    program = (out / "__main__.py").read_text()
+    assert 'kept = pulumi.Stash("kept", input="hello")' in program, program
+    assert 'pulumi.export("kept", kept.output)' in program, program
+    compile(program, "__main__.py", "exec")
+    assert (out / "Pulumi.yaml").read_text() == "name: pcl\nruntime: python\n", (out / "Pulumi.yaml").read_text()
+    assert "pulumi>=" in (out / "requirements.txt").read_text()
 
 
 def test_env_sh_switches_checkouts(tmp_path):

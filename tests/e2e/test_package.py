@@ -1,12 +1,19 @@
 """nats-fly as a component package (provider/): its inferred schema, and consumers in other languages
 bringing up a local cluster through it with the real engine:
 - `pulumi package get-schema` gives the golden schema (tests/golden/schema.json; UPDATE_GOLDEN=1 rewrites it);
-- a YAML program (`packages:` + `type: nats-fly:NatsCluster`, the README's example) goes up, verifies
-  whole, previews as no change and is destroyed, leaving no process or folder;
+- the README's YAML example, followed word for word on a fresh clone (`packages: nats-fly:
+  ../nats-fly/provider`, then stack init, config set, up), goes up on its first try: the Python host's uv
+  toolchain makes the package's virtualenv on that first run and never again; it verifies whole, a second
+  up changes nothing, and destroy leaves no process or folder; no command reports the package's process
+  as exited prematurely. (`pulumi install` is not a step: CLI v3.274.1 runs the package during the
+  install walk, whose context ends with the walk (pkg/util/pdag Walk, errgroup.WithContext), so the
+  Python host's RunPlugin command is killed before host/host.go Close sends the Cancel that
+  resource/plugin/plugin.go Plugin.Close wants acknowledged, and it reports "exited prematurely".);
 - a Python program does the same through the SDK that `pulumi package add` generates.
 
-The package runs from a copy of provider/ whose requirements install this checkout (editable), in a
-virtualenv of its own made from the package index. Skips without the tools unless CI=true."""
+Apart from the fresh clone, the package runs from a copy of provider/ whose environment installs this
+checkout (editable), in a virtualenv of its own made from the package index. Skips without the tools
+unless CI=true."""
 
 from __future__ import annotations
 
@@ -14,16 +21,16 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
-from engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
+from engine import (engine_environment, find_tool, missing_tools, provider_copy, python_consumer, require,
+                    run_pulumi)
 from support import REPO, nats_servers
 from nats_fly.processes.verify import Expectation, verify
 
@@ -36,15 +43,14 @@ class Workspace:
 
     def __init__(self, root: Path):
         self.root = root
-        self.package = root / "nats-fly-provider"
-        self.package.mkdir()
-        for name in ("PulumiPlugin.yaml", "__main__.py"):
-            shutil.copy(REPO / "provider" / name, self.package / name)
-        (self.package / "requirements.txt").write_text(f"-e {REPO}\n")
+        self.package = provider_copy(root / "nats-fly-provider")
         self.env = engine_environment(root)
 
     def pulumi(self, cwd: Path, *args: str, **options) -> subprocess.CompletedProcess:
-        return run_pulumi(self.env, cwd, *args, **options)
+        result = run_pulumi(self.env, cwd, *args, **options)
+        said = result.stdout + result.stderr
+        assert "exited prematurely" not in said, f"pulumi {' '.join(args)}:\n{said[-4000:]}"
+        return result
 
 
 def yaml_host() -> bool:
@@ -72,19 +78,22 @@ def test_get_schema_is_the_golden_schema(workspace):
     assert cluster["properties"]["machines"]["additionalProperties"] == {"type": "integer"}
 
 
-def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int]) -> None:
-    """up -> verify whole -> no-op preview -> destroy, with nothing left behind."""
+def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int], venv: Callable[[], dict]) -> None:
+    """up -> verify whole -> a second up that changes nothing and leaves `venv()` as it was -> destroy,
+    with nothing left behind."""
     workspace.pulumi(project, "stack", "init", "dev")
     workspace.pulumi(project, "config", "set", "--secret", "sysPassword", stdin=PASSWORD)
     try:
-        workspace.pulumi(project, "up", "--yes", "--skip-preview")
+        workspace.pulumi(project, "up", "--yes")
         outputs = json.loads(workspace.pulumi(project, "stack", "output", "--json").stdout)
-        assert outputs["machines"] == regions
+        assert set(outputs["clientUrls"]) == set(regions), outputs
         urls = {r: u.split(",")[0] for r, u in outputs["clientUrls"].items()}
         report = asyncio.run(verify(urls, Expectation(regions=regions), user="sys", password=PASSWORD, timeout=30))
         assert report.ok, report.table()
         assert len(nats_servers(str(project))) == sum(regions.values())
-        workspace.pulumi(project, "preview", "--expect-no-changes")
+        built = venv()
+        workspace.pulumi(project, "up", "--yes", "--expect-no-changes")
+        assert venv() == built
         exported = workspace.pulumi(project, "stack", "export").stdout
         assert PASSWORD not in exported
     finally:
@@ -93,19 +102,32 @@ def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int]) -> N
     assert not (project / ".nats-fly").exists()
 
 
+def venv_files(package: Path) -> Callable[[], dict]:
+    """The package virtualenv's interpreter and the nats-fly install in it, each file's inode and mtime:
+    what a rebuild of the virtualenv or a reinstall of the library would change."""
+    def snapshot() -> dict:
+        venv = package / ".venv"
+        files = [venv / "pyvenv.cfg", venv / "bin" / "python", *venv.glob("lib/python*/site-packages/*nats_fly*")]
+        assert len(files) > 3, files
+        return {str(f): (f.stat().st_ino, f.stat().st_mtime_ns) for f in files}
+    return snapshot
+
+
 def readme_example(language: str) -> str:
     readme = (REPO / "README.md").read_text()
     return re.search(rf"<!-- example: {language} -->\n```{language}\n(.*?)```", readme, re.S).group(1)
 
 
-def test_yaml_program_brings_up_a_whole_local_cluster(workspace):
-    project = workspace.root / "yaml-consumer"
+def test_readme_yaml_program_on_a_fresh_clone_first_try(workspace):
+    clone = workspace.root / "nats-fly"   # the README's `../nats-fly/provider` is this clone's provider/
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    assert not (clone / "provider" / ".venv").exists()
+    project = workspace.root / "nats-yaml"
     project.mkdir()
-    program = yaml.safe_load(readme_example("yaml"))  # the README's own example, pointed at the copy
-    program["packages"]["nats-fly"] = str(workspace.package)
-    program["outputs"]["machines"] = "${cluster.machines}"
-    (project / "Pulumi.yaml").write_text(yaml.safe_dump(program, sort_keys=False))
-    lifecycle(workspace, project, {"ord": 1, "syd": 1})
+    (project / "Pulumi.yaml").write_text(readme_example("yaml"))
+    lifecycle(workspace, project, {"ord": 1, "syd": 1}, venv_files(clone / "provider"))
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, timeout=60)
+    assert status.stdout == "", status.stdout
 
 
 def test_python_program_through_the_generated_sdk(workspace):
@@ -123,4 +145,4 @@ def test_python_program_through_the_generated_sdk(workspace):
         pulumi.export("clientUrls", cluster.client_urls)
         pulumi.export("machines", cluster.machines)
         """))
-    lifecycle(workspace, project, {"ord": 1, "sin": 1})
+    lifecycle(workspace, project, {"ord": 1, "sin": 1}, venv_files(workspace.package))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import TOOLS, engine_environment, find_tool, missing_tools, require, run_pulumi
+from engine import TOOLS, engine_environment, find_tool, missing_tools, provider_copy, require, run_pulumi
 from support import REPO
 
 GENERATOR = "nats-fly-gen-nodejs-sdk"
@@ -245,12 +245,7 @@ def test_readme_example_runs_as_a_local_cluster(consumer):
             pytest.skip("no upstream pulumi-language-nodejs on PATH or beside the CLI (it cannot be built "
                         "here: the proxy refuses its Go module): the example was type-checked only")
         env.update(npm_config_update_notifier="false", npm_config_fund="false", npm_config_audit="false")
-        # The package from a copy of provider/ whose requirements install this checkout (editable).
-        package = root / "nats-fly-provider"
-        package.mkdir()
-        for name in ("PulumiPlugin.yaml", "__main__.py"):
-            shutil.copy(REPO / "provider" / name, package / name)
-        (package / "requirements.txt").write_text(f"-e {REPO}\n")
+        package = provider_copy(root / "nats-fly-provider")
 
         project = root / "ts-consumer"
         project.mkdir()

@@ -3,22 +3,24 @@
 // The Go module proxy reachable here refuses the upstream host module
 // (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, 403), so scripts/bootstrap
 // builds this instead, against sdk/v3 and pkg/v3 at the CLI's version. It follows upstream
-// pulumi:sdk/python/cmd/pulumi-language-python/main.go (read at the newest version the source
-// index holds; named "upstream" below) and uses the same sdk pieces it uses: python/toolchain for
-// virtualenvs and toolchains, the upstream pulumi-language-python-exec shim (sdk module) to run
-// programs, pkg/codegen/python for SDK generation.
+// pulumi:sdk/python/cmd/pulumi-language-python/main.go, read at commit
+// a24f05cf40be8593f1cb471eb82f004353a75261 (sdk/.version 3.238.0: the newest version of that file
+// found in the source index; named "upstream" below), and uses the same sdk pieces it uses:
+// python/toolchain for virtualenvs and toolchains, the upstream pulumi-language-python-exec shim
+// (sdk module) to run programs, pkg/codegen/python for SDK and program generation.
 //
 // Implemented: Run, InstallDependencies, GetRequiredPackages, RunPlugin (source-based plugins such
 // as Python component packages), GeneratePackage and Link (what `pulumi package get-schema <dir>`
-// and `pulumi package add <dir>` call), About, GetProgramDependencies, RuntimeOptionsPrompts,
-// Handshake. Refused clearly (Unimplemented, or an error for a typechecker option): typecheckers,
-// debugging (AttachDebugger), Pack, GenerateProgram/GenerateProject, policy packs.
+// and `pulumi package add <dir>` call), GenerateProgram and GenerateProject (`pulumi import`,
+// `pulumi convert`), About, GetProgramDependencies, RuntimeOptionsPrompts, Handshake. Refused
+// clearly (Unimplemented, or an error for a typechecker option): typecheckers, debugging
+// (AttachDebugger), Pack, policy packs.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,11 +37,14 @@ import (
 	"unicode"
 
 	"github.com/blang/semver"
+	hclsyntax "github.com/pulumi/pulumi/pkg/v3/codegen/hcl2/syntax"
+	"github.com/pulumi/pulumi/pkg/v3/codegen/pcl"
 	codegen "github.com/pulumi/pulumi/pkg/v3/codegen/python"
 	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 	"google.golang.org/grpc"
@@ -55,21 +60,25 @@ const bailExitCode = 32
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
-	engine string
-	shim   string
+	engine  string
+	shim    string
+	tracing string
 }
 
-// main parses upstream's flags (Go's flag package, as upstream main: an unknown flag such as
-// --version exits 2 with the usage); the engine address is the first argument after them.
+// main parses upstream main's flags with Go's flag package, as upstream does: -tracing, -version
+// and -use-executor. Any other flag, such as -virtualenv, -root, -typechecker and -toolchain (which
+// upstream dropped), exits 2 with the usage. -version prints the version and exits 0 before the
+// executor is looked for. The engine address is the first argument after the flags.
 func main() {
-	flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
-	flag.String("virtualenv", "", "[obsolete] Virtual environment path to use")
-	flag.String("root", "", "[obsolete] Project root path to use")
-	flag.String("typechecker", "", "[obsolete] Use a typechecker to type check")
-	flag.String("toolchain", "pip", "[obsolete] Select the package manager to use for dependency management.")
+	tracing := flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
+	showVersion := flag.Bool("version", false, "Print the current plugin version and exit")
 	givenExecutor := flag.String("use-executor", "",
 		"Use the given program as the executor instead of looking for one on PATH")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version)
+		os.Exit(0)
+	}
 	logging.InitLogging(false, 0, false)
 	var engine string
 	if args := flag.Args(); len(args) > 0 {
@@ -89,7 +98,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	h := &host{engine: engine, shim: shim}
+	h := &host{engine: engine, shim: shim, tracing: *tracing}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -171,31 +180,14 @@ func parseOptions(info *pulumirpc.ProgramInfo) (toolchain.PythonOptions, error) 
 	return o, nil
 }
 
-// pluginOptions applies upstream's rule for plugins (RunPlugin, InstallDependencies with IsPlugin):
-// "We don't support running plugins using the global or ambient Python environment", so the pip
-// toolchain's virtualenv defaults to `venv`. Upstream tests Toolchain == Pip; with the sdk's Auto
-// default this applies when Auto resolves to pip (no uv.lock or poetry.lock found).
+// pluginOptions applies upstream parseOptions' rule for plugins (RunPlugin, InstallDependencies with
+// IsPlugin): plugins never run in the global or ambient Python, so with the pip toolchain or none
+// given (Auto, the zero value) the virtualenv defaults to `venv`.
 func pluginOptions(o toolchain.PythonOptions) toolchain.PythonOptions {
-	if o.Virtualenv != "" {
-		return o
-	}
-	if o.Toolchain == toolchain.Pip || (o.Toolchain == toolchain.Auto && !lockfileAbove(o.ProgramDir)) {
+	if o.Virtualenv == "" && (o.Toolchain == toolchain.Pip || o.Toolchain == toolchain.Auto) {
 		o.Virtualenv = "venv"
 	}
 	return o
-}
-
-func lockfileAbove(dir string) bool {
-	for d := dir; ; d = filepath.Dir(d) {
-		for _, f := range []string{"uv.lock", "poetry.lock"} {
-			if _, err := os.Stat(filepath.Join(d, f)); err == nil {
-				return true
-			}
-		}
-		if filepath.Dir(d) == d {
-			return false
-		}
-	}
 }
 
 func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
@@ -470,6 +462,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	arg("pwd", req.GetPwd())
 	arg("dry_run", strconv.FormatBool(req.GetDryRun()))
 	arg("parallel", strconv.Itoa(int(req.GetParallel())))
+	arg("tracing", h.tracing)
 	arg("organization", req.GetOrganization())
 	args = append(append([]string{h.shim}, args...), req.GetInfo().GetEntryPoint())
 	args = append(args, req.GetArgs()...)
@@ -530,7 +523,10 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	return &pulumirpc.RunResponse{}, nil
 }
 
-// InstallDependencies is upstream's: for a plugin, the pip virtualenv defaults to `venv`.
+// InstallDependencies is upstream's: for a plugin, the virtualenv defaults to `venv` (pluginOptions),
+// and a plugin that is a buildable package (pyproject.toml with a build backend, run through
+// pulumi.run.plugin) is installed into it too, before its dependencies; the toolchain's
+// InstallPackage does that (pip: `pip install <dir>`; uv: nothing, as its sync installs it).
 func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, server pulumirpc.LanguageRuntime_InstallDependenciesServer) error {
 	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
@@ -549,8 +545,21 @@ func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest, se
 	if err != nil {
 		return err
 	}
-	if err := tc.InstallDependencies(server.Context(), req.GetInfo().GetProgramDirectory(),
-		req.GetUseLanguageVersionTools(), true, stdout, stderr); err != nil {
+	dir := req.GetInfo().GetProgramDirectory()
+	if req.GetIsPlugin() {
+		buildable, err := toolchain.IsBuildablePackage(dir)
+		if err != nil {
+			return fmt.Errorf("checking if plugin is a buildable package: %w", err)
+		}
+		if buildable {
+			if err := tc.InstallPackage(server.Context(), dir, req.GetUseLanguageVersionTools(), true,
+				stdout, stderr); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tc.InstallDependencies(server.Context(), dir, req.GetUseLanguageVersionTools(), true,
+		stdout, stderr); err != nil {
 		return err
 	}
 	_, _ = stdout.Write([]byte("Finished installing dependencies\n\n"))
@@ -672,20 +681,94 @@ func (h *host) GeneratePackage(_ context.Context, req *pulumirpc.GeneratePackage
 	return &pulumirpc.GeneratePackageResponse{Diagnostics: rpcDiags}, nil
 }
 
-// Link adds each generated SDK to the program's dependency file with the toolchain's LinkPackages
-// (python/toolchain: pip rewrites requirements.txt, replacing a line naming the same package;
-// poetry and uv add a path dependency), keyed by the SDK's Python package name: the schema's
-// language.python.packageName, else codegen's PyPack(namespace, name), as GeneratePackage names
-// it. The CLI then calls InstallDependencies. The instructions name the module to import, as the
-// CLI printed them before Link moved into the language hosts (the LinkResponse doc's example:
-// `import my_namespace_mypkg as mypkg`); the upstream Python Link source was not available to
-// check its exact wording.
-func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
-	opts, err := parseOptions(req.GetInfo())
+// GenerateProgram is upstream's: parse the PCL sources, bind them with the engine's schema loader
+// (output-versioned invokes preferred, as upstream does for Python; non-strict unless asked), and
+// generate the Python program with pkg/codegen/python. Binding errors come back as diagnostics.
+// `pulumi import` calls it to print the code of what it imported.
+func (h *host) GenerateProgram(_ context.Context, req *pulumirpc.GenerateProgramRequest) (*pulumirpc.GenerateProgramResponse, error) {
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
 	if err != nil {
 		return nil, err
 	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	defer loader.Close()
+	parser := hclsyntax.NewParser()
+	for path, contents := range req.GetSource() {
+		if err := parser.ParseFile(strings.NewReader(contents), path); err != nil {
+			return nil, err
+		}
+		if diags := parser.Diagnostics; diags.HasErrors() {
+			return nil, diags
+		}
+	}
+	program, diags, err := pcl.BindProgram(parser.Files, schema.NewCachedLoader(loader),
+		bindOptions(req.GetStrict())...)
+	if err != nil {
+		return nil, err
+	}
+	rpcDiags := plugin.HclDiagnosticsToRPCDiagnostics(diags)
+	if diags.HasErrors() {
+		return &pulumirpc.GenerateProgramResponse{Diagnostics: rpcDiags}, nil
+	}
+	if program == nil {
+		return nil, errors.New("internal error program was nil")
+	}
+	files, diags, err := codegen.GenerateProgram(program)
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.GenerateProgramResponse{
+		Source: files, Diagnostics: append(rpcDiags, plugin.HclDiagnosticsToRPCDiagnostics(diags)...),
+	}, nil
+}
+
+// GenerateProject is upstream's: bind the PCL directory and write a whole Python project (Pulumi.yaml,
+// requirements, __main__.py) with pkg/codegen/python, as `pulumi convert --language python` asks.
+// Upstream passes an empty typechecker and toolchain outside its conformance tests.
+func (h *host) GenerateProject(_ context.Context, req *pulumirpc.GenerateProjectRequest) (*pulumirpc.GenerateProjectResponse, error) {
+	loader, err := schema.NewLoaderClient(req.GetLoaderTarget())
+	if err != nil {
+		return nil, err
+	}
+	defer loader.Close()
+	program, diags, err := pcl.BindDirectory(req.GetSourceDirectory(), schema.NewCachedLoader(loader),
+		bindOptions(req.GetStrict())...)
+	if err != nil {
+		return nil, err
+	}
+	rpcDiags := plugin.HclDiagnosticsToRPCDiagnostics(diags)
+	if diags.HasErrors() {
+		return &pulumirpc.GenerateProjectResponse{Diagnostics: rpcDiags}, nil
+	}
+	var project workspace.Project
+	if err := json.Unmarshal([]byte(req.GetProject()), &project); err != nil {
+		return nil, err
+	}
+	if err := codegen.GenerateProject(req.GetTargetDirectory(), project, program, req.GetLocalDependencies(),
+		"", ""); err != nil {
+		return nil, err
+	}
+	return &pulumirpc.GenerateProjectResponse{Diagnostics: rpcDiags}, nil
+}
+
+// bindOptions are upstream's for Python: output-versioned invokes preferred, non-strict binding
+// unless the request is strict.
+func bindOptions(strict bool) []pcl.BindOption {
+	opts := []pcl.BindOption{pcl.PreferOutputVersionedInvokes}
+	if !strict {
+		opts = append(opts, pcl.NonStrictBindOptions()...)
+	}
+	return opts
+}
+
+// Link is upstream's: each generated SDK goes into the program's dependency file with the
+// toolchain's LinkPackages (python/toolchain: pip rewrites requirements.txt, replacing a line naming
+// the same package; poetry and uv add a path dependency), keyed by the SDK's Python package name (the
+// schema's language.python.packageName, else codegen's PyPack(namespace, name), as GeneratePackage
+// names it); the `pulumi` SDK itself links as `pulumi`. A poetry or uv program that has no
+// pyproject.toml yet links into requirements.txt as pip would (upstream: pulumi/pulumi#19763). The CLI
+// then calls InstallDependencies. The instructions list one import line per SDK, in request order.
+func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
+	opts, err := parseOptions(req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
@@ -694,46 +777,68 @@ func (h *host) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc
 		return nil, err
 	}
 	defer loader.Close()
+	cached := schema.NewCachedLoader(loader)
+	instructions := "You can import the SDK in your Python code with:\n\n"
+	if len(req.GetPackages()) > 1 {
+		instructions = "You can import the SDKs in your Python code with:\n\n"
+	}
 	packages := map[string]string{}
-	var imports []string
 	for _, dep := range req.GetPackages() {
-		desc := &schema.PackageDescriptor{Name: dep.GetPackage().GetName()}
-		if v := dep.GetPackage().GetVersion(); v != "" {
-			sv, err := semver.ParseTolerant(v)
-			if err != nil {
-				return nil, fmt.Errorf("package %s: version %q: %w", desc.Name, v, err)
-			}
-			desc.Version = &sv
+		if dep.GetPackage().GetName() == "pulumi" {
+			packages["pulumi"] = dep.GetPath()
+			continue
 		}
-		if p := dep.GetPackage().GetParameterization(); p != nil {
-			sv, err := semver.ParseTolerant(p.GetVersion())
-			if err != nil {
-				return nil, fmt.Errorf("package %s: parameterization version %q: %w", desc.Name, p.GetVersion(), err)
-			}
-			desc.Parameterization = &schema.ParameterizationDescriptor{Name: p.GetName(), Version: sv, Value: p.GetValue()}
-		}
-		pkg, err := loader.LoadPackageV2(ctx, desc)
+		pkgRef, err := schema.LoadPackageReferenceV2(ctx, cached, packageDescriptor(dep.GetPackage()))
 		if err != nil {
-			return nil, fmt.Errorf("loading the schema of %s: %w", desc.Name, err)
+			return nil, err
+		}
+		pkg, err := pkgRef.Definition()
+		if err != nil {
+			return nil, err
 		}
 		if err := pkg.ImportLanguages(map[string]schema.Language{"python": codegen.Importer}); err != nil {
 			return nil, err
 		}
-		info, _ := pkg.Language["python"].(codegen.PackageInfo)
-		pyPkg := info.PackageName
-		if pyPkg == "" {
-			pyPkg = codegen.PyPack(pkg.Namespace, pkg.Name)
+		packageName := codegen.PyPack(pkgRef.Namespace(), pkgRef.Name())
+		importName := strings.ReplaceAll(pkgRef.Name(), "-", "_")
+		if info, ok := pkg.Language["python"].(codegen.PackageInfo); ok && info.PackageName != "" {
+			packageName, importName = info.PackageName, info.PackageName
 		}
-		packages[pyPkg] = dep.GetPath()
-		imports = append(imports, fmt.Sprintf("  import %s as %s", strings.ReplaceAll(pyPkg, "-", "_"),
-			strings.ReplaceAll(pkg.Name, "-", "_")))
+		packages[packageName] = dep.GetPath()
+		instructions += fmt.Sprintf("  import %s as %s\n", packageName, importName)
 	}
-	if err := tc.LinkPackages(ctx, packages); err != nil {
+	if opts.Toolchain != toolchain.Pip {
+		if _, err := os.Stat(filepath.Join(req.GetInfo().GetProgramDirectory(), "pyproject.toml")); os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(req.GetInfo().GetProgramDirectory(), "requirements.txt")); os.IsNotExist(err) {
+				return nil, fmt.Errorf("no pyproject.toml or requirements.txt found in %s", req.GetInfo().GetProgramDirectory())
+			}
+			opts.Toolchain = toolchain.Pip
+		}
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
 		return nil, err
 	}
-	sort.Strings(imports)
-	return &pulumirpc.LinkResponse{ImportInstructions: "You can then import the SDK in your Python code with:\n\n" +
-		strings.Join(imports, "\n") + "\n"}, nil
+	if err := tc.LinkPackages(ctx, packages); err != nil {
+		return nil, fmt.Errorf("linking packages: %w", err)
+	}
+	return &pulumirpc.LinkResponse{ImportInstructions: instructions}, nil
+}
+
+// packageDescriptor is the package a Link request names, as upstream reads it: a version or
+// parameterization version that is not semver is left out rather than refused.
+func packageDescriptor(p *pulumirpc.PackageDependency) *schema.PackageDescriptor {
+	desc := &schema.PackageDescriptor{Name: p.GetName(), DownloadURL: p.GetServer()}
+	if v, err := semver.New(p.GetVersion()); err == nil {
+		desc.Version = v
+	}
+	if param := p.GetParameterization(); param != nil {
+		desc.Parameterization = &schema.ParameterizationDescriptor{Name: param.GetName(), Value: param.GetValue()}
+		if v, err := semver.New(param.GetVersion()); err == nil {
+			desc.Parameterization.Version = *v
+		}
+	}
+	return desc
 }
 
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
