@@ -71,9 +71,8 @@ SECRET_SUFFIX = "_B64"  # the entrypoint decodes NAME_B64 into NAME
 
 
 def secrets_text(values: Mapping[str, str]) -> str:
-    """NAME_B64=VALUE lines for `flyctl secrets import`, each value base64 (UTF-8). Quoting alone
-    does not save every value from its parser: it cuts at '#' after an even number of '"', and a
-    value that opens with '""' swallows the lines after it. Base64 has none of those characters."""
+    """NAME_B64=VALUE lines for `flyctl secrets import`, each value base64 (UTF-8); the entrypoint
+    decodes them (DESIGN.md: Secrets through flyctl's parser)."""
     return "".join(f"{name}{SECRET_SUFFIX}={base64.b64encode(values[name].encode()).decode()}\n"
                    for name in sorted(values))
 

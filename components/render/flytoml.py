@@ -18,9 +18,7 @@ def fly_toml(s: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "app": s.app,
         "primary_region": s.primary_region,
-        # Fly's default, which its API always takes (it has been reported refusing SIGUSR2, flyctl#4721):
-        # the entrypoint turns it into SIGUSR2, lame duck, for nats-server. kill_timeout outlasts
-        # lame duck (validated), so Fly does not kill the server halfway through.
+        # DESIGN.md: Lame duck without kill_signal = "SIGUSR2"
         "kill_signal": "SIGINT",
         "kill_timeout": s.kill_timeout,
         "build": {"dockerfile": "Dockerfile"},
