@@ -8,8 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path)
-from engine import copy_project, engine_environment, missing_tools
+from nats_fly_testkit.engine import copy_project, engine_environment, missing_tools
 
 
 class Stack:

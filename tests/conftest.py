@@ -12,10 +12,9 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from mocking import Mocks, Program
-from standin import netns
-from standin.api import StandIn
-from support import REPO  # noqa: F401  (re-exported for suites)
+from nats_fly_testkit.mocking import Mocks, Program
+from nats_fly_testkit.standin import netns
+from nats_fly_testkit.standin.api import StandIn
 
 @pytest.fixture
 def mock_program():
@@ -39,7 +38,7 @@ def _unavailable() -> str | None:
     for tool, package in (("/bin/busybox", "busybox-static"), ("/usr/sbin/ip", "iproute2"),
                           ("/usr/bin/openssl", "openssl")):
         if not Path(tool).exists() and not shutil.which(Path(tool).name):
-            return f"{tool} is missing: apt-get install {package} (see tests/standin/REQUIREMENTS.txt)"
+            return f"{tool} is missing: apt-get install {package} (see tests/kit/standin/REQUIREMENTS.txt)"
     return None
 
 

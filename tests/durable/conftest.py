@@ -10,18 +10,13 @@ import concurrent.futures
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "fly"))  # flyhelpers: the components' command lines
-
-import durable  # noqa: E402
-import flyhelpers as fh  # noqa: E402
+from nats_fly_testkit import durable
+from nats_fly_testkit import fly as fh
 
 FIGURES_FILE = Path(os.environ.get("NFLY_DURABLE_FIGURES", fh.REPO / "build" / "durable-figures.json"))
 
@@ -48,7 +43,7 @@ def scratch():
 @pytest.fixture(scope="session")
 def side_stacks(standin, scratch):
     """The small stacks, brought up in parallel through the components' command lines."""
-    import small_stacks as side
+    from nats_fly_testkit import small_stacks as side
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
     futures = {
         "open": pool.submit(side.open_stack, standin, scratch),

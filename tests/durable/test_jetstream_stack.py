@@ -20,10 +20,10 @@ from collections import Counter
 
 import pytest
 
-import durable as d
-import flyhelpers as fh
-from engine import copy_project, engine_environment, flyctl_env, missing_tools
-from support import exchange
+from nats_fly_testkit import durable as d
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.engine import copy_project, engine_environment, flyctl_env, missing_tools
+from nats_fly_testkit.support import exchange
 
 SYS_PASSWORD = "sys-" + secrets.token_hex(10)
 APP_PASSWORD = "app-" + secrets.token_hex(10)

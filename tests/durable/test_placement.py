@@ -8,8 +8,8 @@ import asyncio
 import secrets
 import time
 
-import durable as d
-import flyhelpers as fh
+from nats_fly_testkit import durable as d
+from nats_fly_testkit import fly as fh
 
 REGIONS = ("ord", "syd", "cdg")
 

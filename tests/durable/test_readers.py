@@ -16,9 +16,9 @@ from pathlib import Path
 import nats
 import pytest
 
-import durable as d
+from nats_fly_testkit import durable as d
 from nats_fly.processes import local as localrun
-from support import jetstream_confs
+from nats_fly_testkit.support import jetstream_confs
 
 PAUSE = 7  # seconds a server is stopped: longer than a reader's 5 s wait for one answer
 

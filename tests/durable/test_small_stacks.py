@@ -13,8 +13,8 @@ import time
 import nats
 import pytest
 
-import durable as d
-from support import exchange
+from nats_fly_testkit import durable as d
+from nats_fly_testkit.support import exchange
 
 
 def run(coro):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import copy_project, engine_environment, missing_tools, require
+from nats_fly_testkit.engine import copy_project, engine_environment, missing_tools, require
 
 
 @pytest.fixture

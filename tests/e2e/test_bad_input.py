@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from engine import flyctl_env
+from nats_fly_testkit.engine import flyctl_env
 
 PLAIN_SECRET = "plain-text-pw-4417"
 

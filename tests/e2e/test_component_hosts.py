@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
+from nats_fly_testkit.engine import engine_environment, find_tool, missing_tools, python_consumer, require, run_pulumi
 
 COMPONENT_MAIN = textwrap.dedent('''\
     from typing import Optional, TypedDict

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import COMMAND_PLUGIN, command_plugin_dir, engine_environment, find_tool, missing_tools
+from nats_fly_testkit.engine import COMMAND_PLUGIN, command_plugin_dir, engine_environment, find_tool, missing_tools
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv"

@@ -20,7 +20,7 @@ from collections import Counter
 import nats
 import pytest
 
-from engine import flyctl_env
+from nats_fly_testkit.engine import flyctl_env
 from nats_fly.processes.verify import Expectation, verify
 
 SYS_PASSWORD = "sys-" + secrets.token_hex(10)

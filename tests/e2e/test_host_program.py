@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import Project, host_project, missing_tools, require
-from support import managed_servers
+from nats_fly_testkit.engine import Project, host_project, missing_tools, require
+from nats_fly_testkit.support import managed_servers
 from nats_fly.processes.verify import Expectation, verify
 
 PASSWORD = "host-program-sys-password-3"

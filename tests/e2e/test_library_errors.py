@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from engine import host_project, missing_tools, require
+from nats_fly_testkit.engine import host_project, missing_tools, require
 
 PLAIN = "plain-text-pw-5517"
 PROGRAM = textwrap.dedent('''\

@@ -22,7 +22,7 @@ import pytest
 
 from nats_fly.render.secrets import route_password
 from nats_fly.processes.verify import Expectation, verify
-from support import free_ports, nats_server_binary
+from nats_fly_testkit.support import free_ports, nats_server_binary
 
 SYS = "closed-sys-password-91"
 USERS = {"app": "closed-app-password-1", "ops": "closed-ops-password-2"}

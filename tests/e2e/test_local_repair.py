@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import copy_project, engine_environment
+from nats_fly_testkit.engine import copy_project, engine_environment
 from nats_fly.processes.verify import Expectation, verify
-from support import managed_servers
+from nats_fly_testkit.support import managed_servers
 
 PASSWORD = "repair-system-password-71"
 NAMES = ["ord-0", "ord-1", "syd-0", "syd-1"]

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from nats_fly.processes.verify import Expectation, verify
-from support import ca_signed_pair, free_ports, nats_server_binary, nats_servers
+from nats_fly_testkit.support import ca_signed_pair, free_ports, nats_server_binary, nats_servers
 
 PASSWORD = "e2e-system-password-Zq81"
 
@@ -36,7 +36,7 @@ async def websocket_hello(ws_url: str, tcp_url: str) -> bytes:
     """What a WebSocket client hears from a TCP client of (maybe) another server: support.exchange
     probes until the subscription's interest has crossed the routes."""
     import nats
-    from support import exchange
+    from nats_fly_testkit.support import exchange
     ws = await nats.connect(ws_url, allow_reconnect=False)
     tcp = await nats.connect(tcp_url, allow_reconnect=False)
     try:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import (engine_environment, find_tool, missing_tools, provider_copy, python_consumer, require,
-                    run_pulumi)
-from support import REPO, nats_servers
+from nats_fly_testkit.engine import (engine_environment, find_tool, missing_tools, provider_copy, python_consumer,
+                                     require, run_pulumi)
+from nats_fly_testkit.support import REPO, nats_servers
 from nats_fly.processes.verify import Expectation, verify
 
 PASSWORD = "package-system-password-7"

@@ -11,8 +11,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from engine import missing_tools, require
-from support import REPO, nats_servers
+from nats_fly_testkit.engine import missing_tools, require
+from nats_fly_testkit.support import REPO, nats_servers
 
 
 def up_local(clone: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

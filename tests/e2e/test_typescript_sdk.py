@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import TOOLS, engine_environment, find_tool, missing_tools, provider_copy, require, run_pulumi
-from support import REPO
+from nats_fly_testkit.engine import (TOOLS, engine_environment, find_tool, missing_tools, provider_copy, require,
+                                     run_pulumi)
+from nats_fly_testkit.support import REPO
 
 GENERATOR = "nats-fly-gen-nodejs-sdk"
 SCHEMA = REPO / "tests" / "golden" / "schema.json"

@@ -9,16 +9,11 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-
-sys.path.insert(0, str(HERE))  # flyhelpers
-
-import flyhelpers as fh  # noqa: E402
+from nats_fly_testkit import fly as fh
 
 FIGURES = Path(os.environ.get("NFLY_FIGURES", fh.REPO / "build" / "standin-figures.json"))
 REGIONS = ["ord", "syd", "cdg"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import flyhelpers as fh
-from standin import netns
-from standin.api import StandIn
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin import netns
+from nats_fly_testkit.standin.api import StandIn
 
 
 def _leftovers(run_id: str) -> list[str]:

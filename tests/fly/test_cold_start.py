@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-import flyhelpers as fh
+from nats_fly_testkit import fly as fh
 
 DELAYS = (0, 3)
 ROUNDS = 4

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import flyhelpers as fh
+from nats_fly_testkit import fly as fh
 
 
 def run(standin, *argv, **kw):
@@ -108,7 +108,7 @@ def test_secrets_import_stage_and_the_log_keeps_argv_but_never_stdin(standin):
     # Values given on stdin never reach the log; one given on a command line does, as it would reach
     # a process list, so the engine tests' secret checks over this log catch a value put on argv.
     assert "quoted#kept" not in log and "line1" not in log and "E=topsecret-e" in log
-    from standin.cmd_apps import parse_dotenv
+    from nats_fly_testkit.standin.cmd_apps import parse_dotenv
     assert parse_dotenv(text) == {"A": "plain", "B": "quoted#kept", "C": "cut", "D": "line1\nline2"}
 
 

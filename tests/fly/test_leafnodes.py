@@ -23,11 +23,11 @@ from urllib.parse import quote
 import nats
 import pytest
 
-import flyhelpers as fh
-from standin import netns
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin import netns
 from nats_fly.render import natsconf
-from support import nats_server_binary
-from test_prod import Client, exchange
+from nats_fly_testkit.support import nats_server_binary
+from nats_fly_testkit.fly import Client, exchange
 
 REGIONS = ["ord", "syd", "cdg"]
 LEAF_PORT = 7422

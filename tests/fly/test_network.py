@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import flyhelpers as fh
+from nats_fly_testkit import fly as fh
 
 AAAA, TXT = 28, 16
 DNS_DELAY = 10  # far longer than the two lookups made right after a start
@@ -49,7 +49,7 @@ def test_machine_sees_fly_names_through_busybox_nslookup(standin, prod):
 
 def test_dns_ttl_is_5_and_unknown_names_fail(standin, prod):
     import struct
-    from standin import dns
+    from nats_fly_testkit.standin import dns
     catalogue = dns.Catalogue(lambda: [dns.Record("a", "m1", "ord", "fdaa::9", "app", 1.0)], lambda: ["a"])
     query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x01a\x08internal\x00" + struct.pack("!HH", AAAA, 1)
     reply = catalogue.respond(query, None)
@@ -130,7 +130,7 @@ def test_udp_answers_over_512_bytes_are_truncated_with_tc_and_whole_over_tcp():
     EDNS0 payload size) and sets TC; TCP carries them all. 18 AAAA records do not fit."""
     import struct
 
-    from standin import dns
+    from nats_fly_testkit.standin import dns
     records = [dns.Record("big", f"{i:014x}", "ord", f"fdaa:0:1:a7b:1::{i + 2:x}", "app", 1.0) for i in range(18)]
     catalogue = dns.Catalogue(lambda: records, lambda: ["big"])
     question = b"".join(bytes([len(part)]) + part.encode() for part in ("big", "internal")) + b"\0"

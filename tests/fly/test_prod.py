@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import ssl
 import subprocess
 import sys
 import time
@@ -15,8 +14,9 @@ from pathlib import Path
 import nats
 import pytest
 
-import flyhelpers as fh
-import support
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit import support
+from nats_fly_testkit.fly import Client, exchange
 from nats_fly.contract.operations import FlyDeploy
 
 
@@ -36,44 +36,6 @@ def require_complete_routes(standin, stack) -> None:
 
 def test_every_route_connection_is_there(standin, prod):
     require_complete_routes(standin, prod)
-
-
-class Client:
-    """A nats-py connection through one edge, recording its disconnects and reconnects."""
-
-    def __init__(self, standin, stack, region: str, tls: bool = False):
-        self.standin, self.stack, self.region, self.tls = standin, stack, region, tls
-        self.disconnects = 0
-        self.reconnected = asyncio.Event()
-
-    async def connect(self):
-        host, port = self.standin.edge(self.stack.app, self.region, 10001 if self.tls else 10000)
-        opts = dict(user="app", password=self.stack.user_password("app"), connect_timeout=3,
-                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                    disconnected_cb=self._disconnected, reconnected_cb=self._reconnected, name=self.region)
-        if self.tls:
-            context = ssl.create_default_context(cafile=self.standin.ca_file)
-            opts.update(tls=context, tls_hostname=f"{self.stack.app}.fly.dev", tls_handshake_first=True)
-        self.nc = await nats.connect(f"{'tls' if self.tls else 'nats'}://{host}:{port}", **opts)
-        return self
-
-    async def _disconnected(self):
-        self.disconnects += 1
-
-    async def _reconnected(self):
-        self.reconnected.set()
-
-    @property
-    def server(self) -> str:
-        return self.nc._server_info.get("server_name", "")
-
-    async def close(self):
-        await self.nc.close()
-
-
-async def exchange(pub: Client, sub: Client, subject: str, count: int = 20, timeout: float = 60) -> list[bytes]:
-    """`count` numbered messages from one client to the other, as support.exchange delivers them."""
-    return await support.exchange(pub.nc, sub.nc, subject, [str(i).encode() for i in range(count)], timeout)
 
 
 def test_full_mesh(standin, prod):

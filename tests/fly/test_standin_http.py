@@ -27,8 +27,8 @@ import time
 import nats
 import pytest
 
-import flyhelpers as fh
-from standin.api import StandInError
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin.api import StandInError
 
 APP = "http-edge"
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3

@@ -16,11 +16,11 @@ import uuid
 
 import pytest
 
-import flyhelpers as fh
-from standin import dotenv
-from standin.api import StandInError
-from standin.cmd_apps import parse_dotenv
-from standin.cli import FlyError
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin import dotenv
+from nats_fly_testkit.standin.api import StandInError
+from nats_fly_testkit.standin.cmd_apps import parse_dotenv
+from nats_fly_testkit.standin.cli import FlyError
 
 MOUNTS = '\n[mounts]\n  source = "data"\n  destination = "/data"\n'
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"

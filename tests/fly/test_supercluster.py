@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-import flyhelpers as fh
-from standin import StandInError
-from test_prod import Client, exchange
+from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin.api import StandInError
+from nats_fly_testkit.fly import Client, exchange
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import ssl
 import nats
 import pytest
 
-import flyhelpers as fh
+from nats_fly_testkit import fly as fh
 from nats_fly.processes.verify import Expectation, verify
-from test_prod import Client, exchange
+from nats_fly_testkit.fly import Client, exchange
 
 
 @pytest.fixture(scope="module")

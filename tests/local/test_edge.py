@@ -17,7 +17,7 @@ from nats_fly.platforms.local import ports as local_ports
 from nats_fly.processes import local as localrun
 from nats_fly.render import natsconf
 from nats_fly.render.secrets import route_password, server_environment
-from support import exchange, free_ports, nats_server_binary
+from nats_fly_testkit.support import exchange, free_ports, nats_server_binary
 
 PASSWORDS = {"app": "edge-app-password-1"}
 LEAF = {"edge": "edge-leaf-password-1"}

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from nats_fly.processes import local as localrun
-from support import jetstream_confs
+from nats_fly_testkit.support import jetstream_confs
 
 
 def health(http_port: int, query: str = "") -> tuple[int, str]:

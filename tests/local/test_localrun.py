@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly.processes import local as localrun
-from support import free_ports
+from nats_fly_testkit.support import free_ports
 
 
 @dataclass
@@ -382,7 +382,7 @@ def test_tls_files_come_from_the_environment_into_the_servers_own_folder(confs, 
     import ssl
 
     import nats
-    from support import ca_signed_pair
+    from nats_fly_testkit.support import ca_signed_pair
 
     ca, cert, key = ca_signed_pair(tmp_path / "pki")
     monkeypatch.setenv("NATS_TLS_CERT", cert)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly.config import pem
-from support import free_ports, nats_server_binary, self_signed
+from nats_fly_testkit.support import free_ports, nats_server_binary, self_signed
 
 NAME = lambda key: f"nats-fly:{key}"  # noqa: E731
 

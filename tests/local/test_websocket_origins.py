@@ -17,7 +17,7 @@ import pytest
 
 from nats_fly.render import natsconf
 from nats_fly.config import settings
-from support import free_ports, nats_server_binary
+from nats_fly_testkit.support import free_ports, nats_server_binary
 
 # (origin as given, the Origin header a browser sends from that page)
 MADE_TO_WORK = [

@@ -16,7 +16,7 @@ import pytest
 
 from nats_fly import NatsCluster, SettingsError
 from nats_fly.contract import spec
-from support import ca_signed_pair
+from nats_fly_testkit.support import ca_signed_pair
 from nats_fly.contract.operations import FlyDeploy
 
 

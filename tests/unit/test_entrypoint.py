@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, free_ports, nats_server_binary
+from nats_fly_testkit.support import REPO, free_ports, nats_server_binary
 from nats_fly.render import buildctx
 from nats_fly.contract import flyctl
 from nats_fly.config.settings import load

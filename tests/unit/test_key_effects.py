@@ -15,8 +15,8 @@ import pytest
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks, stack
 
-from mocking import Mocks, _unwrap
-from support import REPO, self_signed
+from nats_fly_testkit.mocking import Mocks, _unwrap
+from nats_fly_testkit.support import REPO, self_signed
 from nats_fly import NatsCluster
 from nats_fly.config import settings
 from nats_fly.config.settings import KEYS, SettingsError

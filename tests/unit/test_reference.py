@@ -9,7 +9,7 @@ import typing
 
 import yaml
 
-from support import REPO
+from nats_fly_testkit.support import REPO
 from nats_fly.config import reference
 from nats_fly.config import settings
 from nats_fly.cluster import NatsCluster, NatsClusterArgs

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, nats_server_binary
+from nats_fly_testkit.support import REPO, nats_server_binary
 from nats_fly import platforms
 from nats_fly.config import stackfile
 from nats_fly.config.settings import load

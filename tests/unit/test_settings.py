@@ -6,7 +6,7 @@ import pytest
 from nats_fly import platforms
 from nats_fly.config import settings
 from nats_fly.config.settings import OPAQUE, SettingsError
-from support import self_signed
+from nats_fly_testkit.support import self_signed
 
 GOOD = {"app": "my-nats", "regions": ["ord", "syd", "cdg"]}
 SYS = {"sysPassword": ("x" * 12, True)}

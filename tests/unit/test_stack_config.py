@@ -14,7 +14,7 @@ from pulumi.runtime import config as runtime_config
 from nats_fly import platforms
 from nats_fly.config import settings, stackfile
 from nats_fly.stack import stack_args
-from support import self_signed
+from nats_fly_testkit.support import self_signed
 from nats_fly.config.settings import OPAQUE, SettingsError
 
 SECURE = {"secure": "v1:AAAAAAAAAAAAAAAA:encrypted"}

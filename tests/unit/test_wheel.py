@@ -6,7 +6,7 @@ import sys
 import venv
 import zipfile
 
-from support import REPO
+from nats_fly_testkit.support import REPO
 
 
 def test_wheel_ships_the_library_and_the_image_files(tmp_path):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from verify_clusters import REGIONS, LocalCluster, start_cluster
+from nats_fly_testkit.verify_clusters import REGIONS, LocalCluster, start_cluster
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from verify_clusters import PASSWORD, REGIONS
+from nats_fly_testkit.verify_clusters import PASSWORD, REGIONS
 
 from nats_fly.__main__ import main as nats_fly
 from nats_fly.processes.verify import Expectation, verify

@@ -22,7 +22,7 @@ import nats
 from nats.js.api import ConsumerConfig, AckPolicy, DeliverPolicy, StorageType
 from nats.js.errors import APIError, NotFoundError
 
-from support import answered
+from .support import answered
 
 STREAM = "DUR"
 FIGURES: dict = {}

@@ -3,7 +3,7 @@ server, the proxy and every Machine process, so Machines outlive the `flyctl`
 call that made them. `flyctl` (client.py) and the test API (api.py) talk to it
 over a unix socket in the state dir, one JSON line per message.
 
-    python -m standin.daemon --root DIR --run-id nfly-xxxxxx [--parent PID]
+    python -m nats_fly_testkit.standin.daemon --root DIR --run-id nfly-xxxxxx [--parent PID]
 """
 from __future__ import annotations
 

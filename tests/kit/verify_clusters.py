@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nats_fly.processes import local as localrun
-from support import free_ports
+from .support import free_ports
 
 PASSWORD = "verify-sys-secret-41"
 REGIONS = ("ord", "syd", "cdg")

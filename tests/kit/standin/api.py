@@ -15,8 +15,6 @@ from pathlib import Path
 
 from . import netns
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-
 
 class StandInError(RuntimeError):
     pass
@@ -38,15 +36,15 @@ class StandIn:
         bin_dir = self.root / "bin"
         bin_dir.mkdir()
         flyctl = bin_dir / "flyctl"
-        flyctl.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
-                          "from standin.client import main\nmain()\n")
+        # The tests' own interpreter, site-packages included: scripts/bootstrap installs the kit there.
+        flyctl.write_text(f"#!{sys.executable}\nfrom nats_fly_testkit.standin.client import main\nmain()\n")
         flyctl.chmod(0o755)
         (bin_dir / "fly").symlink_to("flyctl")
         log = open(self.root / "daemon.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "standin.daemon", "--root", str(self.root), "--run-id", self.run_id,
-             "--parent", str(os.getpid())],
-            cwd=TESTS_DIR, env={**os.environ, "PYTHONPATH": str(TESTS_DIR)},
+            [sys.executable, "-m", "nats_fly_testkit.standin.daemon", "--root", str(self.root),
+             "--run-id", self.run_id, "--parent", str(os.getpid())],
+            cwd=self.root,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not (self.root / "ready.json").exists():

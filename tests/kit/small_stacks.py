@@ -1,5 +1,5 @@
 """The durable suite's small stacks, each brought up by the components' own command lines
-(tests/fly/flyhelpers.py): `auth: none`, serverTls with a user certificate made here by the
+(fly.py): `auth: none`, serverTls with a user certificate made here by the
 openssl CLI, and a supercluster with JetStream off. Each gets regions of its own, so the
 faults and delays the other tests inject never touch it."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import flyhelpers as fh
+from . import fly as fh
 
 
 @dataclass

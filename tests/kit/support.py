@@ -1,4 +1,4 @@
-"""Helpers every suite shares. (conftest.py holds the fixtures.)"""
+"""Helpers every suite shares. (The conftest.py files under tests/ hold the fixtures.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/kit/support.py: the kit is installed editable
 
 
 def nats_server_binary() -> str:

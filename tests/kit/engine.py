@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO
+from .support import REPO
 
 TOOLS = REPO / ".tools" / "bin"
 COMMAND_PLUGIN = "pulumi-resource-command"

@@ -1,5 +1,5 @@
 """What the Fly stand-in tests share: the build contexts they deploy, the flyctl
-command lines the components run, and what "full mesh" means.
+command lines the components run, what "full mesh" means, and nats-py clients at the edges.
 
 "ours" is the library's own rendering (nats_fly.render.buildctx) of a stack; "example" is
 fly-apps/nats-cluster's original config, kept as a fixture. The components' shell
@@ -8,11 +8,13 @@ pulumi_command's local.Command runs them, with the stand-in's environment.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import secrets
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -20,11 +22,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+
 from nats_fly.contract.operations import FlyDeploy
+
+from . import support
+from .support import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COLD_APPS = int(os.environ.get("NFLY_COLD_APPS", 5))  # per kind; x 4 rounds = 20 cold starts per delay
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -237,3 +243,43 @@ def by_region(standin, app: str) -> dict[str, list[dict]]:
     for m in standin.machines(app):
         out.setdefault(m["region"], []).append(m)
     return out
+
+
+# --- clients at the edges -----------------------------------------------------------------------
+
+class Client:
+    """A nats-py connection through one edge, recording its disconnects and reconnects."""
+
+    def __init__(self, standin, stack, region: str, tls: bool = False):
+        self.standin, self.stack, self.region, self.tls = standin, stack, region, tls
+        self.disconnects = 0
+        self.reconnected = asyncio.Event()
+
+    async def connect(self):
+        host, port = self.standin.edge(self.stack.app, self.region, 10001 if self.tls else 10000)
+        opts = dict(user="app", password=self.stack.user_password("app"), connect_timeout=3,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                    disconnected_cb=self._disconnected, reconnected_cb=self._reconnected, name=self.region)
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.standin.ca_file)
+            opts.update(tls=context, tls_hostname=f"{self.stack.app}.fly.dev", tls_handshake_first=True)
+        self.nc = await nats.connect(f"{'tls' if self.tls else 'nats'}://{host}:{port}", **opts)
+        return self
+
+    async def _disconnected(self):
+        self.disconnects += 1
+
+    async def _reconnected(self):
+        self.reconnected.set()
+
+    @property
+    def server(self) -> str:
+        return self.nc._server_info.get("server_name", "")
+
+    async def close(self):
+        await self.nc.close()
+
+
+async def exchange(pub: Client, sub: Client, subject: str, count: int = 20, timeout: float = 60) -> list[bytes]:
+    """`count` numbered messages from one client to the other, as support.exchange delivers them."""
+    return await support.exchange(pub.nc, sub.nc, subject, [str(i).encode() for i in range(count)], timeout)
