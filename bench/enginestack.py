@@ -1,5 +1,5 @@
 """The real Pulumi engine on a copy of the project, pointed at the Fly stand-in (as
-tests/e2e/test_fly_stack.py does), and the flyctl calls of each step from the stand-in's log."""
+tests/engine/test_fly_stack.py does), and the flyctl calls of each step from the stand-in's log."""
 from __future__ import annotations
 
 import secrets

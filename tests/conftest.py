@@ -1,9 +1,10 @@
 """Shared test setup: Pulumi mocks with a fresh event loop per test, and helpers
-the suites share: the Fly stand-in for the whole session."""
+the suites share: the Fly stand-in for the whole session, the durable figures file."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,9 +13,14 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
+from nats_fly_testkit import durable
 from nats_fly_testkit.mocking import Mocks, Program
 from nats_fly_testkit.standin import netns
 from nats_fly_testkit.standin.api import StandIn
+from nats_fly_testkit.support import REPO
+
+DURABLE_FIGURES = Path(os.environ.get("NFLY_DURABLE_FIGURES", REPO / "build" / "durable-figures.json"))
+
 
 @pytest.fixture
 def mock_program():
@@ -70,3 +76,15 @@ def _assert_clean(run_id: str, daemon_pid: int | None) -> None:
     assert not left, f"the stand-in left things behind: {left}"
 
 
+# ---------------------------------------------------------------- figures
+
+@pytest.fixture(scope="session", autouse=True)
+def durable_figures():
+    """The durable suites' measured figures (the JetStream stack on the stand-in, the readers on
+    loopback), printed at the end and written to build/durable-figures.json."""
+    yield durable.FIGURES
+    if durable.FIGURES:
+        DURABLE_FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        DURABLE_FIGURES.write_text(json.dumps(durable.FIGURES, indent=2, sort_keys=True))
+        print(f"\n== durable figures (also in {DURABLE_FIGURES}) ==\n"
+              f"{json.dumps(durable.FIGURES, indent=2, sort_keys=True)}")

@@ -1,7 +1,7 @@
 """NatsCluster in a program speaks as the stack does (issue 17, section 5): every refusal is a
 NatsClusterError (a RunError, which the Python exec shim prints as its lines, no traceback), whether
 NatsCluster's arguments are judged at once or a secret Output is judged when it resolves; and the
-rule for plain secrets is the stack's. The real engine shows the same in tests/e2e/test_library_errors.py."""
+rule for plain secrets is the stack's. The real engine shows the same in tests/engine/test_library_errors.py."""
 
 from __future__ import annotations
 

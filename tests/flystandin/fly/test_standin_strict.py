@@ -1,6 +1,6 @@
 """The stand-in is as strict as real Fly where a kind stand-in would hide a fault (issue 10):
 each test shows a refusal or behaviour with Fly's exact words, so the stand-in cannot drift
-back to being kind. Sources are named in tests/standin/README.md and beside each rule.
+back to being kind. Sources are named in tests/kit/standin/README.md and beside each rule.
 
 Apps here are fly-apps/nats-cluster's example config deployed with flyctl alone, so they do
 not depend on the components.

@@ -63,7 +63,7 @@ def test_entrypoint_exports_make_the_conf_valid(tmp_path, topology):
 
 # --- the island guard's decisions, against a scripted resolver --------------------------------------
 # The fake nslookup prints what busybox nslookup prints (checked against the real one on the Fly
-# stand-in's DNS by tests/fly): "Name:" then "Address: <ip>" lines for AAAA, and `text = "<first
+# stand-in's DNS by tests/flystandin/fly): "Name:" then "Address: <ip>" lines for AAAA, and `text = "<first
 # string>"` for TXT. Names it does not know fail, as NXDOMAIN does. busybox sh runs its own applets
 # before PATH, so these runs use dash (an ash too) with busybox's applets for every other tool.
 

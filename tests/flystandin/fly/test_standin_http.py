@@ -1,4 +1,4 @@
-"""The stand-in's edge proxy serves Fly's `http` handler (tests/standin/README.md, Proxy):
+"""The stand-in's edge proxy serves Fly's `http` handler (tests/kit/standin/README.md, Proxy):
 `handlers = ["tls", "http"]` terminates TLS (ALPN http/1.1) and proxies HTTP/1.1 to the Machine
 with the headers Fly's docs name (networking/services "HTTP handler", networking/request-headers),
 an `Upgrade: websocket` becomes a raw pipe after the Machine's 101, so a browser's

@@ -1,4 +1,4 @@
-"""Fixtures for the real Pulumi engine (see tests/engine.py)."""
+"""Fixtures for the real Pulumi engine (see tests/kit/engine.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Fly path with the real engine against a stand-in as strict as Fly (issue 10; the stand-in's own
-refusals are shown in tests/fly/test_standin_strict.py):
+refusals are shown in tests/flystandin/fly/test_standin_strict.py):
 
 - leases: a first up of 6 regions (3 with several Machines), a region added and one removed, with
   Machine creation slowed to Fly-like seconds: every call succeeds, no two `scale count` calls of the

@@ -177,7 +177,7 @@ def test_first_up_fails_halfway_and_the_next_up_completes_without_duplicates(js)
     assert [c["exit"] for c in deploys] == [0]
 
     # The first deploy's lone Machine can't pass the fly.toml check (plain /healthz: no meta leader
-    # without peers; tests/local/test_health_gate.py), so it ran with the immediate strategy.
+    # without peers; tests/servers/local/test_health_gate.py), so it ran with the immediate strategy.
     argv = deploys[0]["argv"]
     assert argv[argv.index("--strategy") + 1] == "immediate", argv
     d.figure("first_up", {
