@@ -19,7 +19,28 @@ from nats_fly_testkit.standin import netns
 from nats_fly_testkit.standin.api import StandIn
 from nats_fly_testkit.support import REPO
 
+TESTS = Path(__file__).resolve().parent
 DURABLE_FIGURES = Path(os.environ.get("NFLY_DURABLE_FIGURES", REPO / "build" / "durable-figures.json"))
+
+
+# ---------------------------------------------------------------- the tiers
+
+def tiers(config: pytest.Config) -> list[str]:
+    """The markers pyproject.toml registers as tiers: each is a folder of tests/."""
+    return [name for name, _, about in (line.partition(":") for line in config.getini("markers"))
+            if about.strip().startswith("tier ")]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its folder's tier marker; a test outside a tier folder is refused."""
+    known = tiers(config)
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder not in known:
+            raise pytest.UsageError(f"{item.path.relative_to(REPO)}: a test must be in a tier folder, one of "
+                                    f"{', '.join(f'tests/{tier}' for tier in known)}")
+        item.add_marker(folder)
 
 
 @pytest.fixture
