@@ -25,11 +25,6 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
-TESTS = REPO / "tests"
-
-for path in (TESTS, TESTS / "fly"):  # standin, engine, support, flyhelpers
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 REGIONS = ["ord", "syd", "cdg"]
 NATSCLI_VERSION = "v0.5.0"
@@ -79,7 +74,7 @@ def _run(argv: list[str]) -> str:
 
 
 def versions() -> dict[str, str]:
-    from engine import find_tool
+    from nats_fly_testkit.engine import find_tool
     nats_server = Path(sys.executable).with_name("nats-server")
     found = {
         "nats-server": _run([str(nats_server) if nats_server.exists() else "nats-server", "--version"]).split()[-1:],
@@ -125,7 +120,7 @@ def table(title: str, columns: list[str], rows: list[list]) -> dict:
 @contextlib.contextmanager
 def standin(check_interval_max: float | None = 1):
     """A Fly stand-in for one benchmark; everything it started is swept on the way out."""
-    from standin.api import StandIn
+    from nats_fly_testkit.standin.api import StandIn
     s = StandIn().start()
     if check_interval_max is not None:
         s.set_check_interval_max(check_interval_max)  # as the tests do: check-gated deploys in seconds
@@ -140,7 +135,7 @@ def require_root() -> None:
         sys.exit("this benchmark needs the Fly stand-in: run it as root (network namespaces)")
     for tool in ("busybox", "ip", "openssl"):
         if not shutil.which(tool) and not Path(f"/bin/{tool}").exists():
-            sys.exit(f"{tool} is missing: apt-get install -y $(cat tests/standin/REQUIREMENTS.txt)")
+            sys.exit(f"{tool} is missing: apt-get install -y $(cat tests/kit/standin/REQUIREMENTS.txt)")
 
 
 def save_plot(fig, ax, name: str) -> str:

@@ -17,7 +17,7 @@ import time
 
 import common
 from common import log
-from standin.api import StandInError
+from nats_fly_testkit.standin.api import StandInError
 
 SIZES = {3: 1, 9: 3, 18: 6}  # total Machines -> per region
 TIMEOUT = 25.0  # seconds after the restart, the same for every kind: longer than peerWait (20 s)
@@ -44,7 +44,7 @@ def supercluster_whole(standin, app: str, per_region: int) -> bool:
 
 def cold_start(standin, app: str, kind: str, per_region: int, timeout: float) -> dict:
     """Kill every Machine of the app, start them all at once, wait until whole."""
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     total = per_region * len(common.REGIONS)
     ids = [m["id"] for m in standin.machines(app)]
     assert len(ids) == total, (app, len(ids), total)
@@ -82,7 +82,7 @@ def settle(standin, apps) -> None:
 
 def diagnose(standin, app: str, t0: float) -> str:
     """Why a run failed: Machines that exited after the restart, servers not serving, fatal lines."""
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     since_ms = (time.time() - (time.monotonic() - t0)) * 1000
     exits, silent = [], []
     try:
@@ -119,7 +119,7 @@ def diagnose(standin, app: str, t0: float) -> str:
 def main() -> None:
     opts = common.args(__doc__)
     common.require_root()
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     from nats_fly.contract import flyctl
     started = time.monotonic()
     runs = 3 if opts.quick else 10
@@ -202,7 +202,7 @@ def main() -> None:
         f"whole {TIMEOUT:g} s after the restart counts as failed (the DNS delay is added to the timeout). "
         f"Polled every {POLL:g} s, so times are +-{POLL:g} s.",
         "The example's failures are islands: a server whose route name resolved only to itself drops the route "
-        "for good (tests/standin/README.md), so waiting longer does not help.",
+        "for good (tests/kit/standin/README.md), so waiting longer does not help.",
         "Ours at 18 Machines (6 per region): when the answer for <app>.internal is full (15 or more addresses), "
         "the island guard also asks each region (<region>.<app>.internal, regions from the regions TXT record): "
         "a UDP answer holds at most 512 bytes (about 17 AAAA records) and busybox nslookup does not retry over TCP. Before it did, and while the stand-in sent oversized answers "
@@ -211,7 +211,7 @@ def main() -> None:
         "The supercluster at 3 Machines (one per region): each Machine sees in all.vms.<app>.internal that it is "
         "its region's only one, asks again for 5 s (other Machines' records reach DNS late) and starts. Before that it waited out peerWait (20 s) on every boot (22 s).",
         "'ours: every route connection' counts runs in which, within 2 s of the full mesh, every pair also had all its "
-        "pooled and pinned route connections (the known multi-address route defect, tests/fly/flyhelpers.py).",
+        "pooled and pinned route connections (the known multi-address route defect, tests/kit/fly.py).",
     ]
     base = results["ours"]["9 Machines"]
     ex = results["example"]["9 Machines"]

@@ -1,5 +1,5 @@
 """The real Pulumi engine on a copy of the project, pointed at the Fly stand-in (as
-tests/e2e/test_fly_stack.py does), and the flyctl calls of each step from the stand-in's log."""
+tests/engine/test_fly_stack.py does), and the flyctl calls of each step from the stand-in's log."""
 from __future__ import annotations
 
 import secrets
@@ -8,8 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path)
-from engine import copy_project, engine_environment, missing_tools
+from nats_fly_testkit.engine import copy_project, engine_environment, missing_tools
 
 
 class Stack:

@@ -157,7 +157,7 @@ def gateways_whole(standin, app: str, regions: list[str]) -> bool:
 def main() -> None:
     opts = common.args(__doc__)
     common.require_root()
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     started = time.monotonic()
     n = 500 if opts.quick else 2000
     rr = 100 if opts.quick else 300

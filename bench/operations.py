@@ -77,7 +77,7 @@ def run_ours(standin) -> dict:
 
 
 def run_manual(standin) -> dict:
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     app = "bench-manual"
     context = fh.render_example(standin.root / "contexts" / app, app, "ord")
     steps: dict = {}

@@ -95,7 +95,7 @@ def bench_natspy(pub_url: str, sub_url: str, password: str, msgs: int) -> dict:
 def main() -> None:
     opts = common.args(__doc__)
     common.require_root()
-    import flyhelpers as fh
+    from nats_fly_testkit import fly as fh
     started = time.monotonic()
     msgs = 50_000 if opts.quick else 200_000
     rounds = 1 if opts.quick else 3

@@ -1,9 +1,10 @@
 """Shared test setup: Pulumi mocks with a fresh event loop per test, and helpers
-the suites share: the Fly stand-in for the whole session."""
+the suites share: the Fly stand-in for the whole session, the durable figures file."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,10 +13,35 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
-from mocking import Mocks, Program
-from standin import netns
-from standin.api import StandIn
-from support import REPO  # noqa: F401  (re-exported for suites)
+from nats_fly_testkit import durable
+from nats_fly_testkit.mocking import Mocks, Program
+from nats_fly_testkit.standin import netns
+from nats_fly_testkit.standin.api import StandIn
+from nats_fly_testkit.support import REPO
+
+TESTS = Path(__file__).resolve().parent
+DURABLE_FIGURES = Path(os.environ.get("NFLY_DURABLE_FIGURES", REPO / "build" / "durable-figures.json"))
+
+
+# ---------------------------------------------------------------- the tiers
+
+def tiers(config: pytest.Config) -> list[str]:
+    """The markers pyproject.toml registers as tiers: each is a folder of tests/."""
+    return [name for name, _, about in (line.partition(":") for line in config.getini("markers"))
+            if about.strip().startswith("tier ")]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its folder's tier marker; a test outside a tier folder is refused."""
+    known = tiers(config)
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder not in known:
+            raise pytest.UsageError(f"{item.path.relative_to(REPO)}: a test must be in a tier folder, one of "
+                                    f"{', '.join(f'tests/{tier}' for tier in known)}")
+        item.add_marker(folder)
+
 
 @pytest.fixture
 def mock_program():
@@ -39,7 +65,7 @@ def _unavailable() -> str | None:
     for tool, package in (("/bin/busybox", "busybox-static"), ("/usr/sbin/ip", "iproute2"),
                           ("/usr/bin/openssl", "openssl")):
         if not Path(tool).exists() and not shutil.which(Path(tool).name):
-            return f"{tool} is missing: apt-get install {package} (see tests/standin/REQUIREMENTS.txt)"
+            return f"{tool} is missing: apt-get install {package} (see tests/kit/standin/REQUIREMENTS.txt)"
     return None
 
 
@@ -71,3 +97,15 @@ def _assert_clean(run_id: str, daemon_pid: int | None) -> None:
     assert not left, f"the stand-in left things behind: {left}"
 
 
+# ---------------------------------------------------------------- figures
+
+@pytest.fixture(scope="session", autouse=True)
+def durable_figures():
+    """The durable suites' measured figures (the JetStream stack on the stand-in, the readers on
+    loopback), printed at the end and written to build/durable-figures.json."""
+    yield durable.FIGURES
+    if durable.FIGURES:
+        DURABLE_FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        DURABLE_FIGURES.write_text(json.dumps(durable.FIGURES, indent=2, sort_keys=True))
+        print(f"\n== durable figures (also in {DURABLE_FIGURES}) ==\n"
+              f"{json.dumps(durable.FIGURES, indent=2, sort_keys=True)}")

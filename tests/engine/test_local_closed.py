@@ -1,0 +1,145 @@
+"""The local platform closed as Fly is, with the real engine and real servers: a local stack with
+`auth: password` (the default), attacked from this machine.
+
+- A rogue nats-server with a route to a cluster port (no credentials, or wrong ones) is refused, and
+  an anonymous client on it receives nothing that a logged-in user publishes.
+- The same for a rogue gateway to a supercluster's gateway port.
+- After changes that reload (a region more) and restart (the topology: gateways), no file under the
+  stack's work folder holds a given secret, none but the server's own conf (owner only) holds the
+  route password, and every folder and file there is readable by its owner only."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from nats_fly.render.secrets import route_password
+from nats_fly.processes.verify import Expectation, verify
+from nats_fly_testkit.support import free_ports, nats_server_binary
+
+SYS = "closed-sys-password-91"
+USERS = {"app": "closed-app-password-1", "ops": "closed-ops-password-2"}
+
+
+@pytest.fixture
+def stack(project):
+    stack = project("local")
+    stack.config({"auth": "password", "users": list(USERS), "verify": True})
+    stack.pulumi("config", "set", "--secret", "sysPassword", stdin=SYS)
+    for user, password in USERS.items():
+        stack.pulumi("config", "set", "--secret", "--path", f"userPasswords.{user}", stdin=password)
+    yield stack
+    stack.pulumi("destroy", "--yes", "--skip-preview", check=False)
+
+
+def rogue(tmp_path: Path, name: str, block: str) -> subprocess.Popen:
+    client, http = free_ports(2)
+    conf = tmp_path / f"{name}.conf"
+    # Its anonymous clients land in an account named as ours (APP), where our users' messages live.
+    conf.write_text(f"server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n"
+                    f"accounts {{ APP {{ users: [{{user: spy}}] }} }}\nno_auth_user: spy\n{block}\n")
+    log = open(tmp_path / f"{name}.log", "w")
+    proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", client)) == 0:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()
+        time.sleep(0.05)
+    time.sleep(1)  # its route or gateway dials our server now
+    proc.client_port = client  # type: ignore[attr-defined]
+    proc.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
+    return proc
+
+
+async def rogue_hears_nothing(rogue_port: int, cluster_url: str, subject: str) -> list[bytes]:
+    heard: list[bytes] = []
+
+    async def overheard(msg) -> None:
+        heard.append(msg.data)
+
+    spy = await nats.connect(f"nats://127.0.0.1:{rogue_port}", allow_reconnect=False)
+    await spy.subscribe(subject, cb=overheard)
+    await spy.flush()
+    user = await nats.connect(cluster_url, user="app", password=USERS["app"], allow_reconnect=False)
+    for i in range(20):
+        await user.publish(subject, f"secret-{i}".encode())
+        await asyncio.sleep(0.05)
+    await user.flush()
+    await asyncio.sleep(1)
+    await user.close()
+    await spy.close()
+    return heard
+
+
+def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_files(stack, tmp_path):
+    stack.pulumi("up", "--yes", "--skip-preview")
+    work = stack.root / ".nats-fly" / "e2e" / "nats"
+    conf = (work / "local" / "ord-0.conf").read_text()
+    cluster_listen = [line for line in conf.split("cluster {")[1].splitlines() if "listen" in line][0]
+    cluster_port = int(cluster_listen.split(":")[-1].strip().strip('"'))
+    url = stack.outputs()["clientUrl"]
+
+    # The control first: with the route password, such a server would hear everything.
+    attempts = [("with-the-password", f"route:{route_password('nats-local', SYS)}@", True),
+                ("no-creds", "", False), ("wrong-creds", "route:not-the-password@", False)]
+    for name, creds, admitted in attempts:
+        server = rogue(tmp_path, name, f'cluster {{ name: nats-local, listen: "127.0.0.1:{free_ports(1)[0]}", '
+                                       f'routes: ["nats-route://{creds}127.0.0.1:{cluster_port}"] }}')
+        try:
+            heard = asyncio.run(rogue_hears_nothing(server.client_port, url, "orders.>"))
+            if admitted:
+                assert len(heard) == 20, f"the control heard {len(heard)}/20: the test could not tell"
+                continue
+            assert heard == [], f"{name}: the rogue server heard {heard}"
+            log = server.log_path.read_text()
+            assert "Authorization" in log or "authorization" in log, log[-2000:]
+        finally:
+            server.terminate()
+            server.wait(10)
+
+    # A region more (routes reload) and the supercluster topology (gateways: a restart).
+    stack.config({"regions": ["ord", "syd", "cdg", "lhr"]})
+    stack.pulumi("up", "--yes", "--skip-preview")
+    stack.config({"topology": "supercluster"})
+    stack.pulumi("up", "--yes", "--skip-preview")
+    outputs = stack.outputs()
+    urls = outputs["clientUrls"]
+    report = asyncio.run(verify(urls, Expectation(regions=outputs["machines"], topology="supercluster"),
+                                user="sys", password=SYS, timeout=30))
+    assert report.ok, report.table()
+
+    conf = (work / "local" / "ord-0.conf").read_text()
+    gateway_listen = [line for line in conf.split("gateway {")[1].splitlines() if "listen" in line][0]
+    gateway_port = int(gateway_listen.split(":")[-1].strip().strip('"'))
+    server = rogue(tmp_path, "rogue-gateway", f'gateway {{ name: ord, listen: "127.0.0.1:{free_ports(1)[0]}", '
+                                              f'gateways: [{{name: ord, urls: ["nats://127.0.0.1:{gateway_port}"]}}] }}')
+    try:
+        time.sleep(2)
+        heard = asyncio.run(rogue_hears_nothing(server.client_port, urls["ord"], "orders.>"))
+        assert heard == [], f"the rogue gateway heard {heard}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    route = route_password("nats-local", SYS)
+    for path in sorted(work.rglob("*")):
+        mode = path.stat().st_mode
+        assert mode & (stat.S_IRWXG | stat.S_IRWXO) == 0, (path, oct(mode))
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode(errors="replace")
+        for secret in (SYS, *USERS.values()):
+            assert secret not in text, (path, "holds a given secret")
+        if not path.name.endswith(".conf"):
+            assert route not in text, (path, "holds the route password")
+    logs = "".join(p.read_text(errors="replace") for p in (work / "local").glob("*.log"))
+    assert "Failed to reload" not in logs
