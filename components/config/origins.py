@@ -7,7 +7,7 @@ entry's, compared as text. So an entry a browser never sends (a wildcard, a Unic
 written `08080`) silently lets no page in. Each origin is therefore parsed here by Go's rules (net/url:
 parseHost, validOptionalPort, the host characters of shouldEscape) and written as a browser serialises
 it (the URL Standard: IDNA UTS #46 non-transitional, canonical IPv4 and IPv6, no default port).
-tests/local/test_websocket_origins.py holds both to the pinned nats-server."""
+tests/servers/local/test_websocket_origins.py holds both to the pinned nats-server."""
 
 from __future__ import annotations
 
