@@ -22,7 +22,7 @@ import pytest
 
 from nats_fly.render.secrets import route_password
 from nats_fly.processes.verify import Expectation, verify
-from nats_fly_testkit.support import free_ports, nats_server_binary
+from nats_fly_testkit.support import exchange, free_ports, nats_server_binary, until_heard
 
 SYS = "closed-sys-password-91"
 USERS = {"app": "closed-app-password-1", "ops": "closed-ops-password-2"}
@@ -54,30 +54,49 @@ def rogue(tmp_path: Path, name: str, block: str) -> subprocess.Popen:
                 break
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()
         time.sleep(0.05)
-    time.sleep(1)  # its route or gateway dials our server now
     proc.client_port = client  # type: ignore[attr-defined]
     proc.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
     return proc
 
 
-async def rogue_hears_nothing(rogue_port: int, cluster_url: str, subject: str) -> list[bytes]:
-    heard: list[bytes] = []
+def refused(server: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the rogue's log shows our server refusing its route or gateway: it has tried."""
+    deadline = time.monotonic() + timeout
+    while "authorization" not in server.log_path.read_text().lower():
+        assert server.poll() is None and time.monotonic() < deadline, server.log_path.read_text()[-2000:]
+        time.sleep(0.1)
 
-    async def overheard(msg) -> None:
-        heard.append(msg.data)
+
+async def overheard(rogue_port: int, cluster_url: str, subject: str, admitted: bool) -> list[bytes]:
+    """What a spy on the rogue server hears of 20 messages a user publishes on the cluster, counted once a
+    witness on the cluster has heard them all and the end marker (exchange): not a moment to wait, but the
+    proof that the messages went round. For the admitted control, the spy first hears a probe: interest
+    crossed the rogue's route."""
+    heard: list[bytes] = []
+    probe, arrived = b"probe", asyncio.Event()
+
+    async def spied(msg) -> None:
+        if msg.data == probe:
+            arrived.set()
+        else:
+            heard.append(msg.data)
 
     spy = await nats.connect(f"nats://127.0.0.1:{rogue_port}", allow_reconnect=False)
-    await spy.subscribe(subject, cb=overheard)
-    await spy.flush()
     user = await nats.connect(cluster_url, user="app", password=USERS["app"], allow_reconnect=False)
-    for i in range(20):
-        await user.publish(subject, f"secret-{i}".encode())
-        await asyncio.sleep(0.05)
-    await user.flush()
-    await asyncio.sleep(1)
-    await user.close()
-    await spy.close()
-    return heard
+    witness = await nats.connect(cluster_url, user="ops", password=USERS["ops"], allow_reconnect=False)
+    try:
+        await spy.subscribe(subject, cb=spied)
+        await spy.flush()
+        if admitted:
+            await until_heard(user, subject.replace(">", "probe"), probe, arrived, timeout=60)
+        messages = [f"secret-{i}".encode() for i in range(20)]
+        got = await exchange(user, witness, subject.replace(">", "x"), messages)
+        assert got == messages, f"the witness on the cluster heard {len(got)}/20: the test could not tell"
+        await spy.flush()
+        return [m for m in heard if m.startswith(b"secret-")]
+    finally:
+        for nc in (spy, user, witness):
+            await nc.close()
 
 
 def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_files(stack, tmp_path):
@@ -95,13 +114,13 @@ def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_file
         server = rogue(tmp_path, name, f'cluster {{ name: nats-local, listen: "127.0.0.1:{free_ports(1)[0]}", '
                                        f'routes: ["nats-route://{creds}127.0.0.1:{cluster_port}"] }}')
         try:
-            heard = asyncio.run(rogue_hears_nothing(server.client_port, url, "orders.>"))
+            if not admitted:
+                refused(server)
+            heard = asyncio.run(overheard(server.client_port, url, "orders.>", admitted))
             if admitted:
                 assert len(heard) == 20, f"the control heard {len(heard)}/20: the test could not tell"
                 continue
             assert heard == [], f"{name}: the rogue server heard {heard}"
-            log = server.log_path.read_text()
-            assert "Authorization" in log or "authorization" in log, log[-2000:]
         finally:
             server.terminate()
             server.wait(10)
@@ -120,15 +139,21 @@ def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_file
     conf = (work / "local" / "ord-0.conf").read_text()
     gateway_listen = [line for line in conf.split("gateway {")[1].splitlines() if "listen" in line][0]
     gateway_port = int(gateway_listen.split(":")[-1].strip().strip('"'))
-    server = rogue(tmp_path, "rogue-gateway", f'gateway {{ name: ord, listen: "127.0.0.1:{free_ports(1)[0]}", '
-                                              f'gateways: [{{name: ord, urls: ["nats://127.0.0.1:{gateway_port}"]}}] }}')
-    try:
-        time.sleep(2)
-        heard = asyncio.run(rogue_hears_nothing(server.client_port, urls["ord"], "orders.>"))
-        assert heard == [], f"the rogue gateway heard {heard}"
-    finally:
-        server.terminate()
-        server.wait(10)
+    # A cluster of its own (a gateway named as ours would be its own, and never dial), with the control first.
+    for name, creds, admitted in attempts:
+        server = rogue(tmp_path, f"gateway-{name}", f'gateway {{ name: rogue, listen: "127.0.0.1:{free_ports(1)[0]}", '
+                                                    f'gateways: [{{name: ord, urls: ["nats://{creds}127.0.0.1:{gateway_port}"]}}] }}')
+        try:
+            if not admitted:
+                refused(server)
+            heard = asyncio.run(overheard(server.client_port, urls["ord"], "orders.>", admitted))
+            if admitted:
+                assert len(heard) == 20, f"the gateway control heard {len(heard)}/20: the test could not tell"
+                continue
+            assert heard == [], f"{name}: the rogue gateway heard {heard}"
+        finally:
+            server.terminate()
+            server.wait(10)
 
     route = route_password("nats-local", SYS)
     for path in sorted(work.rglob("*")):
