@@ -1,29 +1,14 @@
 """The stack's program: read the stack config, build the cluster, export what clients need."""
 
-import os
-import signal
-import sys
-
 import pulumi
 
 from nats_fly import NatsCluster, SettingsError
 from nats_fly.stack import stack_args
 
-# The Python host's "already shown to the user" exit status: the engine adds nothing to our lines
-# (a RunError would end with "an unhandled error occurred: Program exited with non-zero exit code: 1").
+# The Python host's "already shown to the user" exit status (a RunError would end with "an unhandled
+# error occurred: Program exited with non-zero exit code: 1").
 SHOWN = 32
 
-
-def engine_gone(*_) -> None:
-    """When an update fails (a server that cannot start, say), the engine stops the language host's
-    process group with SIGINT while this program may still wait on a registration. The engine has shown
-    the failure; Python would add a KeyboardInterrupt traceback of the gRPC call it interrupted."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(SHOWN)
-
-
-signal.signal(signal.SIGINT, engine_gone)
 
 try:
     cluster = NatsCluster("nats", stack_args())

@@ -2,6 +2,10 @@
 
 # No `from __future__ import annotations` here: the multi-language provider reads these annotations
 # as types (pulumi.provider.experimental's analyzer), not as strings.
+import os
+import signal
+import sys
+import threading
 import weakref
 from pathlib import Path
 from typing import Any, Mapping, NotRequired, Optional, TypedDict
@@ -140,6 +144,7 @@ class NatsCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NatsClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
+        _quiet_when_the_engine_stops()
         try:
             if isinstance(args, StackArgs):  # validated already, in the stack's words
                 s, checked = args.settings, pulumi.Output.from_input(True)
@@ -186,6 +191,29 @@ class NatsCluster(pulumi.ComponentResource):
             environment={ops.SYS_PASSWORD_ENV: sys_password, "NATS_FLY_CLUSTER_SHA": state},
             opts=secret_outputs(self, depends_on=built.resources),
         )
+
+
+SHOWN = 32
+"""The Python host's "already shown to the user" exit status: the engine adds nothing to the lines shown."""
+
+
+def _quiet_when_the_engine_stops() -> None:
+    """When an update fails (a server that cannot start, say), the engine stops the language host's
+    process group with SIGINT while the program may still wait on a registration. The engine has shown
+    the failure; Python would add a KeyboardInterrupt traceback of the gRPC call it interrupted. Only a
+    program run by the engine (not under mocks) that kept Python's own SIGINT handler, in its main thread,
+    gets this one."""
+    from pulumi.runtime.settings import get_monitor
+    from pulumi.runtime.mocks import MockMonitor
+    if threading.current_thread() is threading.main_thread() and not isinstance(get_monitor(), MockMonitor) \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _engine_gone)
+
+
+def _engine_gone(*_) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(SHOWN)
 
 
 class NatsClusterError(SettingsError, pulumi.RunError):

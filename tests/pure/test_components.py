@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,13 @@ def test_fly_graph_and_outputs(mock_program, tmp_path):
     assert sorted(mock_program.commands()) == sorted([
         "nats-tls-marker", "nats-fly-app", "nats-fly-ips", "nats-fly-secrets", "nats-image-deploy",
         "nats-ord-scale", "nats-syd-scale", "nats-cdg-scale"])
+
+
+def test_a_cluster_under_mocks_leaves_the_test_process_its_sigint(mock_program, tmp_path):
+    """Run by the engine, a program gets a quiet end on the engine's SIGINT (no KeyboardInterrupt
+    traceback over the engine's own lines); a test process keeps Python's handler."""
+    mock_program.run(lambda: build(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_every_flyctl_command_line(mock_program, tmp_path):
