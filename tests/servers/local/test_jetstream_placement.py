@@ -49,18 +49,18 @@ def mesh(tmp_path, monkeypatch):
 
 
 def wait_for_meta_peers(monitor_port: int, count: int, timeout: float = 120) -> None:
-    """Until the meta group has a leader and every one of `count` servers as a current peer: placing a
-    stream before that finds too few peers, whatever the tags say."""
+    """Until the meta group has a leader and knows all `count` servers (cluster_size, which every server
+    reports; only the leader lists the replicas): placing a stream before that finds too few peers,
+    whatever the tags say."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             meta = json.loads(localrun.http_get(monitor_port, "/jsz")[1]).get("meta_cluster") or {}
         except (OSError, ValueError):
             meta = {}
-        peers = [r for r in meta.get("replicas") or [] if r.get("current")]
-        if meta.get("leader") and len(peers) == count - 1:
+        if meta.get("leader") and meta.get("cluster_size") == count:
             return
-        assert time.monotonic() < deadline, f"the meta group never had {count} current peers: {meta}"
+        assert time.monotonic() < deadline, f"the meta group never knew {count} peers: {meta}"
         time.sleep(0.2)
 
 
