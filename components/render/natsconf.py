@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
-from ..config.settings import Settings
+from ..config.settings import NATS_VERSIONS, Settings
 
 # Environment variables the entrypoint derives from Fly's runtime variables.
 SERVER_NAME = "NATS_SERVER_NAME"
@@ -162,6 +162,7 @@ def fly_conf(s: Settings) -> dict[str, Any]:
         conf["leafnodes"] = _leafnodes(s, f"0.0.0.0:{s.ports.leafnode}", f"{s.app}.fly.dev:{s.ports.public_leaf}")
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, DATA_DIR)
+        conf.update(_feature_flags(s))
     return conf
 
 
@@ -300,6 +301,7 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
         conf["leafnodes"] = _leafnodes(s, f"127.0.0.1:{server.leafnode_port}", None)
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, store_dir)  # nats-server adds jetstream/
+        conf.update(_feature_flags(s))
     return conf
 
 
@@ -361,6 +363,25 @@ def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
         # supercluster's clusters are single regions: there replicas share a region, and it stays off.
         js["unique_tag"] = "region:"
     return js
+
+
+def release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+FEATURE_FLAGS_SINCE = (2, 14)
+"""nats-server refuses a `feature_flags` block before 2.14 (`unknown field`), so older versions get none."""
+
+
+def _feature_flags(s: Settings) -> dict[str, Any]:
+    """2.15 replicates interior deletes as delete-range entries (`js_raft_delete_range`, on by default), and a
+    peer older than 2.14 panics when it applies one (a replicated mirror or source of a stream with gaps: a
+    KV bucket's mirror, say). Off while such a version is allowed, so that a roll from it, or back to it, has
+    no mixed moment where a 2.15 leader sends one. Reload cannot change a flag: a change restarts."""
+    oldest = min(release(v) for v in NATS_VERSIONS)
+    if release(s.nats_version) >= (2, 15) and oldest < FEATURE_FLAGS_SINCE:
+        return {"feature_flags": {"js_raft_delete_range": False}}
+    return {}
 
 
 def go_memory_limit(s: Settings) -> str:

@@ -47,7 +47,7 @@ def build(cluster: Cluster) -> Built:
             f"{name}-{server_name}",
             create=server.apply(lambda sv: ops.LocalEnsure(
                 name=sv.name, state_dir=portable(state_dir), client_port=sv.client_port,
-                http_port=sv.monitor_port).command()),
+                http_port=sv.monitor_port, nats_version=s.nats_version).command()),
             delete=ops.LocalStop(name=server_name, state_dir=portable(state_dir)).command(),
             stdin=confs.apply(lambda c, n=server_name: json.dumps(natsconf.to_json(c[n]), sort_keys=True)),
             environment=pulumi.Output.secret(env.apply(lambda e, t=tokens[server_name]: {

