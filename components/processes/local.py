@@ -50,6 +50,8 @@ LAME_DUCK_WAIT = 15.0
 lame_duck_duration under 30s, but a server without clients or JetStream exits at once; otherwise
 it waits lame_duck_grace_period, then closes its clients at most a second apart. Local confs
 therefore want a short grace period."""
+CURRENT_WAIT = 120.0
+"""Seconds a restarted JetStream server may take to be current again (plain /healthz) before the roll stops."""
 RELOAD_WAIT = 5.0
 STOP_TERM_WAIT = 5.0
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -384,6 +386,27 @@ def wait_healthy(server: Server, process: subprocess.Popen, http_port: int, wait
         time.sleep(0.05)
 
 
+def wait_current(server: Server, pid: int, http_port: int, wait: float = CURRENT_WAIT) -> None:
+    """Return once the restarted server's JetStream is current again (plain /healthz: a meta leader, and
+    every stream and consumer replica it holds caught up), so that the next server of the roll goes only
+    then (its Command depends on this one's). A server restarted into a running cluster gets there; one
+    that does not within `wait` fails the roll here, with the servers after it left as they are."""
+    deadline = time.monotonic() + wait
+    status, body = None, b""
+    while time.monotonic() < deadline:
+        if not alive(pid, server):
+            raise LocalRunError(f"{server.name}: nats-server exited while catching up after its restart; last "
+                                f"lines of {server.log_file}:\n{log_tail(server)}")
+        with contextlib.suppress(OSError):
+            status, body = http_get(http_port, "/healthz")
+            if status == 200:
+                return
+        time.sleep(0.1)
+    said = body.decode(errors="replace").strip() or "no answer"
+    raise LocalRunError(f"{server.name}: restarted, but its JetStream was not current within {wait:g}s (/healthz "
+                        f"{status}: {said}); the servers after it were left as they are")
+
+
 def changed_paths(old: object, new: object, path: str = "") -> set[str]:
     """The dotted paths at which two confs (JSON data) differ."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -477,6 +500,7 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
                 staged.unlink(missing_ok=True)
                 raise
             pid = running_pid(server)
+            before = _read_json(server.applied_conf) or {}
             action = "started" if pid is None else _keep_or_stop(server, pid, conf, wanted, staged, http_port)
             if staged.exists():
                 os.replace(staged, server.conf_file)
@@ -485,6 +509,8 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
                 pid = _start_or_forget(server, binary, client_port, http_port, wait, env)
             write_private(server.applied_conf, json.dumps(conf))
             write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
+            if action == "restarted" and "jetstream" in before and "jetstream" in conf:
+                wait_current(server, pid, http_port)
     except BaseException:
         if running_pid(server) is None and not server.state_file.exists():
             server.lock_file.unlink(missing_ok=True)  # a first start that failed: no empty folders stay behind
