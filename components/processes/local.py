@@ -386,7 +386,7 @@ def wait_healthy(server: Server, process: subprocess.Popen, http_port: int, wait
         time.sleep(0.05)
 
 
-def wait_current(server: Server, pid: int, http_port: int, wait: float = CURRENT_WAIT) -> None:
+def wait_current(server: Server, pid: int, http_port: int, wait: float) -> None:
     """Return once the restarted server's JetStream is current again (plain /healthz: a meta leader, and
     every stream and consumer replica it holds caught up), so that the next server of the roll goes only
     then (its Command depends on this one's). A server restarted into a running cluster gets there; one
@@ -500,17 +500,18 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
                 staged.unlink(missing_ok=True)
                 raise
             pid = running_pid(server)
-            before = _read_json(server.applied_conf) or {}
-            action = "started" if pid is None else _keep_or_stop(server, pid, conf, wanted, staged, http_port)
+            before, applying = _read_json(server.applied_conf) or {}, comparable(conf)
+            action, rolling = ("started", False) if pid is None else \
+                _keep_or_stop(server, pid, applying, wanted, staged, http_port)
             if staged.exists():
                 os.replace(staged, server.conf_file)
             if action in ("started", "restarted"):
                 _adopt_legacy_store(server, state_dir)
                 pid = _start_or_forget(server, binary, client_port, http_port, wait, env)
-            write_private(server.applied_conf, json.dumps(conf))
+            write_private(server.applied_conf, json.dumps(applying))
             write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
-            if action == "restarted" and "jetstream" in before and "jetstream" in conf:
-                wait_current(server, pid, http_port)
+            if rolling and "jetstream" in before and "jetstream" in conf:
+                wait_current(server, pid, http_port, CURRENT_WAIT)
     except BaseException:
         if running_pid(server) is None and not server.state_file.exists():
             server.lock_file.unlink(missing_ok=True)  # a first start that failed: no empty folders stay behind
@@ -520,13 +521,17 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
     return {"name": name, "pid": pid, "client_url": f"{scheme}://127.0.0.1:{client_port}", "action": action}
 
 
-def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path, http_port: int) -> str:
-    """For a running server: leave it be, reload it, or stop it to be started again. Returns the action."""
+def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path,
+                  http_port: int) -> tuple[str, bool]:
+    """For a running server: leave it be, reload it, or stop it to be started again (`conf` as `comparable`
+    makes it, to be compared with the applied one). Returns the action, and whether it is a restart for a
+    change (one step of a roll), not a repair (its files or its store gone)."""
     applied = _read_json(server.applied_conf)
     state = _read_json(server.state_file) or {}
     started_with = {k: state.get(k) for k in wanted}
     action = "restarted"
     store = needed(server, conf).get(STORE)
+    repair = not state or (store is not None and not store.is_dir())
     if started_with != wanted:
         why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
     elif store is not None and not store.is_dir():
@@ -542,10 +547,10 @@ def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Pa
     if why is not None:
         print(f"{server.name}: restarting: {why}", file=sys.stderr)
         terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
-        return "restarted"
+        return "restarted", not repair
     if not is_ours(_read_pid(server.pid_file), server):
         write_private(server.pid_file, str(pid))  # found by its marker: its pid file back
-    return action
+    return action, False
 
 
 def _start_or_forget(server: Server, binary: Path, client_port: int, http_port: int, wait: float,
@@ -578,14 +583,35 @@ def _adopt_legacy_store(server: Server, given_state_dir: Path) -> None:
 
 
 def environment_digest(conf: dict) -> str:
-    """A digest of the environment variables the conf refers to ($NAME and secret markers).
+    """A digest of the environment variables the conf refers to as $NAME.
 
     A reload re-reads the file but not the environment, which the process got at its start:
     a changed value takes a restart. A variable that names a file counts by the file's content (a new
-    certificate restarts the server too). Only the digest is kept, never a value."""
-    names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name for name in natsconf.environment_names(conf))
+    certificate restarts the server too). Only the digest is kept, never a value. (A secret marker's value
+    is written into the file: `comparable` counts it, and a reload takes it.)"""
+    names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name
+                   for name in natsconf.environment_names(conf) - natsconf.Secret.names(conf))
     pairs = json.dumps([(name, os.environ.get(name)) for name in names])
     return hashlib.sha256(pairs.encode()).hexdigest()
+
+
+def comparable(conf: dict) -> dict:
+    """The conf as a server's applied conf keeps it, to be compared with the next: each secret marker with a
+    digest of its value beside it, so a changed password is a changed conf at the marker's place (which a
+    reload takes where the place is reloadable). The digest sits in the private state folder, beside the
+    conf file that holds the value itself."""
+    def digested(match) -> str:
+        name = match.group(1)
+        digest = hashlib.sha256(f"{name}\0{os.environ.get(name, '')}".encode()).hexdigest()[:16]
+        return f"{match.group(0)}#{digest}"
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return natsconf.Secret.PATTERN.sub(digested, node) if isinstance(node, str) else node
+    return walk(conf)
 
 
 def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:

@@ -471,3 +471,75 @@ def test_the_jetstream_store_lives_in_the_servers_folder_and_goes_with_it(confs,
     assert localrun.observe(state, "s0").problem is None
     localrun.stop("s0", Path(state.name))
     assert not state.exists()  # the store and the emptied doubled path went with the last server
+
+
+def test_user_passwords_live_in_the_conf_file_and_change_by_reload(confs, state, monkeypatch):
+    """Client users' passwords are markers filled into the private conf file, not $VARIABLES (read once, at
+    start): adding a user, changing a password and removing a user are reloads, and nats-server then
+    refuses the old credentials (a removed user's live clients are disconnected)."""
+    import asyncio
+
+    import nats
+    from nats_fly.render import natsconf
+
+    def users(*names: str) -> dict:
+        return {"accounts": {"APP": {"users": [{"user": n, "password": natsconf.Secret.mark(f"PW_{n.upper()}")}
+                                               for n in names]}}}
+
+    async def logs_in(user: str, password: str) -> str:
+        try:
+            nc = await nats.connect(f"nats://127.0.0.1:{confs[0].client}", user=user, password=password,
+                                    allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
+        except Exception as error:  # noqa: BLE001 (the server closes after -ERR)
+            return type(error).__name__ + str(error)
+        await nc.close()
+        return "in"
+
+    monkeypatch.setenv("PW_APP", natsconf.conf_string('old "quoted" pass#1'))
+    confs[0].write([], extra=users("app"))
+    first = ensure(confs[0], state)
+    assert asyncio.run(logs_in("app", 'old "quoted" pass#1')) == "in"
+    monkeypatch.setenv("PW_APP2", natsconf.conf_string("second-pass-2"))
+    confs[0].write([], extra=users("app", "app2"))
+    added = ensure(confs[0], state)
+    monkeypatch.setenv("PW_APP2", natsconf.conf_string("second-pass-3"))
+    changed = ensure(confs[0], state)
+    confs[0].write([], extra=users("app2"))
+    removed = ensure(confs[0], state)
+    assert [r["action"] for r in (added, changed, removed)] == ["reloaded"] * 3
+    assert {r["pid"] for r in (added, changed, removed)} == {first["pid"]}
+    assert asyncio.run(logs_in("app2", "second-pass-3")) == "in"
+    assert "Authorization Violation" in asyncio.run(logs_in("app2", "second-pass-2"))
+    assert "Authorization Violation" in asyncio.run(logs_in("app", 'old "quoted" pass#1'))
+    kept = (state / "s0.applied.json").read_text() + (state / "s0.json").read_text()
+    assert "second-pass" not in kept and "pass#1" not in kept
+
+
+def jetstream_mesh(confs, state) -> None:
+    for conf in confs:
+        conf.write([c.cluster for c in confs], extra={"jetstream": {"store_dir": conf.name}})
+    for conf in confs:
+        ensure(conf, state)
+    wait_for(lambda: all(localrun.http_get(c.http, "/healthz")[0] == 200 for c in confs), 60)
+
+
+def test_a_restarted_jetstream_server_returns_once_it_is_current_again(confs, state):
+    jetstream_mesh(confs, state)
+    before = ensure(confs[1], state)["pid"]
+    confs[1].data["lame_duck_grace_period"] = "2s"
+    restarted = ensure(confs[1], state)
+    assert restarted["action"] == "restarted" and restarted["pid"] != before
+    # No wait here: ensure came back only once plain /healthz (meta leader, replicas current) passed.
+    assert localrun.http_get(confs[1].http, "/healthz")[0] == 200
+
+
+def test_a_restart_that_never_gets_current_stops_the_roll_naming_the_server(confs, state, monkeypatch):
+    monkeypatch.setattr(localrun, "CURRENT_WAIT", 3.0)
+    confs[0].write([c.cluster for c in confs], extra={"jetstream": {"store_dir": "s0"}})
+    ensure(confs[0], state)  # a first start waits for the server alone: its peers are not there
+    confs[0].data["lame_duck_grace_period"] = "2s"
+    with pytest.raises(localrun.LocalRunError, match=r"s0: restarted, but its JetStream was not current within 3s "
+                                                      r"\(/healthz 503: .*meta leader.*\); the servers after it "
+                                                      r"were left as they are"):
+        ensure(confs[0], state)
+    assert localrun.status(state)[0]["running"]  # it runs, with what it was given: the next up goes on from here
