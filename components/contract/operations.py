@@ -156,39 +156,35 @@ class Reference(Operation):
     write: bool = option(False, style=SWITCH, help="rewrite them")
 
 
-_STACK_HELP = "stack name: its config (config/Pulumi.<stack>.yaml) and outputs say where and as whom"
-_USER_HELP = "a user of the stack's users (default: the first); none with auth: none"
-_PASSWORD_HELP = ("file holding that user's password (else $NATS_PASSWORD, else the stack's secret "
-                  "userPasswords.<user>, read with `pulumi config get`)")
+@dataclass(frozen=True, kw_only=True)
+class _StackAccess(Operation):
+    """What backup and restore share: the stack that says where the cluster is, and who logs in."""
+    stack: str = option(help="stack name: its config (config/Pulumi.<stack>.yaml) and outputs say where and as whom")
+    user: str | None = option(None, help="a user of the stack's users (default: the first); none with auth: none")
+    password_file: Path | None = option(None, kind=Path, metavar="PATH",
+                                        help="file holding that user's password (else $NATS_PASSWORD, else the "
+                                             "stack's secret userPasswords.<user>, read with `pulumi config get`)")
+    ca: str | None = option(None, metavar="PATH", help="CA file to trust for TLS")
+    project_dir: Path | None = option(None, kind=Path, help="folder holding Pulumi.yaml (default: the current folder)")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Backup(Operation):
+class Backup(_StackAccess):
     path = ("backup",)
     handler = "nats_fly.processes.backup:run_backup"
     summary = ("Save every stream of account APP (streams, KV buckets, object stores, their consumers) into a "
                "folder with natscli (`nats backup account`), each stream checked with `nats backup validate`. Run "
                "from where `pulumi up` runs; the password never goes on a command line.")
-    stack: str = option(help=_STACK_HELP)
     to: Path = option(kind=Path, metavar="DIR", help="a new or empty folder")
-    user: str | None = option(None, help=_USER_HELP)
-    password_file: Path | None = option(None, kind=Path, metavar="PATH", help=_PASSWORD_HELP)
-    ca: str | None = option(None, metavar="PATH", help="CA file to trust for TLS")
-    project_dir: Path | None = option(None, kind=Path, help="folder holding Pulumi.yaml (default: the current folder)")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Restore(Operation):
+class Restore(_StackAccess):
     path = ("restore",)
     handler = "nats_fly.processes.backup:run_restore"
     summary = ("Put the streams a backup holds into a cluster that lacks them (a fresh one: natscli refuses to "
                "overwrite a stream), with `nats backup restore account`.")
-    stack: str = option(help=_STACK_HELP)
     from_: Path = option(kind=Path, metavar="DIR", help="a folder `nats-fly backup` wrote")
-    user: str | None = option(None, help=_USER_HELP)
-    password_file: Path | None = option(None, kind=Path, metavar="PATH", help=_PASSWORD_HELP)
-    ca: str | None = option(None, metavar="PATH", help="CA file to trust for TLS")
-    project_dir: Path | None = option(None, kind=Path, help="folder holding Pulumi.yaml (default: the current folder)")
 
 
 OPERATIONS: dict[tuple[str, ...], type[Operation]] = {

@@ -73,7 +73,7 @@ class Target:
         return await nats.connect(list(self.urls), connect_timeout=5, max_reconnect_attempts=3, **options)
 
 
-def target(op: ops.Backup | ops.Restore) -> Target:
+def target(op: ops._StackAccess) -> Target:
     project = Path(op.project_dir or Path.cwd())
     values, _ = stackfile.from_file(stackfile.stack_file(project, op.stack))
     s = settings_mod.load(values)

@@ -285,8 +285,8 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
         cluster_name, peers = s.cluster_name, servers
     else:
         cluster_name, peers = server.region, [p for p in servers if p.region == server.region]
-    # Client users' passwords sit in the conf file itself, not in the process's environment, which a reload
-    # cannot change: adding, removing or changing a user is then a reload, as a rotation needs.
+    # Client users' passwords in the conf file, not the environment: a reload changes them (DESIGN.md: User
+    # passwords in the local conf file).
     conf = _base(s, server_name=server.name, tags=[f"region:{server.region}"], host="127.0.0.1",
                  client_port=server.client_port, monitor_port=server.monitor_port, user_password=Secret.mark)
     if s.server_tls:
