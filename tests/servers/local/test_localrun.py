@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly.processes import local as localrun
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly_testkit.support import free_ports
 
 
@@ -79,6 +80,8 @@ def confs(tmp_path, state):
 
 
 def ensure(conf: Conf, state: Path, client: int | None = None, **options) -> dict:
+    """localrun.ensure as a stack's Command runs it: on the default nats-server unless `options` say."""
+    options.setdefault("nats_version", DEFAULT_NATS_VERSION)
     return localrun.ensure(conf.name, conf.data, state, client or conf.client, conf.http, **options)
 
 
