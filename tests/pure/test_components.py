@@ -16,6 +16,7 @@ import pulumi
 import pytest
 
 from nats_fly import NatsCluster, SettingsError
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly.contract import spec
 from nats_fly_testkit.support import ca_signed_pair
 from nats_fly.contract.operations import FlyDeploy
@@ -113,7 +114,8 @@ def test_local_platform_runs_processes_through_commands(mock_program, tmp_path):
                                                                "ord-0,syd-0,syd-1"]
     create = shlex.split(inputs["nats-syd-1"]["create"])
     assert create[1:] == ["-m", "nats_fly", "local", "ensure", "--name", "syd-1", "--state-dir",
-                          str(tmp_path / "local"), "--client-port", "20012", "--http-port", "20015"]
+                          str(tmp_path / "local"), "--client-port", "20012", "--http-port", "20015",
+                          "--nats-version", DEFAULT_NATS_VERSION]
     conf = json.loads(inputs["nats-syd-1"]["stdin"])  # the mocks' ports: 20000 + 6 a server
     assert conf["cluster"]["routes"] == ["nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20001",
                                          "nats-route://route:{{secret:NATS_ROUTE_PASSWORD}}@127.0.0.1:20007"]

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from nats_fly.contract import operations as ops
-from nats_fly.contract.spec import ENTRY, JOINED, PAIRS, REPEAT, SWITCH, WORD, python
+from nats_fly.contract.spec import ENTRY, JOINED, PAIRS, REPEAT, SWITCH, WORD, flag as flag_of, python
 
 # One instance per operation with every option away from its default, and one with only what is required.
 FULL = {
     ops.LocalEnsure: dict(name="ord-0", state_dir=Path(".nats-fly/dev/nats/local"), client_port=4222, http_port=8222,
-                          wait=2.5),
+                          wait=2.5, nats_version="2.15.0"),
     ops.LocalStop: dict(name="syd-1", state_dir=Path("/tmp/x y/local"), timeout=3.0),
     ops.LocalPorts: dict(servers=("ord-0", "ord-1", "syd-0")),
     ops.LocalStatus: dict(state_dir=Path("state")),
@@ -31,6 +31,10 @@ FULL = {
                      json=True),
     ops.Render: dict(stack="prod", out=Path("/tmp/out"), project_dir=Path("/src")),
     ops.Reference: dict(check=True),
+    ops.Backup: dict(stack="prod", to=Path("/tmp/backup"), user="alice", password_file=Path("/run/pw"), ca="ca.pem",
+                     project_dir=Path("/src")),
+    ops.Restore: dict(stack="prod", from_=Path("/tmp/backup"), user="alice", password_file=Path("/run/pw"),
+                      ca="ca.pem", project_dir=Path("/src")),
 }
 REQUIRED = {op: {f.name: value for f, value in ((f, FULL[op][f.name]) for f in dataclasses.fields(op)
                                                  if f.name in FULL[op]) if f.default is dataclasses.MISSING}
@@ -58,7 +62,7 @@ def test_each_option_is_written_as_its_style_says(op):
     defaults = op(**REQUIRED[op])
     words = defaults.argv()
     for f in dataclasses.fields(op):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         style = f.metadata["style"]
         if style == WORD:
             assert words[words.index(flag) + 1] in ("true", "false")
@@ -66,7 +70,7 @@ def test_each_option_is_written_as_its_style_says(op):
             assert flag not in words, f"{flag} written at its default"
     full = op(**FULL[op]).argv()
     for f in dataclasses.fields(op):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         if f.metadata["style"] == REPEAT:
             assert full.count(flag) == len(FULL[op][f.name])
         elif f.metadata["style"] in (JOINED, PAIRS) and f.name in FULL[op]:
@@ -79,6 +83,11 @@ def test_command_lines_stay_as_stacks_stored_them():
     """A Command's text is part of its state: these are the lines stacks made before the contract hold."""
     assert ops.LocalEnsure(name="ord-0", state_dir=Path("s/local"), client_port=1, http_port=2).argv() == [
         "--name", "ord-0", "--state-dir", "s/local", "--client-port", "1", "--http-port", "2"]
+    # Those stacks ran 2.12.8: a server of theirs pinned to it keeps its line (and so runs nothing).
+    assert ops.LocalEnsure(name="ord-0", state_dir=Path("s/local"), client_port=1, http_port=2,
+                           nats_version="2.12.8").argv() == ops.LocalEnsure(
+        name="ord-0", state_dir=Path("s/local"), client_port=1, http_port=2).argv()
+    assert ops.Restore(stack="s", from_=Path("b")).argv() == ["--stack", "s", "--from", "b"]
     assert ops.LocalStop(name="ord-0", state_dir=Path("s/local")).argv() == ["--name", "ord-0", "--state-dir", "s/local"]
     assert ops.LocalPorts(servers=("a-0", "b-0")).argv() == ["--servers", "a-0,b-0"]
     assert ops.FlyDeploy(app="x").argv() == ["--app", "x"]

@@ -42,6 +42,7 @@ VALUES = {
     "regions": (lambda b: [*b["regions"], "lhr"], {}),
     "machinesPerRegion": (2, {}),
     "topology": ("supercluster", {"machinesPerRegion": 3}),
+    "natsVersion": ("2.12.8", {}),
     "clientPort": (5222, {}), "clusterPort": (5248, {}), "gatewayPort": (7300, {}), "monitorPort": (9222, {}),
     "publicPort": (11000, {}), "publicTlsPort": (11001, {}),
     "lameDuckGracePeriod": ("5s", {}), "lameDuckDuration": ("40s", {}), "killTimeout": ("90s", {}),

@@ -1,4 +1,5 @@
-"""Golden renders of nats.conf and fly.toml, each checked by the pinned `nats-server -t`."""
+"""Golden renders of nats.conf, fly.toml and the Dockerfile, each conf checked by `nats-server -t` of the
+nats-server version it is rendered for."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from nats_fly_testkit.support import REPO, nats_server_binary
 from nats_fly import platforms
 from nats_fly.config import stackfile
-from nats_fly.config.settings import load
+from nats_fly.config.settings import DEFAULT_NATS_VERSION, NATS_VERSIONS, load
 from nats_fly.platforms.local import ports as local_ports
 from nats_fly.render import buildctx, digest, flytoml, natsconf
 
@@ -27,6 +28,9 @@ VARIANTS = {
     "servertls": {"serverTls": True},
     "websocket": {"websocket": True, "websocketOrigins": ["https://app.example.com"]},
     "leafnodes": {"leafnodes": True, "leafUsers": ["edge", "plant"]},
+    **{f"{label}{version}": {**changes, "natsVersion": version}
+       for version in NATS_VERSIONS if version != DEFAULT_NATS_VERSION
+       for label, changes in (("", {}), ("jetstream-", {"jetstream": True, "machinesPerRegion": 3, "volumeSize": 10}))},
 }
 
 
@@ -41,7 +45,7 @@ def stack_settings(stack: str, **changes):
 
 
 def renders():
-    """(case name, file name, text) for every stack file and every topology variant."""
+    """(case name, file name, text, nats-server version) for every stack file and every variant."""
     cases = []
     for stack in STACKS:
         base = stack_settings(stack)
@@ -51,20 +55,20 @@ def renders():
         for case, s in variants.items():
             if s.platform == "fly":
                 files = buildctx.build_context(s)
-                cases += [(case, "nats.conf", files["nats.conf"]), (case, "fly.toml", files["fly.toml"])]
+                cases += [(case, name, files[name], s.nats_version) for name in ("nats.conf", "fly.toml", "Dockerfile")]
             else:
                 servers = local_ports.servers(s)
                 for sv in servers:
                     text = natsconf.render(natsconf.local_conf(s, sv, servers, f"/tmp/nats-fly-test/{sv.name}"))
-                    cases.append((case, f"{sv.name}.conf", text))
+                    cases.append((case, f"{sv.name}.conf", text, s.nats_version))
     return cases
 
 
 CASES = renders()
 
 
-@pytest.mark.parametrize("case,name,text", CASES, ids=[f"{c}/{n}" for c, n, _ in CASES])
-def test_golden(case, name, text):
+@pytest.mark.parametrize("case,name,text,version", CASES, ids=[f"{c}/{n}" for c, n, _, _ in CASES])
+def test_golden(case, name, text, version):
     golden = GOLDEN / case / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -93,21 +97,21 @@ def boot_env(tmp_path: Path) -> dict[str, str]:
             **{k: natsconf.conf_string(v) for k, v in values.items()}}
 
 
-@pytest.mark.parametrize("case,name,text", [c for c in CASES if c[1].endswith(".conf")],
-                         ids=[f"{c}/{n}" for c, n, _ in CASES if n.endswith(".conf")])
-def test_nats_server_accepts_every_render(case, name, text, tmp_path):
+@pytest.mark.parametrize("case,name,text,version", [c for c in CASES if c[1].endswith(".conf")],
+                         ids=[f"{c}/{n}" for c, n, _, _ in CASES if n.endswith(".conf")])
+def test_nats_server_accepts_every_render(case, name, text, version, tmp_path):
     conf = tmp_path / "nats.conf"
     # A local conf's route passwords are markers until the process manager fills them in.
     filled = natsconf.Secret.PATTERN.sub("1e5f", text)
     conf.write_text(filled.replace("/data/jetstream", str(tmp_path / "js")))
-    result = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], env=boot_env(tmp_path),
+    result = subprocess.run([nats_server_binary(version), "-t", "-c", str(conf)], env=boot_env(tmp_path),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is valid" in result.stdout + result.stderr
 
 
 def test_rendered_conf_holds_no_secret_and_no_per_machine_value():
-    for case, name, text in CASES:
+    for case, name, text, _ in CASES:
         assert "password: $NATS_" in text or "password" not in text.replace("$NATS_", ""), (case, name)
         assert not re.search(r'password: "', text), (case, name)
 
@@ -124,10 +128,41 @@ def test_fly_toml_is_valid_toml_with_the_services_the_example_promises():
     assert doc["deploy"]["strategy"] == "rolling"
 
 
-def test_dockerfile_pins_the_nats_server_the_tests_run():
-    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
-    pinned = re.search(r"^FROM nats:(\S+)-alpine$", buildctx.image_file("Dockerfile"), re.M).group(1)
-    assert version.strip() == f"nats-server: v{pinned}"
+@pytest.mark.parametrize("version", NATS_VERSIONS)
+def test_the_image_is_the_official_one_of_the_stacks_nats_version(version):
+    s = stack_settings("prod", natsVersion=version)
+    dockerfile = buildctx.build_context(s)["Dockerfile"]
+    assert re.findall(r"^FROM (\S+)$", dockerfile, re.M) == [f"nats:{version}-alpine"]
+    out = subprocess.run([nats_server_binary(version), "--version"], capture_output=True, text=True).stdout
+    assert out.strip() == f"nats-server: v{version}"  # what the local platform runs for the same stack
+
+
+def test_feature_flags_only_where_the_version_reads_them():
+    """2.12 refuses the block; 2.15 gets js_raft_delete_range off while 2.12 may still be a peer."""
+    js = {"jetstream": True, "machinesPerRegion": 3}
+    new, old = stack_settings("prod", **js), stack_settings("prod", natsVersion="2.12.8", **js)
+    assert natsconf.fly_conf(new)["feature_flags"] == {"js_raft_delete_range": False}
+    assert "feature_flags" not in natsconf.fly_conf(old)
+    assert "feature_flags" not in natsconf.fly_conf(stack_settings("prod", jetstream=False))
+    local = stack_settings("local", **js)
+    servers = local_ports.servers(local)
+    assert natsconf.local_conf(local, servers[0], servers, "/tmp/x")["feature_flags"] == {"js_raft_delete_range": False}
+
+
+def test_a_2_12_conf_with_feature_flags_is_refused_by_2_12(tmp_path):
+    """Why the block is left out for 2.12: its own -t refuses it (and a downgrade must drop it)."""
+    s = stack_settings("local", jetstream=True, machinesPerRegion=3)
+    servers = local_ports.servers(s)
+    conf = tmp_path / "nats.conf"
+    conf.write_text(natsconf.Secret.PATTERN.sub("1e5f", natsconf.render(
+        natsconf.local_conf(s, servers[0], servers, str(tmp_path / "js")))))
+    env = boot_env(tmp_path)
+    refused = subprocess.run([nats_server_binary("2.12.8"), "-t", "-c", str(conf)], env=env, capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode != 0 and 'unknown field "feature_flags"' in refused.stdout + refused.stderr
+    taken = subprocess.run([nats_server_binary("2.15.0"), "-t", "-c", str(conf)], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert taken.returncode == 0, taken.stdout + taken.stderr
 
 
 def test_render_cli_writes_the_build_context(tmp_path):

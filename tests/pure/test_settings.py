@@ -54,6 +54,13 @@ BAD = [
     ({"machinesPerRegion": -2}, "nats-fly:machinesPerRegion", "1..100"),
     ({"topology": "star"}, "nats-fly:topology", "mesh, supercluster"),
     ({"platform": "k8s"}, "nats-fly:platform", "fly, local"),
+    # Only the releases the tests run; their neighbours (an untested patch, a prefix, a 'v') are refused.
+    ({"natsVersion": "2.15.1"}, "nats-fly:natsVersion", "is not allowed; allowed: 2.12.8, 2.15.0"),
+    ({"natsVersion": "2.14.6"}, "nats-fly:natsVersion", "allowed: 2.12.8, 2.15.0"),
+    ({"natsVersion": "v2.15.0"}, "nats-fly:natsVersion", "allowed: 2.12.8, 2.15.0"),
+    ({"natsVersion": "2.15"}, "nats-fly:natsVersion", "allowed: 2.12.8, 2.15.0"),
+    ({"natsVersion": "2.15.0\n"}, "nats-fly:natsVersion", "allowed: 2.12.8, 2.15.0"),
+    ({"natsVersion": 2.15}, "nats-fly:natsVersion", "allowed: 2.12.8, 2.15.0"),
     ({"clientPort": 70000}, "nats-fly:clientPort", "1..65535"),
     ({"clusterPort": 4222}, "nats-fly:clusterPort", "already used by clientPort"),
     ({"publicTlsPort": 10000}, "nats-fly:publicTlsPort", "already used by publicPort"),

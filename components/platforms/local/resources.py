@@ -38,7 +38,7 @@ def build(cluster: Cluster) -> Built:
     servers = layout.apply(lambda found: ports.servers(s, found))
     # The store is named relative to the state folder, nats-server's working directory.
     confs = servers.apply(lambda found: {sv.name: natsconf.local_conf(s, sv, found, sv.name) for sv in found})
-    commands = []
+    commands: list[local.Command] = []
     tokens = {}
     for server_name in names:
         tokens[server_name] = repair_token(name, state_dir, server_name)
@@ -47,13 +47,14 @@ def build(cluster: Cluster) -> Built:
             f"{name}-{server_name}",
             create=server.apply(lambda sv: ops.LocalEnsure(
                 name=sv.name, state_dir=portable(state_dir), client_port=sv.client_port,
-                http_port=sv.monitor_port).command()),
+                http_port=sv.monitor_port, nats_version=s.nats_version).command()),
             delete=ops.LocalStop(name=server_name, state_dir=portable(state_dir)).command(),
             stdin=confs.apply(lambda c, n=server_name: json.dumps(natsconf.to_json(c[n]), sort_keys=True)),
             environment=pulumi.Output.secret(env.apply(lambda e, t=tokens[server_name]: {
                 **e, ops.REPAIR_ENV: t})),
-            # One process per name: a replacement must stop the old one before starting anew.
-            opts=secret_outputs(parent, delete_before_replace=True),
+            # One process per name: a replacement must stop the old one before starting anew. Each server
+            # waits for the one before it (DESIGN.md: Restarts roll), so a restart goes one server at a time.
+            opts=secret_outputs(parent, delete_before_replace=True, depends_on=commands[-1:]),
         ))
     by_region = servers.apply(lambda found: {r: [sv for sv in found if sv.region == r] for r in s.regions})
     server_urls = by_region.apply(lambda regions: {r: [sv.client_url for sv in found] for r, found in regions.items()})

@@ -1,9 +1,11 @@
 """A prod-like JetStream stack (ord, syd, cdg; one Machine each, a mesh) driven by the real
 Pulumi engine against the Fly stand-in, and proved with nats-py clients through the edges:
 
-first `up` interrupted by a flyctl failure, then completed -> one volume per Machine at /data
--> auth refuses strangers -> TLS-first through :10001 -> kill the stream leader -> cut a region
-off for 30 s -> a rolling deploy under load -> scale a region down, remove one -> destroy.
+first `up` interrupted by a flyctl failure, then completed (on nats-server 2.12.8) -> one volume per
+Machine at /data -> auth refuses strangers -> TLS-first through :10001 -> kill the stream leader -> cut a
+region off for 30 s -> a rolling deploy under load -> the version roll to 2.15.0 under load -> scale a
+region down, remove one -> a password rotation through rolling deploys -> backup, destroy, a new cluster,
+restore -> destroy.
 
 The tests run in this order on one stack; each states its own figures (see durable.FIGURES).
 """
@@ -37,6 +39,8 @@ class JsStack:
     def __init__(self, standin, project, app: str):
         self.standin, self.project, self.app = standin, project, app
         self.facts: dict = {}
+        self.login = ("app", APP_PASSWORD)
+        """Who the clients log in as: the rotation moves them to another user."""
 
     def up(self, check: bool = True):
         return self.project.pulumi("up", "--yes", "--skip-preview", check=check)
@@ -59,9 +63,10 @@ class JsStack:
         """The stand-in's flyctl log, only this app's calls (the small stacks deploy meanwhile)."""
         return [c for c in self.standin.flyctl_log() if self.app in c["argv"]]
 
-    def client(self, region: str, timeline=None, name: str = "", **kw) -> d.Client:
-        return d.Client(self.standin, self.app, region, "app", APP_PASSWORD, timeline=timeline,
-                        name=name or region, **kw)
+    def client(self, region: str, timeline=None, name: str = "", login: tuple[str, str] | None = None,
+               **kw) -> d.Client:
+        user, password = login or self.login
+        return d.Client(self.standin, self.app, region, user, password, timeline=timeline, name=name or region, **kw)
 
     def machine_of(self, server_name: str) -> str:
         return server_name.split("-", 1)[1]
@@ -114,7 +119,8 @@ def js(standin, scratch, side_stacks):
     env.update(flyctl_env(standin, env))
     project = copy_project(root / "project", "prod", "durable", env)
     app = f"dur-js-{secrets.token_hex(3)}"
-    project.config({"app": app, "jetstream": True, "volumeSize": 1, "peerWait": 3, "lameDuckGracePeriod": "5s"})
+    project.config({"app": app, "jetstream": True, "volumeSize": 1, "peerWait": 3, "lameDuckGracePeriod": "5s",
+                    "natsVersion": "2.12.8"})
     project.pulumi("config", "set", "--secret", "sysPassword", stdin=SYS_PASSWORD)
     project.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin=APP_PASSWORD)
     stack = JsStack(standin, project, app)
@@ -409,6 +415,37 @@ LDM_LINES = {"entered lame duck mode": "Entering lame duck mode", "closing its c
              "exited": "Server Exiting"}
 
 
+def gated_one_at_a_time(machines: list[dict], health: HealthWatcher, started: float) -> tuple[dict, int]:
+    """Each Machine's update since `started` (Fly's events: down at its update, up at the start after
+    it), asserting that each went down only after the one before it answered plain /healthz (meta and
+    stream replicas current) again. -> (seconds from each restart to its gates, how many times the next
+    Machine was seen waiting while the old gate, js-enabled-only, already said 200)."""
+    order = []
+    for m in machines:
+        events = [e for e in m.get("events", []) if e["timestamp"] / 1000 >= started]
+        down = min(e["timestamp"] / 1000 for e in events if e["type"] == "update")
+        up = min(e["timestamp"] / 1000 for e in events if e["type"] == "start" and e["timestamp"] / 1000 >= down)
+        order.append((down, up, m))
+    order.sort(key=lambda o: o[0])
+    catch_up, held_back = {}, 0
+    for (down, up, m), nxt in zip(order, order[1:] + [None]):
+        unhealthy, healthy = health.first_ok(m["id"], up)
+        _, enabled = health.first_ok(m["id"], up, column=3)
+        assert healthy is not None, f"{m['id']} never answered /healthz 200 after its restart"
+        # Up, JetStream enabled (the old gate would pass), but not current yet (plain /healthz fails).
+        catching_up = [at for at, mid, full, js_only in health.polls
+                       if mid == m["id"] and up <= at < healthy and js_only == 200 and full not in (None, 200)]
+        catch_up[f"{m['region']}-{m['id']}"] = {"js_enabled_only_200_s": round(enabled - up, 2) if enabled else None,
+                                                 "healthz_200_s": round(healthy - up, 2),
+                                                 "polls_catching_up": len(catching_up)}
+        if nxt is not None:
+            assert unhealthy > up, f"{m['id']}: no failing /healthz poll between its restart and its 200"
+            assert nxt[0] > unhealthy, (f"{nxt[2]['id']} went down at {nxt[0]:.2f}, while {m['id']} still "
+                                        f"answered /healthz with an error at {unhealthy:.2f}")
+            held_back += bool(catching_up)
+    return catch_up, held_back
+
+
 def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(js):
     standin = js.standin
     before = sorted(m["id"] for m in js.machines())
@@ -490,29 +527,7 @@ def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(
     # The gate: each Machine went down only after the one before it answered plain /healthz
     # (meta and stream replicas current) again. js-enabled-only, the old gate, passes sooner.
     health.join(5)
-    order = []
-    for m in machines:
-        events = [e for e in m.get("events", []) if e["timestamp"] / 1000 >= started]
-        down = min(e["timestamp"] / 1000 for e in events if e["type"] == "update")
-        up = min(e["timestamp"] / 1000 for e in events if e["type"] == "start" and e["timestamp"] / 1000 >= down)
-        order.append((down, up, m))
-    order.sort(key=lambda o: o[0])
-    catch_up, held_back = {}, 0
-    for (down, up, m), nxt in zip(order, order[1:] + [None]):
-        unhealthy, healthy = health.first_ok(m["id"], up)
-        _, enabled = health.first_ok(m["id"], up, column=3)
-        assert healthy is not None, f"{m['id']} never answered /healthz 200 after its restart"
-        # Up, JetStream enabled (the old gate would pass), but not current yet (plain /healthz fails).
-        catching_up = [at for at, mid, full, js_only in health.polls
-                       if mid == m["id"] and up <= at < healthy and js_only == 200 and full not in (None, 200)]
-        catch_up[f"{m['region']}-{m['id']}"] = {"js_enabled_only_200_s": round(enabled - up, 2) if enabled else None,
-                                                 "healthz_200_s": round(healthy - up, 2),
-                                                 "polls_catching_up": len(catching_up)}
-        if nxt is not None:
-            assert unhealthy > up, f"{m['id']}: no failing /healthz poll between its restart and its 200"
-            assert nxt[0] > unhealthy, (f"{nxt[2]['id']} went down at {nxt[0]:.2f}, while {m['id']} still "
-                                        f"answered /healthz with an error at {unhealthy:.2f}")
-            held_back += bool(catching_up)
+    catch_up, held_back = gated_one_at_a_time(machines, health, started)
     # At least once the next Machine waited while the old gate (js-enabled-only) already said 200.
     assert held_back, f"no Machine was seen catching up before the next went down: {catch_up}"
     print(f"rolling deploy gate, seconds from each restart: {json.dumps(catch_up)}")
@@ -530,6 +545,73 @@ def test_rolling_deploy_under_load_loses_no_acked_message_and_clients_reconnect(
         assert s["connected"], (label, s)
         assert s["disconnects"] >= 1 and s["reconnects"] == s["disconnects"], (label, s)
     assert all(n > 0 for n in hearing.values()), hearing
+
+
+# --- issue 20: a nats-server version change rolls, under load ---------------------------------------
+
+def versions(stack) -> dict[str, str]:
+    return {f"{m['region']}-{m['id']}": json.loads(stack.standin.http(m["id"], 8222, "/varz")[1])["version"]
+            for m in stack.machines()}
+
+
+def test_version_roll_from_2_12_8_to_2_15_0_under_load(js):
+    standin = js.standin
+    assert set(versions(js).values()) == {"2.12.8"}
+    before = sorted(m["id"] for m in js.machines())
+    health = HealthWatcher(standin, before)
+    mark, started = len(js.calls()), time.time()
+
+    async def go():
+        setup = await js.client("ord").connect()
+        await d.ensure_stream(setup.nc)
+        await setup.close()
+        publishers = [d.Publisher(await js.client(r, name=f"js-publisher@{r}").connect(), f"dur.version.{r}",
+                                  interval=0.02) for r in ("ord", "cdg")]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(p.run(stop)) for p in publishers]
+        await asyncio.sleep(2)
+        js.project.config({"natsVersion": "2.15.0"})
+        health.start()
+        try:
+            await asyncio.to_thread(js.up)
+        finally:
+            health.done.set()
+        clients = [p.client for p in publishers]
+        deadline = time.monotonic() + d.READ_WINDOW
+        while time.monotonic() < deadline and not all(
+                c.nc.is_connected and len(c.reconnects) == len(c.disconnects) for c in clients):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+        stop.set()
+        await asyncio.gather(*tasks)
+        lost = await d.lost_acked(publishers[0].client.nc, publishers)
+        state = {c.label: {"disconnects": len(c.disconnects), "reconnects": len(c.reconnects),
+                           "connected": c.nc.is_connected} for c in clients}
+        for c in clients:
+            await c.close()
+        return publishers, lost, state
+
+    publishers, lost, state = run(go())
+    health.join(5)
+    deploys = [c for c in js.calls()[mark:] if c["command"] == "deploy"]
+    gate, _ = gated_one_at_a_time(js.machines(), health, started)  # one Machine at a time, each current first
+    attempts = sum(p.count + p.errors for p in publishers)
+    d.figure("version_roll_fly", {"publishers": {p.subject: p.summary() for p in publishers},
+                                  "failed_attempts_pct": round(100 * sum(p.errors for p in publishers) / attempts, 2),
+                                  "lost_acked": len(lost), "clients": state, "versions": versions(js),
+                                  "deploy_s": deploys[-1]["duration_s"] if deploys else None,
+                                  "gate_after_restart_s": gate})
+    assert set(versions(js).values()) == {"2.15.0"}, versions(js)
+    assert sorted(m["id"] for m in js.machines()) == before  # updated in place
+    argv = deploys[-1]["argv"]
+    assert argv[argv.index("--strategy") + 1] == "rolling", argv
+    for m in js.machines():
+        code, out, _ = standin.exec(m["id"], "grep -A1 feature_flags /etc/nats/nats.conf")
+        assert "js_raft_delete_range: false" in out, out
+    assert lost == [], lost[:10]
+    assert all(p.gave_up == 0 and p.acked for p in publishers)
+    for label, s in state.items():
+        assert s["connected"] and s["disconnects"] >= 1 and s["reconnects"] == s["disconnects"], (label, s)
 
 
 # --- 1: scaling down and removing a region prune only our unattached volumes -----------------------
@@ -709,3 +791,152 @@ def test_jetstream_region_3_to_5_to_3_leaves_only_live_peers_and_survives_one_mo
     assert lost == [], lost[:10]
     assert publisher.gave_up == 0 and len(publisher.acked) > 0
     assert seq > 0
+
+
+# --- issue 20: a password rotation through rolling deploys ----------------------------------------
+
+NEW_LOGIN = ("app2", "app2-" + secrets.token_hex(10))
+
+
+class Service:
+    """A request/reply service through the edges: responders in one queue group record each request's id
+    and answer; a requester asks again with the same id until it is answered. On Fly every secret change
+    restarts the Machines, and core NATS drops what is in flight while a client reconnects: asking again
+    is how a client of a rolling cluster loses no message, whatever the rotation does."""
+
+    def __init__(self, stack):
+        self.stack, self.heard, self.asked, self.again, self.gave_up = stack, set(), 0, 0, 0
+        self.refusals: list[str] = []
+        self.responders: list = []
+        self.requester = None
+
+    async def client(self, region: str, login: tuple[str, str]):
+        async def on_error(e):
+            if "Authorization" in str(e):
+                self.refusals.append(f"{login[0]}@{region}: {e}")
+        return await self.stack.client(region, name=f"{login[0]}@{region}", login=login).connect(error_cb=on_error)
+
+    async def respond(self, region: str, login):
+        c = await self.client(region, login)
+
+        async def on_request(msg):
+            self.heard.add(int(msg.data))
+            await msg.respond(b"ok")
+        await c.nc.subscribe("rotate.rpc", queue="workers", cb=on_request)
+        await c.nc.flush()
+        return c
+
+    async def move_to(self, login) -> None:
+        """Make before break: new responders in the group and a new requester, then the old ones drained."""
+        responders = [await self.respond(r, login) for r in ("ord", "syd")]
+        requester = await self.client("cdg", login)
+        old = [*self.responders, self.requester]
+        self.responders, self.requester = responders, requester
+        for c in old:
+            await c.nc.drain()
+
+    async def ask(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            while True:
+                try:
+                    await self.requester.nc.request("rotate.rpc", str(self.asked).encode(), timeout=1)
+                    break
+                except Exception:  # noqa: BLE001 (no responders, a timeout: a Machine restarting)
+                    self.again += 1
+                    if time.monotonic() - started > d.READ_WINDOW:
+                        self.gave_up += 1
+                        break
+                    await asyncio.sleep(0.1)
+            self.asked += 1
+            await asyncio.sleep(0.01)
+
+
+def test_password_rotation_through_rolling_deploys_refuses_no_client_and_loses_nothing(js):
+    standin = js.standin
+
+    async def go():
+        service = Service(js)
+        service.responders = [await service.respond(r, js.login) for r in ("ord", "syd")]
+        service.requester = await service.client("cdg", js.login)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.ask(stop))
+        await asyncio.sleep(1)
+        js.project.config({"users": ["app", NEW_LOGIN[0]]})
+        js.project.pulumi("config", "set", "--secret", "--path", f"userPasswords.{NEW_LOGIN[0]}", stdin=NEW_LOGIN[1])
+        await asyncio.to_thread(js.up)
+        await service.move_to(NEW_LOGIN)
+        js.login = NEW_LOGIN
+        await asyncio.sleep(1)
+        js.project.config({"users": [NEW_LOGIN[0]]})
+        js.project.pulumi("config", "rm", "--path", "userPasswords.app")
+        await asyncio.to_thread(js.up)
+        await asyncio.sleep(1)
+        stop.set()
+        await task
+        old = await d.refused(standin, js.app, "ord", user="app", password=APP_PASSWORD)
+        new = await d.refused(standin, js.app, "ord", user=NEW_LOGIN[0], password=NEW_LOGIN[1])
+        for c in [*service.responders, service.requester]:
+            await c.close()
+        return service, old, new
+
+    service, old, new = run(go())
+    lost = sorted(set(range(service.asked)) - service.heard)
+    d.figure("rotation_fly", {"requests": service.asked, "heard": len(service.heard), "lost": len(lost),
+                              "asked_again": service.again, "gave_up": service.gave_up,
+                              "refused_clients": len(service.refusals)})
+    assert service.refusals == []  # no client was ever refused: each moved before its user went
+    assert lost == [] and service.gave_up == 0, lost[:10]
+    assert "Authorization Violation" in old, old
+    assert new == ""
+
+
+# --- issue 20: backup, destroy, a new cluster, restore ---------------------------------------------
+
+def test_backup_destroy_up_restore_brings_back_every_message_key_and_revision(js, scratch):
+    from nats_fly_testkit import backups as b
+    standin, folder = js.standin, scratch / "backup"
+
+    async def filled():
+        c = await js.client("ord").connect()
+        try:
+            await b.fill(c.nc)
+            streams = sorted({*b.STREAMS, d.STREAM})
+            return {s: await b.fingerprint(c.nc, s) for s in streams}, await b.consumer_state(c.nc)
+        finally:
+            await c.close()
+    before, consumer = run(filled())
+    t0 = time.monotonic()
+    saved = b.nats_fly(js.project.root, js.project.env, "backup", "--stack", js.project.stack, "--to", str(folder))
+    backup_s = time.monotonic() - t0
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert NEW_LOGIN[1] not in saved.stdout + saved.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    js.project.config({"regions": REGIONS})
+    js.project.pulumi("destroy", "--yes", "--skip-preview")
+    assert standin.machines(js.app) == []
+    js.up()  # a new app of the same name: new Machines, new volumes, empty stores
+    assert fh.wait_mesh(standin, js.app, 3, 120) is not None
+    fh.wait_healthy(standin, js.app)
+    # The new app's edges (the old app's closed with it): where backup and restore reach the cluster.
+    js.project.config({"verifyUrls": [f"{r}=nats://127.0.0.1:{standin.edge(js.app, r, 10000)[1]}" for r in REGIONS]})
+    t0 = time.monotonic()
+    put_back = b.nats_fly(js.project.root, js.project.env, "restore", "--stack", js.project.stack,
+                          "--from", str(folder))
+    restore_s = time.monotonic() - t0
+    assert put_back.returncode == 0, put_back.stdout + put_back.stderr
+
+    async def after():
+        c = await js.client("syd").connect()
+        try:
+            return {s: await b.fingerprint(c.nc, s) for s in before}, await b.consumer_state(c.nc)
+        finally:
+            await c.close()
+    found, state = run(after())
+    d.figure("backup_restore_fly", {"backup_s": round(backup_s, 2), "restore_s": round(restore_s, 2),
+                                    "backup_bytes": size, "streams": {s: f.messages for s, f in before.items()},
+                                    "backup_said": saved.stdout.splitlines()})
+    assert found == before
+    assert state == consumer

@@ -138,14 +138,17 @@ def test_scale_count_rules_and_capacity_fault(standin, example):
     assert count() == before
 
 
-def test_deploy_refuses_another_nats_version(standin, tmp_path):
+def test_deploy_refuses_a_nats_tag_that_does_not_exist(standin, tmp_path):
     run(standin, "apps", "create", "cli-old", "--org", "personal")
     context = fh.render_example(tmp_path / "ctx", "cli-old", "ord")
     dockerfile = context / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace("nats:2.12.8-alpine", "nats:2.10.0-alpine"))
+    dockerfile.write_text(dockerfile.read_text().replace("nats:2.12.8-alpine", "nats:2.99.0-alpine"))
     proc = run(standin, "deploy", ".", "--config", "fly.toml", "--remote-only", "--ha=false", "--yes",
                "--app", "cli-old", cwd=str(context))
-    assert proc.returncode == 1 and "does not match the pinned nats-server v2.12.8" in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ("failed to fetch an image or build from source: failed to solve: nats:2.99.0-alpine: failed to "
+            "resolve source metadata for docker.io/library/nats:2.99.0-alpine: docker.io/library/nats:2.99.0-alpine: "
+            "not found") in proc.stderr
 
 
 def test_machine_list_is_snake_case(standin, example):

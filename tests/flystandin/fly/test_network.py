@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly_testkit import fly as fh
 
 AAAA, TXT = 28, 16
@@ -87,7 +88,7 @@ def test_machine_runs_the_image_with_the_fly_environment(standin, prod):
     code, out, err = standin.exec(m["id"], "readlink /bin/sh; ls /usr/local/bin; cat /proc/1/cmdline >/dev/null; "
                                           "env | sort; /usr/local/bin/nats-server --version")
     assert code == 0, err
-    assert "/bin/busybox" in out and "nats-fly-entrypoint" in out and "nats-server: v2.12.8" in out
+    assert "/bin/busybox" in out and "nats-fly-entrypoint" in out and f"nats-server: v{DEFAULT_NATS_VERSION}" in out
     env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line.isascii())
     assert env["FLY_APP_NAME"] == prod.app and env["FLY_REGION"] == "syd" and env["FLY_MACHINE_ID"] == m["id"]
     assert env["FLY_ALLOC_ID"] == m["id"] and env["FLY_PRIVATE_IP"] == m["private_ip"]

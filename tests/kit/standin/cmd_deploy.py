@@ -338,7 +338,7 @@ async def deploy(ctx: Context, flags, args):
     label = f"deployment-{st.ulid()}"
     try:
         img = await asyncio.to_thread(images.build, workdir, dockerfile, ctx.daemon.root / "images",
-                                      app.name, label, ctx.daemon.nats_version)
+                                      app.name, label)
     except images.BuildError as e:
         raise FlyError(f"failed to fetch an image or build from source: {e}") from None
     ctx.out(f"--> Building image done\nimage: {img.ref}\nimage size: 21 MB\n")

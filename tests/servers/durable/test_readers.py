@@ -18,6 +18,7 @@ import pytest
 
 from nats_fly_testkit import durable as d
 from nats_fly.processes import local as localrun
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly_testkit.support import jetstream_confs
 
 PAUSE = 7  # seconds a server is stopped: longer than a reader's 5 s wait for one answer
@@ -48,7 +49,7 @@ def cluster(tmp_path: Path):
     pids: dict[str, int] = {}
     try:
         for name, conf, client, http in servers:
-            pids[name] = localrun.ensure(name, conf, state, client, http)["pid"]
+            pids[name] = localrun.ensure(name, conf, state, client, http, nats_version=DEFAULT_NATS_VERSION)["pid"]
         yield Cluster(f"nats://127.0.0.1:{servers[0][2]}", pids)
     finally:
         for pid in pids.values():

@@ -34,7 +34,7 @@ def cluster(tmp_path, monkeypatch):
     state = tmp_path / "local"
     for sv in servers:
         conf = natsconf.to_json(natsconf.local_conf(s, sv, servers, str(state / sv.name)))
-        localrun.ensure(sv.name, conf, state, sv.client_port, sv.monitor_port)
+        localrun.ensure(sv.name, conf, state, sv.client_port, sv.monitor_port, nats_version=s.nats_version)
     yield s, servers
     for sv in servers:
         localrun.stop(sv.name, state, timeout=5)

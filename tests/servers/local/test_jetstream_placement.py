@@ -39,7 +39,8 @@ def mesh(tmp_path, monkeypatch):
             conf = natsconf.local_conf(s, sv, servers, str(state / sv.name))
             if unique_tag:
                 conf["jetstream"]["unique_tag"] = unique_tag
-            localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port)
+            localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port,
+                            nats_version=s.nats_version)
             started.append((sv.name, state))
         wait_for_meta_peers(servers[0].monitor_port, len(servers))
         return [sv.client_url for sv in servers]

