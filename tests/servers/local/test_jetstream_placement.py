@@ -76,9 +76,10 @@ async def r3_stream(urls: list[str], name: str) -> dict:
                 await js.add_stream(name=name, subjects=[f"{name}.>"], num_replicas=3)
                 break
             except APIError as error:
-                # 10008: JetStream not ready yet; 10005 without a word of tags: a peer's info has not reached
-                # the meta leader yet (with the tags to blame, the answer is final)
-                not_yet = error.err_code == 10008 or (error.err_code == 10005 and "tag" not in str(error))
+                # 10008: JetStream not ready yet. 10005 lists its reasons: "peer offline" (or no reason at all)
+                # is a peer whose info has not reached the meta leader yet; the tags alone to blame is final
+                not_yet = error.err_code == 10008 or (error.err_code == 10005 and (
+                    "peer offline" in str(error) or "tag" not in str(error)))
                 if not not_yet or time.monotonic() > deadline:
                     raise
             except nats.errors.TimeoutError:
