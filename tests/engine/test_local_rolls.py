@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
-import pytest
 
 from nats_fly.processes.local import http_get
 from nats_fly_testkit import durable as d

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nats_fly_testkit import fly as fh
+from nats_fly_testkit.standin.api import StandIn
 
 FIGURES = Path(os.environ.get("NFLY_FIGURES", fh.REPO / "build" / "standin-figures.json"))
 REGIONS = ["ord", "syd", "cdg"]
