@@ -730,6 +730,12 @@ def read_inputs(kind: Kind, inputs: Mapping[str, Any], config: Mapping[str, Any]
             shown = f.value.show(now[f.key])
             if shown is not None:
                 out[f.name] = shown
+    # A field read only because its default follows another read field (ackWait after ackPolicy) goes again.
+    for f in kind.fields:
+        if f.name in out and inputs.get(f.name) is None and f.name != "name":
+            without = {k: v for k, v in out.items() if k != f.name}
+            if not differs(f, desired(kind, without, shape)[f.key], now[f.key]):
+                out = without
     return out
 
 
