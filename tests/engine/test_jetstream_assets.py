@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from nats_fly_testkit.assets import APP_PASSWORD, SYS_PASSWORD, ask, assets_project, connection, set_config, stream_config
+from nats_fly_testkit.assets import (APP_PASSWORD, SYS_PASSWORD, ask, assets_project, connection, fetch, one_line_error,
+                                     out_of_band, publish, set_config, stream_config)
 from nats_fly_testkit.engine import missing_tools, require
 from nats_fly_testkit.support import managed_servers
 
@@ -52,55 +53,9 @@ def project(tmp_path):
         os.kill(pid, signal.SIGKILL)
 
 
-def publish(conn: dict, count: int) -> None:
-    for i in range(count):
-        assert ask(conn, "STREAM.INFO.orders") and not _publish(conn, f"orders.eu.{i}")
-
-
-def _publish(conn: dict, subject: str) -> dict | None:
-    import asyncio
-
-    import nats
-
-    async def go():
-        client = await nats.connect(conn["servers"], user=conn["user"], password=conn["password"])
-        try:
-            await client.jetstream().publish(subject, b"order")
-        finally:
-            await client.close()
-    asyncio.run(go())
-
-
-def fetch(conn: dict, consumer: str, count: int) -> int:
-    """Pull `count` messages through `consumer` of orders and ack them; how many came."""
-    import asyncio
-
-    import nats
-
-    async def go():
-        client = await nats.connect(conn["servers"], user=conn["user"], password=conn["password"])
-        try:
-            sub = await client.jetstream().pull_subscribe_bind(consumer, "orders")
-            messages = await sub.fetch(count, timeout=10)
-            for message in messages:
-                await message.ack()
-            return len(messages)
-        finally:
-            await client.close()
-    return asyncio.run(go())
-
-
 def api_total(conn: dict) -> int:
     """The JetStream API requests account APP has made so far (this one included)."""
     return ask(conn, "INFO")["api"]["total"]
-
-
-def one_line_error(result, *words: str) -> None:
-    said = result.stdout + result.stderr
-    assert result.returncode != 0, said
-    assert "Traceback" not in said, said[-3000:]
-    lines = [line for line in said.splitlines() if all(w in line for w in words)]
-    assert lines, f"no line with {words}:\n{said[-3000:]}"
 
 
 def test_python_program_lifecycle(project):
@@ -120,7 +75,7 @@ def test_python_program_lifecycle(project):
     project.pulumi("up", "--yes", "--expect-no-changes")
     assert api_total(conn) == before + 1, "a no-op up sent the server JetStream requests"
 
-    publish(conn, 25)
+    publish(conn, "orders.eu", 25)
     set_config(project, assets=declared(orders={"maxMsgs": 2_000_000, "description": "the shop's orders"}))
     preview = project.pulumi("preview", "--diff")
     assert "maxMsgs" in preview.stdout and "1 to update" in preview.stdout, preview.stdout
@@ -133,7 +88,7 @@ def test_python_program_lifecycle(project):
     refused = project.pulumi("preview", check=False)
     one_line_error(refused, "nats-fly:index:Stream orders", "storage: 'file' -> 'memory'", "25 messages",
                    "allowReplace: true")
-    assert fetch(conn, "billing", 5) == 5
+    assert fetch(conn, "orders", "billing", 5) == 5
     set_config(project, assets=declared(billing={"ackPolicy": "all"}))
     refused = project.pulumi("up", "--yes", check=False)
     one_line_error(refused, "nats-fly:index:Consumer billing", "ackPolicy: 'explicit' -> 'all'",
@@ -181,3 +136,100 @@ def test_python_program_lifecycle(project):
     assert not managed_servers(project.root)
     logs = "\n".join(entry for entry in project.log if "--show-secrets" not in entry.splitlines()[0])
     assert APP_PASSWORD not in logs and SYS_PASSWORD not in logs
+
+
+def regions_of(info: dict) -> list[str]:
+    """The regions of a stream's servers (leader and replicas), by their names <region>-<i>."""
+    cluster = info["cluster"]
+    servers = [cluster.get("leader")] + [r["name"] for r in cluster.get("replicas") or []]
+    return sorted(s.rpartition("-")[0] for s in servers if s)
+
+
+def placed(conn: dict, stream: str, count: int) -> list[str]:
+    """The regions of the stream's servers once all `count` report."""
+    import time
+    deadline = time.monotonic() + 60
+    while True:
+        found = regions_of(ask(conn, f"STREAM.INFO.{stream}"))
+        if len(found) == count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+IMPORTS = [("Stream", "legacy", "LEGACY", 'nats_fly.Stream("legacy"', "max_msgs=500"),
+           ("KeyValue", "legacykv", "legacykv", 'nats_fly.KeyValue("legacykv"', 'description="old settings"'),
+           ("ObjectStore", "legacyobj", "legacyobj", 'nats_fly.ObjectStore("legacyobj"', 'name="legacyobj"'),
+           ("Consumer", "legacyold", "LEGACY/old", 'nats_fly.Consumer("legacyold"', "max_deliver=4")]
+
+
+def test_placement_by_region_and_import(project):
+    """Replicas 3 in a mesh of 3 regions land in 3 regions (the servers' tags); placement puts an R1 stream in
+    the region it names; `pulumi import --provider` adopts a stream, a bucket, an object store and a consumer
+    made out of band, and the program that then declares them as imported changes nothing."""
+    set_config(project, assets={"spread": {"kind": "Stream", "args": {"subjects": ["spread.>"], "replicas": 3}},
+                                "syd": {"kind": "Stream", "args": {"subjects": ["syd.>"], "placement": "syd"}}})
+    project.pulumi("up", "--yes")
+    conn = connection(project)
+    assert placed(conn, "spread", 3) == ["cdg", "ord", "syd"]
+    assert placed(conn, "syd", 1) == ["syd"]
+    assert stream_config(conn, "syd")["placement"] == {"tags": ["region:syd"]}
+
+    out_of_band(conn)
+    provider = project.outputs()["provider"]
+    for kind, name, asset, code, field in IMPORTS:
+        imported = project.pulumi("import", f"nats-fly:index:{kind}", name, asset, "--provider", f"js={provider}",
+                                  "--yes")
+        assert code in imported.stdout and field in imported.stdout, imported.stdout
+        assert APP_PASSWORD not in imported.stdout + imported.stderr
+    declared_as_imported = {
+        "legacy": {"kind": "Stream", "args": {"name": "LEGACY", "subjects": ["legacy.>"], "replicas": 3,
+                                              "maxMsgs": 500, "maxAge": "1h"}},
+        "legacykv": {"kind": "KeyValue", "args": {"name": "legacykv", "history": 3, "description": "old settings"}},
+        "legacyobj": {"kind": "ObjectStore", "args": {"name": "legacyobj"}},
+        "legacyold": {"kind": "Consumer", "args": {"name": "old", "streamName": "LEGACY", "ackPolicy": "explicit",
+                                                   "maxDeliver": 4}},
+    }
+    set_config(project, assets={"spread": {"kind": "Stream", "args": {"subjects": ["spread.>"], "replicas": 3}},
+                                "syd": {"kind": "Stream", "args": {"subjects": ["syd.>"], "placement": "syd"}},
+                                **{k: {**v, "viaProvider": True, "protect": True}
+                                   for k, v in declared_as_imported.items()}})
+    project.pulumi("up", "--yes", "--expect-no-changes")
+    assert stream_config(conn, "LEGACY")["max_msgs"] == 500
+
+
+BAD = [
+    ({"subjects": ["orders..eu"]}, "subjects: ['orders..eu'] has 'orders..eu' at [0], which has an empty token"),
+    ({"subjects": ["orders.eu.*"]}, "overlaps"),  # said of whichever of the two the engine checks second
+    ({"subjects": ["x.>"], "replicas": 4}, "replicas: 4 is more than the 3 server(s) the cluster has"),
+    ({"subjects": ["x.>"], "placement": "lhr"}, "placement: 'lhr' is not a region of the cluster"),
+    ({"subjects": ["x.>"], "maxAge": "3d"}, "maxAge: '3d' is not a duration; allowed: a Go duration"),
+    ({"subjects": ["x.>"], "retention": "forever"}, "retention: 'forever' is not allowed; allowed: limits"),
+    ({"subjects": ["x.>"], "maxBytes": "1 elephant"}, "maxBytes: '1 elephant' is not a size"),
+    ({"subjects": ["x.>"], "maxMsg": 5}, "maxMsg: not a field of Stream"),
+]
+
+
+def test_bad_assets_are_refused_at_preview_and_an_unreachable_cluster_is_an_error(project):
+    set_config(project, assets={"orders": {"kind": "Stream", "args": ORDERS}})
+    project.pulumi("up", "--yes")
+    conn = connection(project)
+    for args, line in BAD:
+        set_config(project, assets={"orders": {"kind": "Stream", "args": ORDERS},
+                                    "bad": {"kind": "Stream", "args": args}})
+        words = ("'orders.eu.*'", "'orders.>'", "allowed: subjects no other stream") if line == "overlaps" else (
+            "nats-fly:index:Stream resource 'bad'", line)
+        one_line_error(project.pulumi("preview", check=False), *words)
+    assert ask(conn, "STREAM.NAMES")["streams"] == ["orders"], "a refused preview made nothing"
+
+    ask(conn, "STREAM.CREATE.LIVE", {"name": "LIVE", "subjects": ["live.>"]})
+    set_config(project, assets={"orders": {"kind": "Stream", "args": ORDERS},
+                                "bad": {"kind": "Stream", "args": {"subjects": ["live.eu"]}}})
+    one_line_error(project.pulumi("up", "--yes", check=False), "nats-fly:index:Stream bad",
+                   "subjects overlap with an existing stream", "(LIVE holds them)")
+
+    set_config(project, assets={"orders": {"kind": "Stream", "args": ORDERS}})
+    for pid in managed_servers(project.root):
+        os.kill(pid, signal.SIGKILL)
+    refresh = project.pulumi("refresh", "--yes", check=False)
+    one_line_error(refresh, "nats-fly:index:Stream orders: cannot reach the cluster at nats://127.0.0.1:")
+    assert APP_PASSWORD not in refresh.stdout + refresh.stderr
