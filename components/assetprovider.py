@@ -122,7 +122,9 @@ def target_of(conn: Mapping[str, Any]) -> Target:
 
 
 def shape_of(conn: Mapping[str, Any] | None) -> js.Shape:
-    if not isinstance(conn, Mapping) or js.has_unknown(conn) or connection_problem(conn):
+    if js.has_unknown(conn):
+        return js.Shape(known=False)
+    if not isinstance(conn, Mapping) or connection_problem(conn):
         return js.Shape()
     regions = conn.get("regions")
     return js.Shape({k: nv.integer(n) for k, n in regions.items()} if regions else None, conn.get("topology"))
@@ -316,7 +318,8 @@ class Assets(xp.Provider):
             await api.consumer_put(news["streamName"], js.overlay(live, want, kind), "update")
             return
         moves = js.differs(js.STREAM.by_name["placement"], live.get("placement"), want["placement"])
-        scales = any(live.get(k) != want[k] for k in ("num_replicas", "retention"))
+        # A bucket has no retention field: only what the kind declares can scale.
+        scales = any(k in want and live.get(k) != want[k] for k in ("num_replicas", "retention"))
         if moves and scales:
             live = (await api.stream_update(js.overlay(live, {**want, "placement": live.get("placement")}, kind)))["config"]
         await api.stream_update(js.overlay(live, want, kind))

@@ -48,6 +48,9 @@ class Shape:
 
     regions: Mapping[str, int] | None = None
     topology: str | None = None
+    known: bool = True
+    """False while the connection is unknown (a preview before the cluster exists): what only the cluster
+    can say is judged once it is known, at up, before anything is made."""
 
     def servers(self, region: str | None) -> int | None:
         """Where a stream placed in `region` (None: anywhere) can put its replicas."""
@@ -295,6 +298,8 @@ def _placement() -> Value:
             raise Bad("is not a region", "a region of the cluster")
         if shape.regions is not None and v not in shape.regions:
             raise Bad("is not a region of the cluster", ", ".join(shape.regions))
+        if not shape.known:
+            return {}
         if shape.topology not in TOPOLOGIES:
             raise Bad("cannot be placed: the connection does not say the cluster's topology",
                       "a connection from NatsCluster's `connection` output, which says it")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import textwrap
 from pathlib import Path
 
@@ -47,31 +46,14 @@ PROGRAM = textwrap.dedent('''\
     ''')
 
 
-def free_base_port(count: int) -> int:
-    """The first of `count` consecutive loopback ports free right now."""
-    for base in range(21000, 60000, 97):
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 def assets_project(workdir: Path, regions: list[str], assets: dict | None = None,
                    cluster: dict | None = None) -> Project:
     """The program above with its stack `dev` configured: a JetStream cluster in `regions` with a password
-    user `app`; `cluster` gives its other args (default: on this machine, ports chosen now)."""
+    user `app`; `cluster` gives its other args (default: on this machine, its ports chosen free by the
+    cluster at its first up, as a program without localBasePort gets them)."""
     project = host_project(workdir, "assets", PROGRAM, SYS_PASSWORD, plugin=True)
     project.pulumi("config", "set", "--secret", "--path", "userPasswords.app", stdin=APP_PASSWORD)
-    place = cluster or {"app": "assets", "platform": "local", "localBasePort": free_base_port(6 * len(regions))}
+    place = cluster or {"app": "assets", "platform": "local"}
     set_config(project, cluster={**place, "regions": regions, "jetstream": True}, assets=assets or {})
     return project
 
@@ -86,6 +68,13 @@ def set_config(project: Project, **values) -> None:
 
 def connection(project: Project) -> dict:
     return json.loads(project.pulumi("stack", "output", "--json", "--show-secrets", "connection").stdout)
+
+
+def public_record(project: Project) -> str:
+    """The state and everything the engine printed, but for the test's own `--show-secrets` reads: where
+    no password may appear."""
+    printed = (entry for entry in project.log if "--show-secrets" not in entry.splitlines()[0])
+    return project.pulumi("stack", "export").stdout + "\n".join(printed)
 
 
 async def api(conn: dict, subject: str, body: dict | None = None) -> dict:

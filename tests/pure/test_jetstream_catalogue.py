@@ -145,6 +145,13 @@ def test_placement_needs_the_topology():
     assert len(found) == 1 and "topology" in found[0] and "connection" in found[0]
 
 
+def test_placement_waits_for_a_connection_not_known_yet():
+    """A preview before the cluster exists (a local cluster choosing its ports at its first up): the region
+    is judged at up, when the connection says the cluster's regions and topology."""
+    assert problems(js.STREAM, {"placement": "syd", "replicas": 3}, js.Shape(known=False)) == []
+    assert problems(js.STREAM, {"placement": 7}, js.Shape(known=False))
+
+
 def test_without_a_shape_replicas_are_left_to_the_server():
     assert problems(js.STREAM, {"replicas": 5}, js.Shape()) == []
 
