@@ -32,13 +32,15 @@ REGIONS = ["ord", "syd", "cdg"]
 ORDERS = {"subjects": ["orders.>"], "replicas": 3, "storage": "file", "maxMsgs": 1_000_000, "maxAge": "72h"}
 
 
-def declared(orders=None, billing=None, cfg=None, files=True, **extra) -> dict:
+def declared(orders=None, billing=None, cfg=None, files=None, **extra) -> dict:
+    """The program's assets: the args of orders, billing and files changed as given, cfg's whole spec (args,
+    protect, retainOnDelete); files=False leaves the object store out."""
     assets = {"orders": {"kind": "Stream", "args": {**ORDERS, **(orders or {})}},
               "cfg": {"kind": "KeyValue", "args": {"history": 5}, **(cfg or {})},
               "billing": {"kind": "Consumer", "args": {"streamName": "@orders", "ackPolicy": "explicit",
                                                        **(billing or {})}}}
-    if files:
-        assets["files"] = {"kind": "ObjectStore", "args": {"ttl": "24h"}}
+    if files is not False:
+        assets["files"] = {"kind": "ObjectStore", "args": {"ttl": "24h", **(files or {})}}
     return {**assets, **extra}
 
 
@@ -77,10 +79,11 @@ def test_python_program_lifecycle(project):
 
     publish(conn, "orders.eu", 25)
     publish(conn, "$KV.cfg.color", 2)
+    publish(conn, "$O.files.C.chunk", 1)
     set_config(project, assets=declared(orders={"maxMsgs": 2_000_000, "description": "the shop's orders"},
-                                        cfg={"args": {"history": 7}}))
+                                        cfg={"args": {"history": 7}}, files={"ttl": "48h"}))
     preview = project.pulumi("preview", "--diff")
-    assert "maxMsgs" in preview.stdout and "history" in preview.stdout and "2 to update" in preview.stdout, \
+    assert "maxMsgs" in preview.stdout and "history" in preview.stdout and "3 to update" in preview.stdout, \
         preview.stdout
     project.pulumi("up", "--yes")
     orders = stream_config(conn, "orders")
@@ -88,6 +91,8 @@ def test_python_program_lifecycle(project):
     assert orders["_messages"] == 25, "an update in place kept the messages"
     cfg = stream_config(conn, "KV_cfg")
     assert cfg["max_msgs_per_subject"] == 7 and cfg["_messages"] == 2, "a bucket's update in place kept its keys"
+    files = stream_config(conn, "OBJ_files")
+    assert files["max_age"] == 48 * 3600 * 10**9 and files["_messages"] == 1, "so did the object store's"
 
     set_config(project, assets=declared(orders={"storage": "memory"}))
     refused = project.pulumi("preview", check=False)
