@@ -430,7 +430,7 @@ KV_FIELDS = (
     Field("history", "max_msgs_per_subject", _int(1, MAX_HISTORY), 1, about="Values kept per key, 1..64."),
     Field("ttl", "max_age", _duration(MIN_AGE), 0, about="How long a value lives; 0: for ever."),
     Field("maxValueSize", "max_msg_size", _int(1, nv.MAX_INT32, unlimited=True), -1, about="-1: no limit."),
-    Field("compression", "compression", _choice({"none": "none", "s2": "s2"}), "none"),
+    Field("compression", "compression", COMPRESSION, "none"),
     Field("republish", "republish", REPUBLISH, None),
 )
 
