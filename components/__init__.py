@@ -7,7 +7,8 @@ without importing the Pulumi SDK.
 from importlib import import_module
 
 _EXPORTS = {
-    "NatsCluster": "cluster", "NatsClusterArgs": "cluster",
+    "NatsCluster": "cluster", "NatsClusterArgs": "cluster", "Connection": "cluster",
+    "Stream": "assets", "KeyValue": "assets", "ObjectStore": "assets", "Consumer": "assets", "Provider": "assets",
     "FlyApp": "platforms.fly.app", "FlyAppArgs": "platforms.fly.app",
     "NatsImage": "platforms.fly.image", "NatsImageArgs": "platforms.fly.image",
     "NatsRegion": "platforms.fly.region", "NatsRegionArgs": "platforms.fly.region",

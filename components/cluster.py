@@ -114,6 +114,23 @@ class NatsClusterArgs(TypedDict):
     # END NatsClusterArgs
 
 
+class Connection(TypedDict):
+    """How JetStream assets (Stream, KeyValue, ObjectStore, Consumer) and clients reach the cluster from where `pulumi up` runs, and what the assets are checked against."""
+
+    servers: list[str]
+    """Client URLs: verifyUrls when set, else every server (locally) or the public client URL (Fly)."""
+    user: NotRequired[str]
+    """The first of `users` (with auth: password)."""
+    password: NotRequired[str]
+    """Its password (secret)."""
+    regions: dict[str, int]
+    """region -> server count: what replicas and placement may ask for."""
+    topology: str
+    """mesh or supercluster: how a placement in a region is said to the servers."""
+    caFile: NotRequired[str]
+    """The certificate the servers serve, where they require TLS (locally with serverTls)."""
+
+
 class NatsCluster(pulumi.ComponentResource):
     """A global NATS cluster on Fly.io: nats-server Machines in several regions of one app, meshed over Fly's private network (or, with platform `local`, nats-server processes on this machine)."""
 
@@ -143,6 +160,8 @@ class NatsCluster(pulumi.ComponentResource):
     """The rendered nats.conf (locally: the first server's). Holds no secret."""
     how_to_connect: pulumi.Output[str]
     """How a client connects, in words and a nats-py line."""
+    connection: pulumi.Output[Connection]
+    """What JetStream assets take as `connection` (secret where it holds a password): the URLs, the user and password of account APP, the regions and the topology."""
 
     def __init__(self, name: str, args: NatsClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("nats-fly:index:NatsCluster", name, {}, opts)
@@ -169,6 +188,7 @@ class NatsCluster(pulumi.ComponentResource):
         self.websocket_url = built.websocket_url
         self.leaf_url, self.leaf_remotes = built.leaf_url, built.leaf_remotes
         self.machines = pulumi.Output.from_input(dict(s.machines))
+        self.connection = _connection(s, built, secrets)
         if s.verify:
             self._verify(name, s, built, secrets.sys_password)
         self.how_to_connect = pulumi.Output.all(self.client_url, self.websocket_url).apply(
@@ -179,6 +199,7 @@ class NatsCluster(pulumi.ComponentResource):
             "leafRemotes": self.leaf_remotes, "clientUrls": self.client_urls, "serverUrls": self.server_urls,
             "machines": self.machines,
             "imageHash": self.image_hash, "natsConf": self.nats_conf, "howToConnect": self.how_to_connect,
+            "connection": self.connection,
         })
 
     def _verify(self, name: str, s: Settings, built: Built, sys_password: pulumi.Output) -> None:
@@ -327,6 +348,20 @@ def _check_given_secrets(s: Settings, args: Mapping[str, Any]) -> pulumi.Output:
 def _warn(warnings: list[str]) -> None:
     for warning in warnings:
         pulumi.log.warn(warning)
+
+
+def _connection(s: Settings, built: Built, secrets: ClusterSecrets) -> pulumi.Output:
+    """NatsCluster.connection. It depends on the servers' resources, so an asset given it waits until they
+    run; with auth: password it holds the first user's password, and is secret as a whole."""
+    ready = [resource.urn for resource in built.resources]
+    shape: dict[str, Any] = {"regions": dict(s.machines), "topology": s.topology}
+    if built.verify_ca:
+        shape["caFile"] = str(Path(built.verify_ca).resolve())
+    if s.auth == "none":
+        return pulumi.Output.all(built.connection_urls, *ready).apply(lambda v: {"servers": v[0], **shape})
+    user = s.users[0]
+    return pulumi.Output.secret(pulumi.Output.all(built.connection_urls, secrets.user_passwords, secrets.checked, *ready)
+                                .apply(lambda v: {"servers": v[0], "user": user, "password": v[1][user], **shape}))
 
 
 def _how_to_connect(s: Settings, url: str, websocket: str, hint: str) -> str:

@@ -65,6 +65,9 @@ class Built:
     """Where leaf nodes connect ("" without leafnodes)."""
     leaf_remotes: pulumi.Output
     """A leaf node's `leafnodes { remotes [...] }` block, without the password ("" without leafnodes)."""
+    connection_urls: pulumi.Output
+    """Where the place that runs `pulumi up` reaches the cluster: verifyUrls when set, else every server
+    (locally) or the public client URL (Fly)."""
     resources: list = field(default_factory=list)
     """What verify waits for: the servers (locally) or the deploy and the regions (Fly)."""
     repair: str = ""

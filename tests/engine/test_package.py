@@ -1,6 +1,7 @@
 """nats-fly as a component package (provider/): its inferred schema, and consumers in other languages
 bringing up a local cluster through it with the real engine:
-- `pulumi package get-schema` gives the golden schema (tests/golden/schema.json; UPDATE_GOLDEN=1 rewrites it);
+- `pulumi package get-schema` gives the golden schema (tests/golden/schema.json; UPDATE_GOLDEN=1 rewrites it):
+  NatsCluster and the JetStream assets, served by one plugin;
 - the README's YAML example, followed word for word on a fresh clone (`packages: nats-fly:
   ../nats-fly/provider`, then stack init, config set, up), goes up on its first try: the Python host's uv
   toolchain makes the package's virtualenv on that first run and never again; it verifies whole, a second
@@ -76,6 +77,11 @@ def test_get_schema_is_the_golden_schema(workspace):
         "sysPassword", "userPasswords", "leafPasswords", "tlsCert", "tlsKey"}
     assert cluster["properties"]["clientUrls"]["additionalProperties"] == {"type": "string"}
     assert cluster["properties"]["machines"]["additionalProperties"] == {"type": "integer"}
+    assets = {f"nats-fly:index:{kind}" for kind in ("Stream", "KeyValue", "ObjectStore", "Consumer")}
+    assert assets <= set(schema["resources"]), "one plugin serves the component and the JetStream assets"
+    assert cluster["properties"]["connection"]["secret"] and schema["types"]["nats-fly:index:Connection"]
+    assert schema["provider"]["inputProperties"]["connection"]["secret"]
+    assert all(schema["resources"][a]["inputProperties"]["connection"]["secret"] for a in assets)
 
 
 def lifecycle(workspace: Workspace, project: Path, regions: dict[str, int], venv: Callable[[], dict]) -> None:

@@ -181,17 +181,23 @@ def copy_project(root: Path, base_stack: str, stack: str, env: dict[str, str]) -
     return project
 
 
-def host_project(workdir: Path, name: str, program: str, sys_password: str) -> Project:
+def host_project(workdir: Path, name: str, program: str, sys_password: str, plugin: bool = False) -> Project:
     """A host program of its own (Pulumi.yaml, __main__.py) in workdir/host, run by this repo's venv, with
-    stack `dev` and the secret `sysPassword`."""
+    stack `dev` and the secret `sysPassword`. With `plugin`, it finds the nats-fly provider as the README
+    tells a user to (a `plugins:` entry for the venv's bin, which holds `pulumi-resource-nats-fly`), and
+    the engine ignores plugins found on PATH."""
     root = workdir / "host"
     (root / "config").mkdir(parents=True)
-    (root / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": name, "runtime": {"name": "python", "options": {
-            "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}},
-        "stackConfigDir": "config"}, sort_keys=False))
+    manifest = {"name": name, "runtime": {"name": "python", "options": {
+        "toolchain": "pip", "virtualenv": str(Path(sys.executable).parent.parent)}}, "stackConfigDir": "config"}
+    if plugin:
+        manifest["plugins"] = {"providers": [{"name": "nats-fly", "path": str(Path(sys.executable).parent)}]}
+    (root / "Pulumi.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     (root / "__main__.py").write_text(program)
-    project = Project(root, "dev", engine_environment(workdir))
+    env = engine_environment(workdir)
+    if plugin:
+        env["PULUMI_IGNORE_AMBIENT_PLUGINS"] = "true"
+    project = Project(root, "dev", env)
     project.pulumi("stack", "init", "dev")
     project.pulumi("config", "set", "--secret", "sysPassword", stdin=sys_password)
     return project

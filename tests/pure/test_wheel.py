@@ -1,4 +1,6 @@
-"""A wheel built from the repo imports as nats_fly and finds the image files, outside the checkout."""
+"""A wheel built from the repo imports as nats_fly and finds the image files, outside the checkout, and ships
+the provider plugin as the console script `pulumi-resource-nats-fly` (no pulumi-plugin.json: with one, the
+engine would try to download nats-fly from get.pulumi.com)."""
 
 import shutil
 import subprocess
@@ -25,6 +27,9 @@ def test_wheel_ships_the_library_and_the_image_files(tmp_path):
     assert modules <= set(names), f"left out of the wheel: {sorted(modules - set(names))}"
     assert {"nats_fly/image/Dockerfile", "nats_fly/image/entrypoint.sh"} <= set(names)
     assert not any(n.startswith("nats/") for n in names), "a top-level nats package would shadow nats-py"
+    assert not any(n.endswith("pulumi-plugin.json") for n in names)
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "pulumi-resource-nats-fly = nats_fly.provider:main" in entry_points, entry_points
 
     # Install into a fresh venv that sees this venv's packages (pulumi, nats-py) but not the checkout.
     env_dir = tmp_path / "venv"

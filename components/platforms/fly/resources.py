@@ -84,6 +84,7 @@ def build(cluster: Cluster) -> Built:
         leaf_url=pulumi.Output.from_input(leaf_url(s) if s.leafnodes else ""),
         leaf_remotes=pulumi.Output.from_input(
             natsconf.leaf_remote_snippet(s, leaf_url(s), tls_first=True) if s.leafnodes else ""),
+        connection_urls=pulumi.Output.from_input([u for _, u in s.verify_urls] or [client_url(s)]),
         connect_hint=f"TLS-first clients: await nats.connect({tls_url(s)!r}{{login}}, tls_handshake_first=True)",
         resources=[image.deploy, *regions],
     )

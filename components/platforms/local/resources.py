@@ -82,6 +82,8 @@ def build(cluster: Cluster) -> Built:
         leaf_url=primary.apply(lambda sv: sv.leafnode_url if s.leafnodes else ""),
         leaf_remotes=primary.apply(lambda sv: natsconf.leaf_remote_snippet(s, sv.leafnode_url, tls_first=False)
                                    if s.leafnodes else ""),
+        connection_urls=server_urls.apply(lambda urls: [u for _, u in s.verify_urls] or
+                                          [u for r in s.regions for u in urls[r]]),
         connect_hint="it tells the client of its cluster's other servers; every server is in serverUrls",
         resources=commands,
         repair=json.dumps(tokens, sort_keys=True),
