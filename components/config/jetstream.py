@@ -489,7 +489,8 @@ CONSUMER_FIELDS = (
     Field("maxRequestMaxBytes", "max_bytes", _int(1, nv.MAX_INT32), None),
     Field("inactiveThreshold", "inactive_threshold", _duration(), None),
     Field("replicas", "num_replicas", _int(0, MAX_REPLICAS), 0, about="0: as many as its stream."),
-    Field("memStorage", "mem_storage", _bool(), None),
+    # 2.12.8 changes it in place, 2.15 refuses: a rule holds for every release a stack may run
+    Field("memStorage", "mem_storage", _bool(), None, "replace"),
     Field("metadata", "metadata", _metadata(), {}),
     Field("heartbeatInterval", "idle_heartbeat", _duration(), None, "replace"),
     Field("flowControl", "flow_control", _bool(), None, "replace"),

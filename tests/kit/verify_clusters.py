@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats_fly.config.settings import DEFAULT_NATS_VERSION
 from nats_fly.processes import local as localrun
 from .support import free_ports
 
@@ -33,6 +34,7 @@ class Node:
 class LocalCluster:
     nodes: list[Node]
     state_dir: Path
+    nats_version: str = DEFAULT_NATS_VERSION
 
     @property
     def urls(self) -> dict[str, str]:
@@ -86,16 +88,17 @@ def conf(node: Node, nodes: list[Node], topology: str, jetstream_dir: Path | Non
 
 
 def start_cluster(root: Path, layout: dict[str, int], topology: str = "mesh", jetstream: bool = False,
-                  omit_gateways: dict[str, str] | None = None, extra: dict | None = None) -> Iterator[LocalCluster]:
-    """Start the servers with localrun; stop them all afterwards, however the test ended."""
+                  omit_gateways: dict[str, str] | None = None, extra: dict | None = None,
+                  nats_version: str = DEFAULT_NATS_VERSION) -> Iterator[LocalCluster]:
+    """Start the servers with localrun on `nats_version`; stop them all afterwards, however the test ended."""
     slots = [(region, i) for region, count in layout.items() for i in range(count)]
     ports = free_ports(4 * len(slots))
     nodes = [Node(region, i, *ports[4 * k:4 * k + 4]) for k, (region, i) in enumerate(slots)]
-    cluster = LocalCluster(nodes, root / "state")
+    cluster = LocalCluster(nodes, root / "state", nats_version)
     try:
         for node in nodes:
             data = conf(node, nodes, topology, root / "js" if jetstream else None, omit_gateways or {}, extra or {})
-            localrun.ensure(node.name, data, cluster.state_dir, node.client, node.http)
+            localrun.ensure(node.name, data, cluster.state_dir, node.client, node.http, nats_version=nats_version)
         yield cluster
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:  # JetStream servers take a grace period each
