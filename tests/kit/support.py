@@ -18,6 +18,10 @@ from nats_fly.processes import tools
 
 REPO = Path(__file__).resolve().parents[2]  # tests/kit/support.py: the kit is installed editable
 
+ALONE = {"2.12.8": "JetStream has not established contact with a meta leader",
+         "2.15.0": "JetStream is still recovering meta layer"}
+"""What a JetStream server's plain /healthz says while it has no meta leader, by release."""
+
 
 def nats_server_binary(version: str = DEFAULT_NATS_VERSION) -> str:
     """nats-server `version` (the stacks' default unless given) from the tools cache, as the local platform

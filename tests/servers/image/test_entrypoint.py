@@ -321,7 +321,7 @@ def test_fly_kill_signal_puts_the_server_in_lame_duck_and_the_entrypoint_waits_f
 
 def test_other_signals_are_passed_on_as_they_are(booted):
     os.kill(booted.proc.pid, signal.SIGHUP)  # reload
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a loaded machine: CI once saw no reload within 10 s
     while "Reloaded server configuration" not in booted.console():
         assert time.monotonic() < deadline, booted.console()
         time.sleep(0.05)

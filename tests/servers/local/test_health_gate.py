@@ -18,7 +18,7 @@ import pytest
 
 from nats_fly.processes import local as localrun
 from nats_fly.config.settings import NATS_VERSIONS
-from nats_fly_testkit.support import jetstream_confs
+from nats_fly_testkit.support import ALONE, jetstream_confs
 
 
 def health(http_port: int, query: str = "") -> tuple[int, str]:
@@ -37,10 +37,6 @@ def cluster(tmp_path):
     yield state, made
     for name, *_ in made:
         localrun.stop(name, state, timeout=5)
-
-
-# what a lone server's /healthz says while it waits for its peers, by release
-ALONE = {"2.12.8": "JetStream has not established contact with a meta leader", "2.15.0": "JetStream is still recovering meta layer"}
 
 
 @pytest.mark.parametrize("version", NATS_VERSIONS)

@@ -20,7 +20,7 @@ import pytest
 
 from nats_fly.processes import local as localrun
 from nats_fly.config.settings import DEFAULT_NATS_VERSION
-from nats_fly_testkit.support import free_ports
+from nats_fly_testkit.support import ALONE, free_ports
 
 
 @dataclass
@@ -542,7 +542,7 @@ def test_a_restart_that_never_gets_current_stops_the_roll_naming_the_server(conf
     ensure(confs[0], state)  # a first start waits for the server alone: its peers are not there
     confs[0].data["lame_duck_grace_period"] = "2s"
     with pytest.raises(localrun.LocalRunError, match=r"s0: restarted, but its JetStream was not current within 3s "
-                                                      r"\(/healthz 503: .*meta leader.*\); the servers after it "
+                                                      rf"\(/healthz 503: .*{ALONE[DEFAULT_NATS_VERSION]}.*\); the servers after it "
                                                       r"were left as they are"):
         ensure(confs[0], state)
     assert localrun.status(state)[0]["running"]  # it runs, with what it was given: the next up goes on from here
