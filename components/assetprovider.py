@@ -265,7 +265,7 @@ class Assets(xp.Provider):
         detailed.update({f.name: f.rule == "replace" for f in unknown})
         if "connection" in olds and olds["connection"] != news.get("connection", olds["connection"]):
             detailed["connection"] = False
-        if kind in edge.KINDS and (js.has_unknown(news.get(edge.EDGE)) or js.has_unknown(news.get("placement"))
+        if kind in edge.KINDS and (js.has_unknown(news.get(edge.EDGE))
                                    or sorted(edge.regions(news, shape)) != sorted(olds.get(edge.MIRRORS) or {})):
             detailed[edge.EDGE] = False
         replaces = [name for name, replace in detailed.items() if replace]

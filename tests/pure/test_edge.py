@@ -3,9 +3,13 @@ mirror, and what each mirror is (tests/servers/local/test_jetstream_edge.py hold
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from nats_fly.assetprovider import resource_schemas
+import pytest
+from pulumi.provider.experimental import provider as xp
+from pulumi.runtime import rpc
+
+from nats_fly.assetprovider import Assets, resource_schemas, wrap
 from nats_fly.config import edge
 from nats_fly.config import jetstream as js
 
@@ -131,3 +135,31 @@ def test_the_schema_offers_edge_reads_on_streams_and_buckets_only():
         has = edge.EDGE in schemas[kind.token]["inputProperties"]
         assert has == (kind in edge.KINDS)
         assert (edge.MIRRORS in schemas[kind.token]["properties"]) == has
+
+
+CONNECTION = {"servers": ["nats://127.0.0.1:4222"], "user": "app", "password": "pw",
+              "regions": {"ord": 1, "syd": 1, "cdg": 1}, "topology": "supercluster"}
+
+
+def diff(old_inputs: dict, mirrors: dict, news: dict) -> xp.DiffResponse:
+    """The provider's Diff of a bucket whose state holds `mirrors`: no server is asked unless a replace comes."""
+    state = wrap({"connection": CONNECTION, **old_inputs, "stream": "KV_cfg", edge.MIRRORS: mirrors}).value
+    return asyncio.run(Assets("test").diff(xp.DiffRequest(
+        "urn:pulumi:t::p::nats-fly:index:KeyValue::cfg", "cfg", state, wrap({"connection": CONNECTION, **news}).value, [])))
+
+
+def test_the_same_mirrors_are_no_change():
+    same = diff(kv(edgeRegions=True), {"syd": "KV_cfg_syd", "cdg": "KV_cfg_cdg"}, kv(edgeRegions=["cdg", "syd"]))
+    assert not same.changes
+
+
+@pytest.mark.parametrize("news", [kv(), kv(edgeRegions=["syd"]), kv(edgeRegions=rpc.UNKNOWN)])
+def test_other_mirrors_are_an_update_in_place(news):
+    changed = diff(kv(edgeRegions=True), {"syd": "KV_cfg_syd", "cdg": "KV_cfg_cdg"}, news)
+    assert changed.changes and not changed.replaces
+    assert changed.detailed_diff[edge.EDGE].kind == xp.PropertyDiffKind.UPDATE
+
+
+def test_an_unknown_placement_without_edge_regions_says_nothing_of_them():
+    answer = diff(kv(), {}, {"name": "cfg", "placement": rpc.UNKNOWN})
+    assert edge.EDGE not in (answer.detailed_diff or {})
