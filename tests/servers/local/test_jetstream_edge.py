@@ -241,3 +241,39 @@ def test_a_mesh_answers_from_any_region_so_readers_name_their_mirror(mesh):
         finally:
             await kv.destroy()
     asyncio.run(run())
+
+
+def named(value, name: str):
+    """The case's value with {name} standing for the asset's name."""
+    if isinstance(value, str):
+        return value.format(name=name)
+    if isinstance(value, list):
+        return [named(v, name) for v in value]
+    if isinstance(value, dict):
+        return {k: named(v, name) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("kind, given, subject", [
+    ("KeyValue", {"ttl": "1h", "history": 10, "maxBytes": "1MiB", "compression": "s2", "storage": "memory",
+                  "maxValueSize": 1024}, "$KV.{name}.k"),
+    ("Stream", {"subjects": ["{name}.>"], "retention": "workqueue", "allowMsgTtl": True, "maxAge": "1h",
+                "republish": {"destination": "seen.{name}.>"}, "denyPurge": True, "discard": "new",
+                "maxMsgsPerSubject": 5}, "{name}.k"),
+], ids=["kv with limits", "workqueue stream"])
+def test_an_origin_with_any_limits_gets_mirrors_that_hold_its_messages(supercluster, kind, given, subject):
+    urls, name = supercluster.urls, f"limits{kind.lower()}"
+    subject = named(subject, name)
+
+    async def run():
+        asset = Driver(kind, name)
+        try:
+            out = await asset.up({"connection": connection(supercluster, "supercluster"), "placement": "ord",
+                                  "edgeRegions": ["syd"], **named(given, name)})
+            nc = await nats.connect(urls["ord"], user="app", password="app-pw")
+            await nc.jetstream().publish(subject, b"v")
+            await nc.close()
+            await until_mirrored(urls["ord"], out[edge.MIRRORS]["syd"], subject, b"v")
+        finally:
+            await asset.destroy()
+    asyncio.run(run())
