@@ -387,9 +387,10 @@ class Assets(xp.Provider):
             had = plain(request.properties.get(edge.MIRRORS)) or {}
             found = await edgemirrors.present(api, live["name"], sorted(
                 {*had, *edge.regions(given, shape)} if inputs else set(shape.regions or {})))
+            value = edge.read_value(given, list(found), shape)
             read.pop(edge.EDGE, None)
-            if edge.read_value(given, list(found), shape) is not None:
-                read[edge.EDGE] = wrap(edge.read_value(given, list(found), shape))
+            if value is not None:
+                read[edge.EDGE] = wrap(value)
             out = {**with_outputs(kind, read), edge.MIRRORS: wrap(found)}
         return xp.ReadResponse(resource_id=request.resource_id, properties=out, inputs=read)
 

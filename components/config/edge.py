@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from . import jetstream as js
 from .settings import show
 
-EDGE = "edgeRegions"
+EDGE = js.EDGE
 MIRRORS = "edgeMirrors"
 """The output: region -> the name of the mirror there."""
 KINDS = (js.STREAM, js.KEY_VALUE)
