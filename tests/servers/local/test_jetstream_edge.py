@@ -277,3 +277,23 @@ def test_an_origin_with_any_limits_gets_mirrors_that_hold_its_messages(superclus
         finally:
             await asset.destroy()
     asyncio.run(run())
+
+
+def test_an_import_reads_the_mirrors_present(supercluster):
+    """`pulumi import` reads with the id alone, through the provider's connection: edgeRegions lists the
+    regions whose mirror of the bucket is there, and edgeMirrors names them."""
+    conn = connection(supercluster, "supercluster")
+
+    async def run():
+        kv = Driver("KeyValue", "adopted")
+        try:
+            await kv.up({"connection": conn, "placement": "ord", "edgeRegions": ["cdg"]})
+            importer = Assets("test-edge-import")
+            await importer.configure(xp.ConfigureRequest({}, {"connection": wrap(conn)}, True, True))
+            read = await importer.read(xp.ReadRequest(kv.urn, "adopted", {}, {}))
+            await importer.cancel()
+            assert plain(read.inputs[edge.EDGE]) == ["cdg"]
+            assert plain(read.properties[edge.MIRRORS]) == {"cdg": "KV_adopted_cdg"}
+        finally:
+            await kv.destroy()
+    asyncio.run(run())
