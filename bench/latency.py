@@ -154,6 +154,23 @@ def gateways_whole(standin, app: str, regions: list[str]) -> bool:
     return True
 
 
+def wait_gateways(standin, app: str, regions: list[str], timeout: float = 30) -> bool:
+    """Until every Machine of the supercluster has its outbound gateways; whether they came."""
+    deadline = time.monotonic() + timeout
+    while not gateways_whole(standin, app, regions):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def set_delays(standin, on: bool = True) -> None:
+    """DELAYS on both ways between each pair of regions (or off again)."""
+    for (a, b), ms in DELAYS.items():
+        standin.set_delay(a, b, ms if on else 0)
+        standin.set_delay(b, a, ms if on else 0)
+
+
 def main() -> None:
     opts = common.args(__doc__)
     common.require_root()
@@ -185,14 +202,9 @@ def main() -> None:
         short = fh.wait_routes_complete(standin, "bl-mesh", timeout=10)
         if short:
             results["problems"].append(f"mesh route connections missing (known defect): {short}")
-        deadline = time.monotonic() + 30
-        while not gateways_whole(standin, "bl-sc", regions) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if not gateways_whole(standin, "bl-sc", regions):
+        if not wait_gateways(standin, "bl-sc", regions):
             results["problems"].append("supercluster gateways incomplete after 30 s")
-        for (a, b), ms in DELAYS.items():
-            standin.set_delay(a, b, ms)
-            standin.set_delay(b, a, ms)
+        set_delays(standin)
         log(f"apps up and delays set after {time.monotonic() - started:.0f}s; problems: {results['problems']}")
 
         async def measure():
@@ -238,9 +250,7 @@ def main() -> None:
                                              [r["p99_ms"] for r in runs if r["transport"] == t and "p99_ms" in r]))}
                                      for t, v in pooled.items()}}
         asyncio.run(measure())
-        for (a, b) in DELAYS:
-            standin.set_delay(a, b, 0)
-            standin.set_delay(b, a, 0)
+        set_delays(standin, on=False)
     report(results, n, opts.quick, started)
 
 

@@ -6,7 +6,7 @@ import json
 
 import common
 
-ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput", "rolls"]
+ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput", "rolls", "edge_reads"]
 
 
 def cell(value) -> str:

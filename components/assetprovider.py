@@ -19,6 +19,8 @@ from pulumi.provider.experimental import provider as xp
 from pulumi.provider.experimental.property_value import Computed, PropertyValue
 from pulumi.runtime import rpc
 
+from . import edgemirrors
+from .config import edge
 from .config import jetstream as js
 from .config import natsvalues as nv
 from .config.settings import TOPOLOGIES, show
@@ -145,15 +147,26 @@ CONNECTION_REF = {"$ref": "#/types/nats-fly:index:Connection", "secret": True,
 ALLOW_REPLACE = {"type": "boolean", "description": "Let a change the server cannot make in place delete and "
                  "recreate the asset even when it holds messages (or a consumer its place). Default: refused."}
 
+EDGE_REGIONS = {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}],
+                "description": "Regions that get a mirror of it answering direct gets (kv.get) there: true for every "
+                               "region of the cluster but its placement's, or a list of regions."}
+EDGE_MIRRORS = {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Region -> the name of its edge mirror (in a mesh a client reads its region's mirror "
+                               "by this name)."}
+
 
 def resource_schemas() -> dict[str, dict]:
     schemas = {}
     for kind in js.KINDS.values():
         inputs = {f.name: _property(f) for f in kind.fields}
         inputs.update(connection=CONNECTION_REF, allowReplace=ALLOW_REPLACE)
+        if kind in edge.KINDS:
+            inputs[edge.EDGE] = EDGE_REGIONS
         outputs = dict(inputs)
         if kind is not js.CONSUMER:
             outputs["stream"] = {"type": "string", "description": "The stream's name on the server."}
+        if kind in edge.KINDS:
+            outputs[edge.MIRRORS] = EDGE_MIRRORS
         schemas[kind.token] = {
             "description": f"A JetStream {kind.name}, managed by the server's own update rules.",
             "inputProperties": inputs, "requiredInputs": ["streamName"] if kind is js.CONSUMER else [],
@@ -218,6 +231,7 @@ class Assets(xp.Provider):
             problems += filter(None, [connection_problem(conn)])
         shape = shape_of(conn)
         problems += js.check(kind, given, shape, creating=not request.old_inputs)
+        problems += edge.check(kind, given, shape)
         if not problems and kind is not js.CONSUMER and conn is not None and not js.has_unknown([conn, given]):
             problems += self._overlaps(request.urn, kind, given, conn, shape)
         return xp.CheckResponse(inputs=news, failures=[xp.CheckFailure("", p) for p in problems])
@@ -253,6 +267,9 @@ class Assets(xp.Provider):
         detailed.update({f.name: f.rule == "replace" for f in unknown})
         if "connection" in olds and olds["connection"] != news.get("connection", olds["connection"]):
             detailed["connection"] = False
+        if kind in edge.KINDS and (js.has_unknown(news.get(edge.EDGE))
+                                   or sorted(edge.regions(news, shape)) != sorted(olds.get(edge.MIRRORS) or {})):
+            detailed[edge.EDGE] = False
         replaces = [name for name, replace in detailed.items() if replace]
         # Only a known change is judged: an unknown one is judged when its value is known, and a consumer
         # whose stream is replaced (its streamName unknown here) goes with the stream, which was judged.
@@ -292,7 +309,15 @@ class Assets(xp.Provider):
                 await api.stream_create(want)
         except ApiError as error:
             raise AssetError(await self._refused(api, request.urn, kind, props, error)) from None
-        return xp.CreateResponse(resource_id=asset_id(kind, props), properties=with_outputs(kind, request.properties))
+        out = with_outputs(kind, request.properties)
+        if kind in edge.KINDS:
+            try:
+                out[edge.MIRRORS] = wrap(await edgemirrors.sync(api, want, {}, edge.regions(props, shape), shape))
+            except edgemirrors.MirrorError as error:  # nothing half-made: the mirrors made and the origin go
+                await edgemirrors.remove(api, want["name"], edge.mirrors(kind, props, shape))
+                await api.stream_delete(want["name"])
+                raise AssetError(f"{kind.token} {resource_name(request.urn)}: {error}") from None
+        return xp.CreateResponse(resource_id=asset_id(kind, props), properties=out)
 
     async def update(self, request: xp.UpdateRequest) -> xp.UpdateResponse:
         kind, olds, news = kind_of(request.urn), plain_map(request.olds), plain_map(request.news)
@@ -305,7 +330,17 @@ class Assets(xp.Provider):
                 await self._send(api, request.urn, kind, news, want)
             except ApiError as error:
                 raise AssetError(await self._refused(api, request.urn, kind, news, error)) from None
-        return xp.UpdateResponse(properties=with_outputs(kind, request.news))
+        out = with_outputs(kind, request.news)
+        had, asked = olds.get(edge.MIRRORS) or {}, edge.regions(news, shape)
+        if had or asked:
+            try:
+                mirrors = await edgemirrors.sync(await self._api(request.urn, kind, conn), want, had, asked, shape)
+            except edgemirrors.MirrorError as error:
+                raise AssetError(f"{kind.token} {resource_name(request.urn)}: {error}") from None
+            out[edge.MIRRORS] = wrap(mirrors)
+        elif kind in edge.KINDS:
+            out[edge.MIRRORS] = wrap({})
+        return xp.UpdateResponse(properties=out)
 
     async def _send(self, api, urn: str, kind: js.Kind, news: dict, want: dict) -> None:
         """The live config with the catalogue's fields overlaid. The server cannot move a stream (placement)
@@ -330,6 +365,7 @@ class Assets(xp.Provider):
         if kind is js.CONSUMER:
             await api.consumer_delete(props["streamName"], props["name"])
         else:
+            await edgemirrors.remove(api, js.stream_name(kind, props["name"]), props.get(edge.MIRRORS) or {})
             await api.stream_delete(js.stream_name(kind, props["name"]))
 
     async def read(self, request: xp.ReadRequest) -> xp.ReadResponse:
@@ -349,7 +385,17 @@ class Assets(xp.Provider):
             return xp.ReadResponse(resource_id="", properties={}, inputs={})
         read = {k: wrap(v) for k, v in js.read_inputs(kind, given, live, shape).items() if k not in js.OWN_INPUTS}
         read.update({k: inputs[k] for k in js.OWN_INPUTS if k in inputs})
-        return xp.ReadResponse(resource_id=request.resource_id, properties=with_outputs(kind, read), inputs=read)
+        out = with_outputs(kind, read)
+        if kind in edge.KINDS:
+            had = plain(request.properties.get(edge.MIRRORS)) or {}
+            found = await edgemirrors.present(api, live["name"], sorted(
+                {*had, *edge.regions(given, shape)} if inputs else set(shape.regions or {})))
+            value = edge.read_value(given, list(found), shape)
+            read.pop(edge.EDGE, None)
+            if value is not None:
+                read[edge.EDGE] = wrap(value)
+            out = {**with_outputs(kind, read), edge.MIRRORS: wrap(found)}
+        return xp.ReadResponse(resource_id=request.resource_id, properties=out, inputs=read)
 
     # ---- reaching the server
 

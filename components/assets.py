@@ -11,11 +11,13 @@ from typing import Any, Mapping, Optional
 
 import pulumi
 
+from .config import edge
 from .config import jetstream as js
 from .config.settings import NAMESPACE, show
 
 OUTPUTS = ("stream",)
-"""What the provider adds to the inputs: the name of the stream on the server (KV_<bucket> for a bucket)."""
+"""What the provider adds to the inputs: the name of the stream on the server (KV_<bucket> for a bucket);
+a Stream and a KeyValue also edgeMirrors (region -> mirror name)."""
 
 
 class AssetArgsError(pulumi.RunError):
@@ -33,7 +35,8 @@ class _Asset(pulumi.CustomResource):
         if not isinstance(args, Mapping) or not all(isinstance(key, str) for key in args):
             raise AssetArgsError(f"{self.kind.token} {name}: args {show(args)} are not fields; allowed: a dict from "
                                  f"field names ({', '.join(self.kind.by_name)}) to values")
-        keys = [*self.kind.by_name, *js.OWN_INPUTS, *(OUTPUTS if self.kind is not js.CONSUMER else ())]
+        keys = [*self.kind.by_name, *js.OWN_INPUTS, *(OUTPUTS if self.kind is not js.CONSUMER else ()),
+                *((edge.MIRRORS,) if self.kind in edge.KINDS else ())]
         props = {key: args.get(key) for key in keys} | dict(args)
         own = pulumi.ResourceOptions(version=_version(), additional_secret_outputs=["connection"])
         super().__init__(self.kind.token, name, props, pulumi.ResourceOptions.merge(own, opts))

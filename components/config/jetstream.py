@@ -538,8 +538,10 @@ CONSUMER = Kind("Consumer", CONSUMER_FIELDS, fixed=lambda name: {"durable_name":
 KINDS = {k.name: k for k in (STREAM, KEY_VALUE, OBJECT_STORE, CONSUMER)}
 STREAM_KINDS = (STREAM, KEY_VALUE, OBJECT_STORE)
 
-OWN_INPUTS = ("connection", "allowReplace")
-"""Inputs that are not the asset's config: how to reach the server, and the replace guard."""
+EDGE = "edgeRegions"
+OWN_INPUTS = ("connection", "allowReplace", EDGE)
+"""Inputs that are not the asset's config: how to reach the server, the replace guard, and the regions that
+get a mirror of it (config/edge.py)."""
 
 
 # ---------------------------------------------------------------- check
@@ -657,6 +659,8 @@ def desired(kind: Kind, inputs: Mapping[str, Any], shape: Shape) -> dict:
             config[f.key] = f.value.parse(given, shape)
     if kind is not CONSUMER:
         config["name"] = stream_name(kind, inputs["name"])
+    if inputs.get(EDGE) not in (None, False, []):
+        config.setdefault("allow_direct", True)  # the edge mirrors answer the origin's direct gets only then
     config.update(kind.fixed(inputs["name"]))
     config = _with_defaults(kind, config)
     if kind.prefix:  # a bucket's window follows its ttl, as nats.go sets it (and the server refuses a longer one)

@@ -4,6 +4,8 @@ server_name <region>-<i>, server_tags region:<region>, accounts SYS (user sys) a
 from __future__ import annotations
 
 from collections.abc import Iterator
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +105,22 @@ def start_cluster(root: Path, layout: dict[str, int], topology: str = "mesh", je
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:  # JetStream servers take a grace period each
             list(pool.map(lambda node: localrun.stop(node.name, cluster.state_dir, timeout=5), nodes))
+
+
+def wait_for_meta_peers(monitor_ports: list[int], count: int, timeout: float = 120) -> None:
+    """Until the meta group has a leader and every one of `count` servers as a current peer: placing a
+    stream before that finds too few peers, whatever the tags say. Only the leader lists the peers, so
+    every server is asked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metas = []
+        for port in monitor_ports:
+            try:
+                metas.append(json.loads(localrun.http_get(port, "/jsz")[1]).get("meta_cluster") or {})
+            except (OSError, ValueError):
+                pass
+        if any(m.get("leader") and len([r for r in m.get("replicas") or [] if r.get("current")]) == count - 1
+               for m in metas):
+            return
+        assert time.monotonic() < deadline, f"the meta group never had {count} current peers: {metas}"
+        time.sleep(0.2)

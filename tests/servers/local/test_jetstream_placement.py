@@ -7,7 +7,6 @@ each replica in another region."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import nats
@@ -19,6 +18,7 @@ from nats_fly.render import natsconf
 from nats_fly.render.secrets import server_environment, route_password
 from nats_fly.config.settings import load
 from nats_fly.platforms.local import ports as local_ports
+from nats_fly_testkit.verify_clusters import wait_for_meta_peers
 
 SYS = "placement-sys-password-1"
 
@@ -42,27 +42,11 @@ def mesh(tmp_path, monkeypatch):
             localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port,
                             nats_version=s.nats_version)
             started.append((sv.name, state))
-        wait_for_meta_peers(servers[0].monitor_port, len(servers))
+        wait_for_meta_peers([sv.monitor_port for sv in servers], len(servers))
         return [sv.client_url for sv in servers]
     yield start
     for name, state in started:
         localrun.stop(name, state, timeout=5)
-
-
-def wait_for_meta_peers(monitor_port: int, count: int, timeout: float = 120) -> None:
-    """Until the meta group has a leader and knows all `count` servers (cluster_size, which every server
-    reports; only the leader lists the replicas): placing a stream before that finds too few peers,
-    whatever the tags say."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            meta = json.loads(localrun.http_get(monitor_port, "/jsz")[1]).get("meta_cluster") or {}
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("leader") and meta.get("cluster_size") == count:
-            return
-        assert time.monotonic() < deadline, f"the meta group never knew {count} peers: {meta}"
-        time.sleep(0.2)
 
 
 async def r3_stream(urls: list[str], name: str) -> dict:
