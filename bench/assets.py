@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,6 +104,26 @@ def same_config(conn: dict) -> str:
     return f"{len(a)} config keys equal"
 
 
+def provider_start() -> float:
+    """Seconds for a fresh interpreter to load the plugin's code (what the engine waits for at each start)."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import nats_fly.provider"], check=True, timeout=60)
+    return time.monotonic() - t0
+
+
+def program_side(count: int) -> float:
+    """Seconds the Python SDK spends declaring `count` streams, under Pulumi's mocks (no engine, no provider)."""
+    import pulumi
+    from nats_fly import Stream
+    from program_cost import under_mocks
+
+    def program():
+        conn = pulumi.Output.secret({"servers": ["nats://127.0.0.1:4222"], "user": "app", "password": "p" * 10})
+        for name, spec in declared(count).items():
+            Stream(name, {"connection": conn, **spec["args"]})
+    return under_mocks(program)[0]
+
+
 def run(opts, binary: str, workdir: Path) -> dict:
     from nats_fly_testkit.assets import assets_project, connection, set_config
     rounds, noops = (1, 2) if opts.quick else (3, 3)
@@ -127,6 +148,9 @@ def run(opts, binary: str, workdir: Path) -> dict:
             set_config(project, assets={})
             times["delete_up"].append(up(project, {"same": base, "delete": STREAMS}))
             log(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+        times["provider_start"] = [provider_start() for _ in range(3)]
+        program_side(1)  # warm: the SDK's imports
+        times["program_100"] = [program_side(STREAMS) for _ in range(3)]
         return {"times": {k: [round(t, 2) for t in v] for k, v in times.items()}, "base_resources": base,
                 "config_check": check, "noops_per_round": noops, "rounds": rounds}
     finally:
@@ -163,12 +187,25 @@ def main() -> None:
         [f"up that deletes {STREAMS} streams", len(t["delete_up"]), r(med["delete_up"]),
          r(1000 * (med["delete_up"] - med["noop_0"]) / STREAMS, 1)],
     ]
+    extra = med["noop_100"] - med["noop_0"]
+    rest = extra - med["provider_start"] - med["program_100"]
+    where = [
+        [f"no-op up: {STREAMS} streams declared minus 0 assets", r(extra), 100.0],
+        ["a second start of the plugin (the streams' default provider; the 0-asset stack starts only the explicit "
+         "Provider): a fresh interpreter loading nats_fly.provider", r(med["provider_start"]),
+         r(100 * med["provider_start"] / extra, 0)],
+        [f"the program declaring the {STREAMS} streams (Pulumi's Python SDK, under its mocks)", r(med["program_100"]),
+         r(100 * med["program_100"] / extra, 0)],
+        [f"the rest: the engine's {STREAMS} steps, Check and Diff over gRPC (the SDK's provider server and ours)",
+         r(rest), r(100 * rest / extra, 0)],
+    ]
     tables = [
         common.table(f"Seconds, median (local cluster: {', '.join(common.REGIONS)}, one server each; streams R3, file)",
-                     ["case", "runs", "s (median)", f"ms per stream (above the 0-asset no-op for an up)"], rows),
+                     ["case", "runs", "s (median)", "ms per stream (above the 0-asset no-op for an up)"], rows),
         common.table("Ratios (same run)", ["ratio", "value", "goal"],
                      [[f"{STREAMS} streams: one up / natscli loop", create_ratio, "-"],
                       [f"no-op up: {STREAMS} streams / 0 assets", noop_ratio, f"<= 1.5: {'holds' if holds else 'missed'}"]]),
+        common.table("Where a no-op up's time for the streams goes (medians of this run)", ["part", "s", "%"], where),
     ]
     notes = [
         f"One stack (tests/kit/assets.py's program: a NatsCluster on the local platform with JetStream, a nats-fly "

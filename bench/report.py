@@ -6,7 +6,7 @@ import json
 
 import common
 
-ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput"]
+ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput", "assets"]
 
 
 def cell(value) -> str:
