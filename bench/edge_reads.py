@@ -1,4 +1,4 @@
-"""Benchmark 7, edge reads: `kv.get` at the far edge (syd) of a KV bucket that lives in ord, with and
+"""Benchmark 8, edge reads: `kv.get` at the far edge (syd) of a KV bucket that lives in ord, with and
 without edge mirrors (edgeRegions), in one run; how stale a mirror is (the lag from a write at the origin
 to its appearance in the syd mirror); and, in a mesh, the bucket's own name against the syd mirror's.
 
@@ -237,7 +237,7 @@ def report(results: dict, n: int, quick: bool, started: float) -> None:
     key = (f"edge reads: kv.get p50 at {EDGE}, no mirror / edge mirror = {ratio} ({g['far']['p50_ms']} vs "
            f"{g['near']['p50_ms']} ms); mirror lag p50 {s['p50_ms']} ms, max {s['max_ms']} ms; mesh, bucket's name / "
            f"mirror's name = {common.ratio(m['bucket']['p50_ms'], m['mirror']['p50_ms'], 1)}")
-    common.record("edge_reads", "7. Edge reads", quick, started, tables, notes, key, results)
+    common.record("edge_reads", "8. Edge reads", quick, started, tables, notes, key, results)
     log(key)
 
 

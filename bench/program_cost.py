@@ -50,17 +50,23 @@ class Mocks:
 def evaluate(n: int, profile: cProfile.Profile | None = None) -> tuple[float, int]:
     """Run NatsCluster for n regions x 3 Machines under the mocks to completion: (seconds, resources)."""
     import pulumi
-    from pulumi.runtime import mocks as pulumi_mocks, stack
     from nats_fly import NatsCluster
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    monitor = pulumi_mocks.MockMonitor(Mocks())
-    pulumi.runtime.set_mocks(monitor.mocks, project="nats-fly", stack="bench", preview=False, monitor=monitor)
 
     def program():
         return NatsCluster("nats", {
             "app": "bench-cost", "regions": regions(n), "machinesPerRegion": 3, "users": ["app"],
             "sysPassword": pulumi.Output.secret("s" * 16), "userPasswords": pulumi.Output.secret({"app": "p" * 10})})
+    return under_mocks(program, profile)
+
+
+def under_mocks(program, profile: cProfile.Profile | None = None) -> tuple[float, int]:
+    """Run a Pulumi program (a function) under the mocks to completion: (seconds, resources)."""
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks, stack
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    monitor = pulumi_mocks.MockMonitor(Mocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project="nats-fly", stack="bench", preview=False, monitor=monitor)
     try:
         if profile:
             profile.enable()
@@ -176,7 +182,7 @@ def main() -> None:
                      [["ratio 35/1", round(size_ratio, 2), round(mock_growth, 2), round(preview_growth, 2)],
                       ["linear fit over resources", "", f"{ma * 1000:.1f} ms + {mb * 1000:.2f} ms x resources "
                        f"(r2 {mr2:.3f})", f"{a:.2f} s + {b * 1000:.1f} ms x resources (r2 {r2:.3f})"]]),
-        common.table(f"Mock evaluation at 35 regions, self time by package (cProfile)",
+        common.table("Mock evaluation at 35 regions, self time by package (cProfile)",
                      ["package", "% of self time"], [[k, v] for k, v in shares.items()]),
         common.table("Top functions by self time (35 regions, one evaluation under cProfile)",
                      ["function", "calls", "self ms", "cumulative ms"], top),

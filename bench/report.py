@@ -6,7 +6,7 @@ import json
 
 import common
 
-ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput", "rolls", "edge_reads"]
+ORDER = ["convergence", "operations", "parallel", "program_cost", "latency", "throughput", "rolls", "edge_reads", "assets"]
 
 
 def cell(value) -> str:
@@ -34,7 +34,7 @@ def section(doc: dict) -> list[str]:
 
 
 def main() -> None:
-    lines = ["# Benchmarks (issue 6)", "",
+    lines = ["# Benchmarks", "",
              "Made by `bench/run` (all) or `bench/run NAME` (one: " + ", ".join(ORDER) + "), as root for the Fly "
              "stand-in. Each benchmark writes `bench/results/NAME.json`; this file is rebuilt from those. The machine "
              "is shared (2 cores, other engineers' test runs beside these), so only ratios taken within one run are "

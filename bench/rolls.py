@@ -124,7 +124,7 @@ def main() -> None:
             for way, found in results.items()]
     key = (f"failed publish attempts, roll / all at once: {rows[0][1]}% / {rows[1][1]}%; longest publish over 1 s: "
            f"{rows[0][2] or 'none'} / {rows[1][2]} s")
-    common.record("rolls", "A restart under load: the roll against all at once (local, 3 regions, R3)",
+    common.record("rolls", "7. A restart under load: the roll against all at once (local, 3 regions, R3)",
                   args.quick, started, [common.table(f"{runs} run(s) each, alternating", columns, rows)],
                   [f"Publishing {WINDOW:g} s before and after each change, one message at a time every 20 ms, a "
                    "failed publish retried after 0.1 s with the same Nats-Msg-Id."], key,

@@ -9,12 +9,12 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from nats.aio.client import Client
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from typing import TYPE_CHECKING, Any
 
 from . import natsadmin
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 REQUEST_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 20.0
@@ -63,6 +63,7 @@ class Api:
     async def request(self, subject: str, body: Any = None, *, settle: float = SETTLE) -> dict:
         """The answer to one API request; an API error raises ApiError. While JetStream is not ready (no
         responders, no answer, 503) the request is sent again until `settle` seconds have passed."""
+        from nats.errors import NoRespondersError, TimeoutError as NatsTimeout  # loaded by the connection (natsadmin)
         payload = b"" if body is None else json.dumps(body).encode()
         deadline = time.monotonic() + settle
         while True:

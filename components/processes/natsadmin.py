@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import nats
-from nats.aio.client import Client
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 
 class ConnectError(Exception):
@@ -39,6 +40,9 @@ def display(url: str) -> str:
 async def connect_once(url: str, *, user: str | None, password: str | None, timeout: float, name: str,
                        tls: ssl.SSLContext | None = None, tls_handshake_first: bool = False) -> Client:
     """One attempt over the comma-separated `url`s, in their order, within `timeout`."""
+    # Imported at the first connection, not with this module: nats-py brings aiohttp (0.15 s), and the asset
+    # provider, which starts on every `pulumi up`, connects only when a change or a read needs the server.
+    import nats
     errors: list[Exception] = []
 
     async def remember(error: Exception) -> None:
