@@ -592,6 +592,12 @@ def _stream_relations(kind: Kind, c: dict, known: set, shape: Shape, creating: b
     if c.get("mirror") and (c.get("subjects") or c.get("sources")):
         problems.append(f"mirror: a mirror holds {'subjects' if c.get('subjects') else 'sources'} of its own; "
                         f"allowed: a mirror without subjects and sources")
+    if not c.get("no_ack"):
+        problems += [f"subjects: {subject!r} {clash}; allowed: subjects outside it, or noAck: true"
+                     for subject in c.get("subjects") or [] if (clash := _reserved(subject))]
+    elif c.get("num_replicas", 1) > 1 and ">" in (c.get("subjects") or []):
+        problems.append("subjects: '>' with replicas above 1: a stream of every subject has one replica; "
+                        "allowed: replicas 1")
     if c.get("sealed") and creating:
         problems.append("sealed: true on a stream being created; allowed: seal a stream that exists")
     replicas, region = c.get("num_replicas", 1), _region_of(c.get("placement"))
@@ -603,6 +609,22 @@ def _stream_relations(kind: Kind, c: dict, known: set, shape: Shape, creating: b
         problems.append(f"replicas: {replicas} with placement {region!r}: in a mesh of 3 regions or more each "
                         f"replica goes to another region; allowed: replicas 1 with a placement, or no placement")
     return problems
+
+
+RESERVED = (("$JS.>", "$JS.EVENT.>", "the JetStream API"), ("$JSC.>", None, "the JetStream API"),
+            ("$NRG.>", None, "the JetStream API"), ("$SYS.>", "$SYS.ACCOUNT.>", "the system API"))
+"""Subjects an acknowledging stream may not take (nats-server checkStreamCfg): a stream would answer the
+requests sent there. Each with the part it may take, and whose subjects they are."""
+
+
+def _reserved(subject: str) -> str | None:
+    """What `subject` takes that a stream which acknowledges may not, or None."""
+    if subject == ">":
+        return "captures every subject, the servers' own APIs too"
+    for namespace, allowed, whose in RESERVED:
+        if nv.overlap(subject, namespace) and not (allowed and nv.subset(subject, allowed)):
+            return f"overlaps {namespace} ({whose}), whose requests the stream would answer"
+    return None
 
 
 def _region_of(placement: Any) -> str | None:

@@ -60,6 +60,21 @@ def overlap(a: str, b: str) -> bool:
     return _overlap(a.split("."), b.split("."))
 
 
+def subset(a: str, b: str) -> bool:
+    """Whether every subject `a` matches, `b` matches too."""
+    return _subset(a.split("."), b.split("."))
+
+
+def _subset(a: list[str], b: list[str]) -> bool:
+    if not b:
+        return not a
+    if b[0] == ">":
+        return bool(a)
+    if not a or a[0] == ">" or a[0] == "*" and b[0] != "*" or b[0] not in ("*", a[0]):
+        return False
+    return _subset(a[1:], b[1:])
+
+
 def _overlap(a: list[str], b: list[str]) -> bool:
     if not a or not b:
         return not a and not b

@@ -215,3 +215,24 @@ def test_changes_say_replace_by_the_rules():
 def test_every_rule_has_its_words():
     used = {f.rule for kind in js.KINDS.values() for f in kind.fields}
     assert used <= set(js.RULES) == set(js.RULE_WORDS)
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("$SYS.ACCOUNT.x", "$SYS.ACCOUNT.>", True), ("$SYS.ACCOUNT.*", "$SYS.ACCOUNT.>", True),
+    ("$SYS.ACCOUNT", "$SYS.ACCOUNT.>", False), ("$SYS.*.x", "$SYS.ACCOUNT.>", False), ("a.>", "a.*", False),
+    ("a.b", "a.*", True), ("a.*", "a.*", True), ("*", "a", False), ("a.b.c", "a.>", True), (">", ">", True),
+])
+def test_subset_is_every_subject_of_one_matched_by_the_other(a, b, expected):
+    assert nv.subset(a, b) is expected
+
+
+@pytest.mark.parametrize("subject,extra,words", [
+    (">", {}, "captures every subject"), ("*.x", {}, "overlaps $JS.> (the JetStream API)"),
+    ("$SYS.*.x", {}, "overlaps $SYS.> (the system API)"), ("$NRG.x", {}, "$NRG.>"),
+    (">", {"noAck": True, "replicas": 3}, "allowed: replicas 1"),
+])
+def test_an_acknowledging_stream_keeps_off_the_servers_own_subjects(subject, extra, words):
+    found = problems(js.STREAM, {"subjects": [subject], **extra})
+    assert len(found) == 1 and words in found[0] and found[0].startswith("subjects: "), found
+    if not extra:
+        assert problems(js.STREAM, {"subjects": [subject], "noAck": True, "replicas": 1}) == []

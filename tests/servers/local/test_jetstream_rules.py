@@ -311,3 +311,29 @@ def test_every_field_is_tried(cluster):
     }
     for kind, fields in tried.items():
         assert {f.name for f in js.KINDS[kind].fields} - {"name"} == fields, kind
+
+
+RESERVED_CASES = [
+    (">", {}), (">", {"noAck": True}), (">", {"noAck": True, "replicas": 3}), ("*.>", {}), ("*.x", {}), ("*", {}),
+    ("$JS.API.>", {}), ("$JS.API.>", {"noAck": True}), ("$JS.*.x", {}), ("$JS.EVENT.ADVISORY.>", {}), ("$JSC.x", {}),
+    ("$NRG.>", {}), ("$SYS.>", {}), ("$SYS.*.x", {}), ("$SYS.ACCOUNT.>", {}), ("$SYS.ACCOUNT.*", {}),
+    ("$KV.x.>", {}), ("_INBOX.>", {}),
+]
+
+
+@pytest.mark.parametrize("subject,extra", RESERVED_CASES, ids=lambda v: repr(v)[:30])
+def test_subjects_the_server_keeps_for_itself_are_refused_as_the_server_does(cluster, subject, extra):
+    """A stream that acknowledges may not take the servers' own API subjects: the check refuses exactly
+    what the server refuses."""
+    given = {"name": f"X{next(NAMES)}", "subjects": [subject], **extra}
+    refused = js.check(js.STREAM, given, SHAPE, creating=True)
+
+    async def work(api):
+        try:
+            await api.stream_create(js.overlay({}, js.desired(js.STREAM, given, SHAPE), js.STREAM))
+        except ApiError as refusal:
+            assert refused, f"{subject} {extra}: the check passed it, the server refused: {refusal}"
+            return
+        await api.stream_delete(given["name"])
+        assert not refused, f"{subject} {extra}: the check refused it ({refused}), the server took it"
+    asyncio.run(with_api(cluster, work))
