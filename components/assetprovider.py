@@ -196,7 +196,8 @@ class Assets(xp.Provider):
         self.connections = Connections(name)
         self.provider_connection: Any = None
         self.declared: dict[str, tuple[tuple, str, list[str]]] = {}
-        """urn -> (cluster, stream, subjects) of the streams checked in this run: overlaps are said at preview."""
+        """urn -> (cluster, name on the server, subjects) of the assets checked in this run: clashes are said at
+        preview."""
 
     async def configure(self, request: xp.ConfigureRequest) -> xp.ConfigureResponse:
         self.provider_connection = provider_connection(request.args.get("connection"))
@@ -232,18 +233,27 @@ class Assets(xp.Provider):
         shape = shape_of(conn)
         problems += js.check(kind, given, shape, creating=not request.old_inputs)
         problems += edge.check(kind, given, shape)
-        if not problems and kind is not js.CONSUMER and conn is not None and not js.has_unknown([conn, given]):
-            problems += self._overlaps(request.urn, kind, given, conn, shape)
+        if not problems and conn is not None and not js.has_unknown([conn, given]):
+            problems += self._clashes(request.urn, kind, given, conn, shape)
         return xp.CheckResponse(inputs=news, failures=[xp.CheckFailure("", p) for p in problems])
 
-    def _overlaps(self, urn: str, kind: js.Kind, given: dict, conn: Mapping, shape: js.Shape) -> list[str]:
-        """Subjects that another stream of the same cluster, checked in this run, holds too."""
-        cluster, subjects = cluster_key(conn), js.desired(kind, given, shape)["subjects"]
-        name = js.stream_name(kind, given["name"])
+    def _clashes(self, urn: str, kind: js.Kind, given: dict, conn: Mapping, shape: js.Shape) -> list[str]:
+        """What another asset of the same cluster, checked in this run, holds too: the name on the server (a
+        consumer's within its stream), or a subject of a stream."""
+        cluster = cluster_key(conn)
+        if kind is js.CONSUMER:
+            name, subjects = f"{given['streamName']}/{given['name']}", []
+        else:
+            name, subjects = js.stream_name(kind, given["name"]), js.desired(kind, given, shape)["subjects"]
         problems = []
         for other_urn, (other_cluster, other_name, others) in self.declared.items():
             if other_urn == urn or other_cluster != cluster:
                 continue
+            if other_name == name:
+                what = "consumer" if kind is js.CONSUMER else "stream"
+                problems.append(f"name: {given['name']!r} makes the {what} {name}, which resource "
+                                f"{resource_name(other_urn)} makes too; allowed: a name no other asset of the "
+                                f"cluster has")
             for mine in subjects:
                 theirs = next((s for s in others if nv.overlap(mine, s)), None)
                 if theirs:

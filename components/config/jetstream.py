@@ -561,6 +561,9 @@ def check(kind: Kind, given: Mapping[str, Any], shape: Shape, creating: bool) ->
             parsed[f.key] = f.value.parse(value, shape)
         except Bad as bad:
             problems.append(f"{_label(f.name)}: {show(value)} {bad.problem}; allowed: {bad.allowed}")
+    if kind is CONSUMER and given.get("streamName") is None:
+        problems.append("streamName: missing; allowed: the name of the stream the consumer reads (a Stream's "
+                        "name output, or the stream's name on the server)")
     if "allowReplace" in given and not has_unknown(given["allowReplace"]):
         try:
             _bool().parse(given["allowReplace"], shape)

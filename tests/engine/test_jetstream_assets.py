@@ -210,6 +210,7 @@ def test_placement_by_region_and_import(project):
 BAD = [
     ({"subjects": ["orders..eu"]}, "subjects: ['orders..eu'] has 'orders..eu' at [0], which has an empty token"),
     ({"subjects": ["orders.eu.*"]}, "overlaps"),  # said of whichever of the two the engine checks second
+    ({"name": "orders", "subjects": ["y.>"]}, "same name"),
     ({"subjects": ["x.>"], "replicas": 4}, "replicas: 4 is more than the 3 server(s) the cluster has"),
     ({"subjects": ["x.>"], "placement": "lhr"}, "placement: 'lhr' is not a region of the cluster"),
     ({"subjects": ["x.>"], "maxAge": "3d"}, "maxAge: '3d' is not a duration; allowed: a Go duration"),
@@ -226,8 +227,9 @@ def test_bad_assets_are_refused_at_preview_and_an_unreachable_cluster_is_an_erro
     for args, line in BAD:
         set_config(project, assets={"orders": {"kind": "Stream", "args": ORDERS},
                                     "bad": {"kind": "Stream", "args": args}})
-        words = ("'orders.eu.*'", "'orders.>'", "allowed: subjects no other stream") if line == "overlaps" else (
-            "nats-fly:index:Stream resource 'bad'", line)
+        words = {"overlaps": ("'orders.eu.*'", "'orders.>'", "allowed: subjects no other stream"),
+                 "same name": ("makes the stream orders, which resource", "allowed: a name no other asset")
+                 }.get(line, ("nats-fly:index:Stream resource 'bad'", line))
         one_line_error(project.pulumi("preview", check=False), *words)
     assert ask(conn, "STREAM.NAMES")["streams"] == ["orders"], "a refused preview made nothing"
 

@@ -236,3 +236,8 @@ def test_an_acknowledging_stream_keeps_off_the_servers_own_subjects(subject, ext
     assert len(found) == 1 and words in found[0] and found[0].startswith("subjects: "), found
     if not extra:
         assert problems(js.STREAM, {"subjects": [subject], "noAck": True, "replicas": 1}) == []
+
+
+def test_a_consumer_names_its_stream():
+    found = problems(js.CONSUMER, {"name": "c"})
+    assert found == [found[0]] and found[0].startswith("streamName: missing; allowed:"), found
