@@ -26,9 +26,9 @@ from .config import natsvalues as nv
 from .config.settings import TOPOLOGIES, show
 from .processes.jetstream import ApiError, Connections, JetStreamError, Target
 
-CONNECTION_KEYS = ("servers", "user", "password", "regions", "topology", "caFile")
+CONNECTION_KEYS = ("servers", "user", "password", "regions", "topology", "caFile", "jetstream")
 CONNECTION_ALLOWED = ("NatsCluster's connection output (connection: cluster.connection, or ${cluster.connection} in "
-                      "YAML): {servers: [nats:// or tls:// URLs], user, password, regions, topology}")
+                      "YAML): {servers: [nats:// or tls:// URLs], user, password, regions, topology, jetstream}")
 SUBJECT_OVERLAP = 10065  # nats-server JSStreamSubjectOverlapErr
 NAME_IN_USE = 10058  # JSStreamNameExistErr: another config under the name
 CONSUMER_EXISTS = 10148  # JSConsumerAlreadyExists: another config under the name
@@ -103,6 +103,8 @@ def connection_problem(value: Any) -> str | None:
     if regions is not None and (not isinstance(regions, Mapping) or not all(
             isinstance(k, str) and nv.integer(n) is not None and nv.integer(n) >= 1 for k, n in regions.items())):
         return f"connection: regions {show(regions)} are not region -> server count; allowed: {CONNECTION_ALLOWED}"
+    if value.get("jetstream") is not None and not isinstance(value["jetstream"], bool):
+        return f"connection: jetstream {show(value['jetstream'])} is not true or false; allowed: {CONNECTION_ALLOWED}"
     if value.get("topology") is not None and value["topology"] not in TOPOLOGIES:
         return f"connection: topology {show(value['topology'])} is not allowed; allowed: {', '.join(TOPOLOGIES)}"
     return None
@@ -230,6 +232,9 @@ class Assets(xp.Provider):
             problems.append(f"connection: missing; allowed: {CONNECTION_ALLOWED}, or a provider that has one")
         elif not js.has_unknown(conn):
             problems += filter(None, [connection_problem(conn)])
+            if isinstance(conn, Mapping) and conn.get("jetstream") is False:
+                problems.append("connection: the cluster runs without JetStream, where no stream, bucket or "
+                                "consumer can live; allowed: a cluster with jetstream: true")
         shape = shape_of(conn)
         problems += js.check(kind, given, shape, creating=not request.old_inputs)
         problems += edge.check(kind, given, shape)

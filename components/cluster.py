@@ -129,6 +129,8 @@ class Connection(TypedDict):
     """mesh or supercluster: how a placement in a region is said to the servers."""
     caFile: NotRequired[str]
     """The certificate the servers serve, where they require TLS (locally with serverTls)."""
+    jetstream: bool
+    """Whether the servers run JetStream: assets need it."""
 
 
 class NatsCluster(pulumi.ComponentResource):
@@ -354,7 +356,7 @@ def _connection(s: Settings, built: Built, secrets: ClusterSecrets) -> pulumi.Ou
     """NatsCluster.connection. It depends on the servers' resources, so an asset given it waits until they
     run; with auth: password it holds the first user's password, and is secret as a whole."""
     ready = [resource.urn for resource in built.resources]
-    shape: dict[str, Any] = {"regions": dict(s.machines), "topology": s.topology}
+    shape: dict[str, Any] = {"regions": dict(s.machines), "topology": s.topology, "jetstream": s.jetstream}
     if built.verify_ca:
         shape["caFile"] = str(Path(built.verify_ca).resolve())
     if s.auth == "none":
