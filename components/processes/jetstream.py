@@ -22,6 +22,10 @@ SETTLE = 60.0
 """How long a call waits for JetStream to answer at all (just started, or electing a leader)."""
 
 NOT_READY = {10008}  # JetStream system temporarily unavailable (no meta leader yet)
+NO_PEERS = 10005
+"""No suitable peers for placement: what a cluster that has just started answers while its servers' news
+has not reached the meta leader. The check at preview has refused what no cluster could place (replicas
+above its servers, an unknown region), so a create asks again while JetStream settles."""
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 
@@ -60,9 +64,11 @@ class Api:
     def __init__(self, client: Client, target: Target):
         self.client, self.target = client, target
 
-    async def request(self, subject: str, body: Any = None, *, settle: float = SETTLE) -> dict:
+    async def request(self, subject: str, body: Any = None, *, settle: float = SETTLE,
+                      not_ready: frozenset[int] = frozenset(NOT_READY)) -> dict:
         """The answer to one API request; an API error raises ApiError. While JetStream is not ready (no
-        responders, no answer, 503) the request is sent again until `settle` seconds have passed."""
+        responders, no answer, an error code of `not_ready`) the request is sent again until `settle`
+        seconds have passed; then the last API error is raised as it is."""
         from nats.errors import NoRespondersError, TimeoutError as NatsTimeout  # loaded by the connection (natsadmin)
         payload = b"" if body is None else json.dumps(body).encode()
         deadline = time.monotonic() + settle
@@ -71,10 +77,10 @@ class Api:
                 message = await self.client.request(f"$JS.API.{subject}", payload, timeout=REQUEST_TIMEOUT)
                 answer = json.loads(message.data)
                 error = answer.get("error")
-                if error and error.get("err_code") not in NOT_READY:
-                    raise ApiError(subject, error)
                 if not error:
                     return answer
+                if error.get("err_code") not in not_ready or time.monotonic() > deadline:
+                    raise ApiError(subject, error)
                 last = error.get("description", "")
             except (NoRespondersError, NatsTimeout) as problem:
                 last = "no answer" if isinstance(problem, NatsTimeout) else "no JetStream in this account"
@@ -92,7 +98,7 @@ class Api:
             raise
 
     async def stream_create(self, config: dict) -> dict:
-        return await self.request(f"STREAM.CREATE.{config['name']}", config)
+        return await self.request(f"STREAM.CREATE.{config['name']}", config, not_ready=frozenset({*NOT_READY, NO_PEERS}))
 
     async def stream_update(self, config: dict) -> dict:
         return await self.request(f"STREAM.UPDATE.{config['name']}", config)

@@ -93,7 +93,8 @@ async def kv_fill(nc) -> dict[str, int]:
     latest = {}
     for round_ in range(3):
         for i in range(10):
-            latest[f"k{i}"] = await kv.put(f"k{i}", f"{round_}-{i}".encode())
+            # a bucket just made answers once its group has a leader: a put asked again is one more revision
+            latest[f"k{i}"] = await answered(lambda i=i, r=round_: kv.put(f"k{i}", f"{r}-{i}".encode()))
     return latest
 
 

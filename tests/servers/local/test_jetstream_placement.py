@@ -7,6 +7,7 @@ each replica in another region."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import nats
@@ -14,6 +15,7 @@ import pytest
 from nats.js.errors import APIError
 
 from nats_fly.processes import local as localrun
+from nats_fly.processes.jetstream import Connections, Target
 from nats_fly.render import natsconf
 from nats_fly.render.secrets import server_environment, route_password
 from nats_fly.config.settings import load
@@ -25,24 +27,32 @@ SYS = "placement-sys-password-1"
 
 @pytest.fixture
 def mesh(tmp_path, monkeypatch):
-    """start(regions, unique_tag=None) -> the client URLs of a local JetStream mesh (auth none)."""
+    """start(regions, unique_tag=None, settled=True) -> the client URLs of a local JetStream mesh (auth none);
+    settled: once the meta group knows every server."""
     started: list[tuple[str, object]] = []
 
-    def start(regions: list[str], unique_tag: str | None = None) -> list[str]:
+    def start(regions: list[str], unique_tag: str | None = None, settled: bool = True,
+              held: int = 0) -> list[str]:
+        """held: the last `held` servers wait for start.release() (which returns once they run)."""
         s = load({"app": f"js-{len(started)}", "platform": "local", "regions": regions, "auth": "none",
                   "jetstream": True})
         for name, value in server_environment(s, SYS, route_password(s.app, SYS), {}).items():
             monkeypatch.setenv(name, natsconf.conf_string(value))
         servers = local_ports.servers(s, localrun.choose_ports(local_ports.server_names(s), {}))
         state = tmp_path / s.app
-        for sv in servers:
-            conf = natsconf.local_conf(s, sv, servers, str(state / sv.name))
-            if unique_tag:
-                conf["jetstream"]["unique_tag"] = unique_tag
-            localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port,
-                            nats_version=s.nats_version)
-            started.append((sv.name, state))
-        wait_for_meta_peers([sv.monitor_port for sv in servers], len(servers))
+
+        def run(chosen):
+            for sv in chosen:
+                conf = natsconf.local_conf(s, sv, servers, str(state / sv.name))
+                if unique_tag:
+                    conf["jetstream"]["unique_tag"] = unique_tag
+                localrun.ensure(sv.name, natsconf.to_json(conf), state, sv.client_port, sv.monitor_port,
+                                nats_version=s.nats_version)
+                started.append((sv.name, state))
+        run(servers[:len(servers) - held])
+        start.release = lambda: run(servers[len(servers) - held:])
+        if settled:
+            wait_for_meta_peers([sv.monitor_port for sv in servers], len(servers))
         return [sv.client_url for sv in servers]
     yield start
     for name, state in started:
@@ -103,3 +113,43 @@ def test_three_regions_put_each_replica_in_another_region(mesh):
     for stream in ("a", "b", "c", "d"):
         placed = asyncio.run(r3_stream(urls, stream))
         assert regions_of(placed["servers"]) == ["cdg", "ord", "syd"], placed
+
+
+async def no_suitable_peers(api) -> None:
+    """Until the two servers' meta group answers an R3 create with 10005 (it has a leader, and no third peer)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            answer = json.loads((await api.client.request("$JS.API.STREAM.CREATE.probe", json.dumps(
+                {"name": "probe", "subjects": ["probe.>"], "num_replicas": 3}).encode(), timeout=2)).data)
+            if (answer.get("error") or {}).get("err_code") == 10005:
+                return
+        except nats.errors.Error:
+            pass
+        assert time.monotonic() < deadline, "the two servers never answered with 10005"
+        await asyncio.sleep(0.2)
+
+
+def test_the_assets_create_of_an_r3_stream_waits_for_a_server_the_cluster_has_not_heard_yet(mesh):
+    """What an asset meets on a cluster's first up: a server not heard from yet (started last, or its news
+    not yet at the meta leader) makes a create hear 'no suitable peers for placement'. The provider's create
+    asks again while JetStream settles: here the third server starts 2 s after the create was first sent,
+    and the stream lands in 3 regions."""
+    urls = mesh(["ord", "syd", "cdg"], settled=False, held=1)
+
+    async def create() -> dict:
+        connections = Connections("test-first-up")
+        try:
+            api = await connections.api(Target(tuple(urls[:2])))
+            await no_suitable_peers(api)
+            asking = asyncio.create_task(api.stream_create({"name": "first", "subjects": ["first.>"],
+                                                            "num_replicas": 3}))
+            await asyncio.sleep(2)
+            assert not asking.done(), asking.result()
+            await asyncio.to_thread(mesh.release)
+            return await asking
+        finally:
+            await connections.close()
+
+    info = asyncio.run(create())
+    assert info["config"]["num_replicas"] == 3
