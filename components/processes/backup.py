@@ -43,6 +43,11 @@ READY_WAIT = 60.0
 """Seconds a freshly restored stream may take to elect its leader and answer."""
 
 
+NOT_YET = ("no responders available", "no suitable peers for placement", "temporarily unavailable")
+"""What natscli relays while a new cluster's JetStream settles (routes forming, the meta leader hearing
+from every server)."""
+
+
 class BackupError(Exception):
     """A failure to report as it is: one line, no traceback."""
 
@@ -205,9 +210,13 @@ def restore(op: ops.Restore) -> list[str]:
         raise BackupError(f"stream(s) {', '.join(there)} exist already in the cluster of stack {op.stack}; a restore "
                           f"puts streams into a cluster that lacks them (natscli refuses to overwrite one): delete "
                           f"them first, or restore into a fresh cluster")
-    done = natscli(aim, "backup", "restore", "account", str(where))
-    if done.returncode != 0:
-        raise _failed(f"nats backup restore account {where}", done)
+    deadline = time.monotonic() + READY_WAIT
+    while (done := natscli(aim, "backup", "restore", "account", str(where))).returncode != 0:
+        # a cluster just brought up may not place streams yet; natscli then stops before its first stream
+        if (not any(words in (done.stderr + done.stdout) for words in NOT_YET) or time.monotonic() > deadline
+                or asyncio.run(_existing(aim, streams))):
+            raise _failed(f"nats backup restore account {where}", done)
+        time.sleep(1)
     counts = asyncio.run(_settled(aim, where, streams))
     lines = [f"{name}: {messages} messages" for name, messages in counts.items()]
     lines.append(f"restored {len(streams)} stream(s) into account APP from {where} in {time.monotonic() - t0:.2f}s")
