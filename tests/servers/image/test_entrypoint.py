@@ -263,6 +263,16 @@ class Booted:
     def console(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def state(self) -> str:
+        """The entrypoint's and the server's state, for a failure's message."""
+        def of(pid: int) -> str:
+            try:
+                return " ".join(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                                if line.startswith(("State:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigCgt:")))
+            except OSError:
+                return "gone"
+        return f"entrypoint exit {self.proc.poll()}, {of(self.proc.pid)}; server {of(self.server)}"
+
     def alive(self, pid: int) -> bool:
         return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
@@ -323,7 +333,7 @@ def test_other_signals_are_passed_on_as_they_are(booted):
     os.kill(booted.proc.pid, signal.SIGHUP)  # reload
     deadline = time.monotonic() + 30  # a loaded machine: CI once saw no reload within 10 s
     while "Reloaded server configuration" not in booted.console():
-        assert time.monotonic() < deadline, booted.console()
+        assert time.monotonic() < deadline, (booted.state(), booted.console())
         time.sleep(0.05)
     assert booted.proc.poll() is None and booted.alive(booted.server)
     os.kill(booted.proc.pid, signal.SIGTERM)
