@@ -4,11 +4,14 @@ network namespace, a private mount namespace and /etc/netns/<ns>/ files.
 Here the image's root filesystem is assembled (overlay of the image layers plus a
 fresh writable layer, as a Fly Machine's root is reset on every start), volumes
 are bound at their mount paths, the hostname becomes the Machine ID, and the
-image's ENTRYPOINT+CMD is exec'd with the Fly environment. Stdlib only.
+image's ENTRYPOINT+CMD is exec'd with the Fly environment and, as Fly's init starts it, every signal
+at its default disposition and none blocked (whoever started the stand-in, `nohup` say, may have left
+SIGHUP ignored, and a shell cannot trap a signal ignored on entry). Stdlib only.
 """
 import ctypes
 import json
 import os
+import signal
 import sys
 
 MS_RDONLY, MS_BIND, MS_REC = 1, 4096, 16384
@@ -55,6 +58,12 @@ def main(spec_path: str) -> None:
     os.chroot(root)
     os.chdir(spec.get("workdir") or "/")
     os.setsid()
+    for number in range(1, signal.NSIG):
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP and the numbers no signal has
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     argv = spec["argv"]
     try:
         os.execvpe(argv[0], argv, spec["env"])

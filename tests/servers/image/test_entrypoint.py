@@ -221,6 +221,17 @@ printf '%s' "$NATS_PASSWORD_APP"
 
 # --- signals: Fly's kill_signal (SIGINT) becomes lame duck ---------------------------------------------
 
+def default_signals() -> None:
+    """Every signal at its default disposition, none blocked, as Fly's init starts a Machine's process:
+    a test run under `nohup` has SIGHUP ignored, and a shell cannot trap a signal ignored on entry."""
+    for number in range(1, signal.NSIG):
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP and the numbers no signal has
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 class Booted:
     """The entrypoint under busybox sh, running the real nats-server with the stack's conf."""
 
@@ -245,7 +256,7 @@ class Booted:
         # As Fly's init starts it: default signal dispositions, a session of its own.
         self.proc = subprocess.Popen([BUSYBOX, "sh", str(context / "entrypoint.sh"), "nats-server", "--config",
                                       str(context / "nats.conf")], env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_signals)
         deadline = time.monotonic() + 30
         while not self.healthy():
             assert self.proc.poll() is None and time.monotonic() < deadline, self.console()
