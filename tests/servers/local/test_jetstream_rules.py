@@ -329,6 +329,9 @@ def test_subjects_the_server_keeps_for_itself_are_refused_as_the_server_does(clu
     refused = js.check(js.STREAM, given, SHAPE, creating=True)
 
     async def work(api):
+        if subject == ">":  # every other stream would overlap it (the origins come back when a test needs them)
+            for other in (await api.request("STREAM.NAMES")).get("streams") or []:
+                await api.stream_delete(other)
         try:
             await api.stream_create(js.overlay({}, js.desired(js.STREAM, given, SHAPE), js.STREAM))
         except ApiError as refusal:
