@@ -183,7 +183,7 @@ class Restore(_StackAccess):
     path = ("restore",)
     handler = "nats_fly.processes.backup:run_restore"
     summary = ("Put the streams a backup holds into a cluster that lacks them (a fresh one: natscli refuses to "
-               "overwrite a stream), with `nats backup restore account`.")
+               "overwrite a stream), with `nats backup restore stream`, one stream at a time.")
     from_: Path = option(kind=Path, metavar="DIR", help="a folder `nats-fly backup` wrote")
 
 
