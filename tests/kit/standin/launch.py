@@ -40,6 +40,16 @@ def bind(source: str, target: str, flags: int = 0) -> None:
     mount(source, target, None, MS_BIND | MS_REC | flags)
 
 
+def default_signals() -> None:
+    """Every signal at its default disposition and none blocked, as Fly's init starts a Machine's process."""
+    for number in range(1, signal.NSIG):
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP and the numbers no signal has
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def main(spec_path: str) -> None:
     spec = json.load(open(spec_path))
     root = spec["root"]
@@ -58,12 +68,7 @@ def main(spec_path: str) -> None:
     os.chroot(root)
     os.chdir(spec.get("workdir") or "/")
     os.setsid()
-    for number in range(1, signal.NSIG):
-        try:
-            signal.signal(number, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # SIGKILL, SIGSTOP and the numbers no signal has
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    default_signals()
     argv = spec["argv"]
     try:
         os.execvpe(argv[0], argv, spec["env"])

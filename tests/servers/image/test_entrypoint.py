@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from nats_fly_testkit.standin.launch import default_signals  # a test run under nohup has SIGHUP ignored
 from nats_fly_testkit.support import REPO, free_ports, nats_server_binary
 from nats_fly.render import buildctx
 from nats_fly.contract import flyctl
@@ -220,17 +221,6 @@ printf '%s' "$NATS_PASSWORD_APP"
 
 
 # --- signals: Fly's kill_signal (SIGINT) becomes lame duck ---------------------------------------------
-
-def default_signals() -> None:
-    """Every signal at its default disposition, none blocked, as Fly's init starts a Machine's process:
-    a test run under `nohup` has SIGHUP ignored, and a shell cannot trap a signal ignored on entry."""
-    for number in range(1, signal.NSIG):
-        try:
-            signal.signal(number, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # SIGKILL, SIGSTOP and the numbers no signal has
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
 
 class Booted:
     """The entrypoint under busybox sh, running the real nats-server with the stack's conf."""
