@@ -100,6 +100,22 @@ async def overheard(rogue_port: int, cluster_url: str, subject: str, admitted: b
             await nc.close()
 
 
+def listens(server, url: str, admitted: bool, rogue_words: str, control_words: str) -> None:
+    """A stranger's server joined to the cluster: refused, it hears nothing of what is published at `url`;
+    the control (admitted) hears all 20, or the test could not tell. The server is stopped either way."""
+    try:
+        if not admitted:
+            refused(server)
+        heard = asyncio.run(overheard(server.client_port, url, "orders.>", admitted))
+        if admitted:
+            assert len(heard) == 20, f"{control_words} heard {len(heard)}/20: the test could not tell"
+        else:
+            assert heard == [], f"{rogue_words} heard {heard}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_files(stack, tmp_path):
     stack.pulumi("up", "--yes", "--skip-preview")
     work = stack.root / ".nats-fly" / "e2e" / "nats"
@@ -114,17 +130,7 @@ def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_file
     for name, creds, admitted in attempts:
         server = rogue(tmp_path, name, f'cluster {{ name: nats-local, listen: "127.0.0.1:{free_ports(1)[0]}", '
                                        f'routes: ["nats-route://{creds}127.0.0.1:{cluster_port}"] }}')
-        try:
-            if not admitted:
-                refused(server)
-            heard = asyncio.run(overheard(server.client_port, url, "orders.>", admitted))
-            if admitted:
-                assert len(heard) == 20, f"the control heard {len(heard)}/20: the test could not tell"
-                continue
-            assert heard == [], f"{name}: the rogue server heard {heard}"
-        finally:
-            server.terminate()
-            server.wait(10)
+        listens(server, url, admitted, f"{name}: the rogue server", "the control")
 
     # A region more (routes reload) and the supercluster topology (gateways: a restart).
     stack.config({"regions": ["ord", "syd", "cdg", "lhr"]})
@@ -144,17 +150,7 @@ def test_local_routes_and_gateways_refuse_strangers_and_keep_secrets_out_of_file
     for name, creds, admitted in attempts:
         server = rogue(tmp_path, f"gateway-{name}", f'gateway {{ name: rogue, listen: "127.0.0.1:{free_ports(1)[0]}", '
                                                     f'gateways: [{{name: ord, urls: ["nats://{creds}127.0.0.1:{gateway_port}"]}}] }}')
-        try:
-            if not admitted:
-                refused(server)
-            heard = asyncio.run(overheard(server.client_port, urls["ord"], "orders.>", admitted))
-            if admitted:
-                assert len(heard) == 20, f"the gateway control heard {len(heard)}/20: the test could not tell"
-                continue
-            assert heard == [], f"{name}: the rogue gateway heard {heard}"
-        finally:
-            server.terminate()
-            server.wait(10)
+        listens(server, urls["ord"], admitted, f"{name}: the rogue gateway", "the gateway control")
 
     route = route_password("nats-local", SYS)
     for path in sorted(work.rglob("*")):
