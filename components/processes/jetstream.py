@@ -21,7 +21,7 @@ CONNECT_TIMEOUT = 20.0
 SETTLE = 60.0
 """How long a call waits for JetStream to answer at all (just started, or electing a leader)."""
 
-NOT_READY = {10008}  # JetStream system temporarily unavailable (no meta leader yet)
+NOT_READY = frozenset({10008})  # JetStream system temporarily unavailable (no meta leader yet)
 NO_PEERS = 10005
 """No suitable peers for placement: what a cluster that has just started answers while its servers' news
 has not reached the meta leader. The check at preview has refused what no cluster could place (replicas
@@ -65,7 +65,7 @@ class Api:
         self.client, self.target = client, target
 
     async def request(self, subject: str, body: Any = None, *, settle: float = SETTLE,
-                      not_ready: frozenset[int] = frozenset(NOT_READY)) -> dict:
+                      not_ready: frozenset[int] = NOT_READY) -> dict:
         """The answer to one API request; an API error raises ApiError. While JetStream is not ready (no
         responders, no answer, an error code of `not_ready`) the request is sent again until `settle`
         seconds have passed; then the last API error is raised as it is."""
@@ -98,7 +98,7 @@ class Api:
             raise
 
     async def stream_create(self, config: dict) -> dict:
-        return await self.request(f"STREAM.CREATE.{config['name']}", config, not_ready=frozenset({*NOT_READY, NO_PEERS}))
+        return await self.request(f"STREAM.CREATE.{config['name']}", config, not_ready=NOT_READY | {NO_PEERS})
 
     async def stream_update(self, config: dict) -> dict:
         return await self.request(f"STREAM.UPDATE.{config['name']}", config)
